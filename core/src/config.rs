@@ -1,0 +1,194 @@
+//! A node's settings for the core, validated before any connection is made.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::frame::DEFAULT_MAX_FRAME;
+use crate::join::{Keyring, SharedSecret, MAX_NAME_LEN};
+
+/// Which end of a link a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Dialed the peer and sends HELLO.
+    Initiator,
+    /// Accepted the link and answers with WELCOME or REJECT.
+    Acceptor,
+}
+
+/// Everything the core needs to know about this node. Build with [`Config::new`] and
+/// adjust the public fields; [`Config::validate`] (run by `Endpoint::new`) refuses
+/// combinations that cannot work.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The cluster this node belongs to. Peers naming another cluster are refused.
+    pub cluster_name: String,
+    /// This node's id, sent in HELLO / WELCOME (1 to 255 bytes of UTF-8).
+    pub node_id: String,
+    /// The join secrets. `None` turns the join proof off: only do that when mutual TLS
+    /// authenticates peers, or in development.
+    pub keyring: Option<Keyring>,
+    /// Largest DATA payload accepted from the peer (default 8 MiB).
+    pub max_frame: usize,
+    /// How far a HELLO's timestamp may be from this node's clock (default 5 minutes).
+    pub clock_skew_tolerance: Duration,
+    /// Time from the start of a link to joined before it is closed (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Bytes of outgoing frames buffered before `send` reports the buffer full
+    /// (default 1 MiB). A single frame is always accepted into an empty buffer.
+    pub send_buffer_limit: usize,
+    /// Bytes received but not yet taken by `poll_event` before the connection stops
+    /// taking input (default 1 MiB). A frame in progress may always complete.
+    pub recv_buffer_limit: usize,
+    /// Nonces remembered for replay protection (default 16384).
+    pub replay_cache_capacity: usize,
+}
+
+impl Config {
+    /// Settings with the defaults and no shared secret.
+    pub fn new(cluster_name: impl Into<String>, node_id: impl Into<String>) -> Self {
+        Self {
+            cluster_name: cluster_name.into(),
+            node_id: node_id.into(),
+            keyring: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            clock_skew_tolerance: Duration::from_secs(300),
+            handshake_timeout: Duration::from_secs(10),
+            send_buffer_limit: 1024 * 1024,
+            recv_buffer_limit: 1024 * 1024,
+            replay_cache_capacity: 16 * 1024,
+        }
+    }
+
+    /// Sets a keyring holding one shared secret.
+    pub fn with_secret(mut self, secret: SharedSecret) -> Self {
+        self.keyring = Some(Keyring::new(secret));
+        self
+    }
+
+    /// Sets the keyring.
+    pub fn with_keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    /// Refuses settings that cannot work, naming the setting and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (setting, value) in [
+            ("cluster_name", &self.cluster_name),
+            ("node_id", &self.node_id),
+        ] {
+            if value.is_empty() || value.len() > MAX_NAME_LEN {
+                return Err(ConfigError::BadName {
+                    setting,
+                    len: value.len(),
+                });
+            }
+        }
+        if self.max_frame == 0 || u32::try_from(self.max_frame).is_err() {
+            return Err(ConfigError::MaxFrameOutOfRange(self.max_frame));
+        }
+        for (setting, value) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("clock_skew_tolerance", self.clock_skew_tolerance),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroDuration { setting });
+            }
+        }
+        for (setting, value) in [
+            ("send_buffer_limit", self.send_buffer_limit),
+            ("recv_buffer_limit", self.recv_buffer_limit),
+            ("replay_cache_capacity", self.replay_cache_capacity),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero { setting });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Settings that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `cluster_name` or `node_id` is empty or longer than 255 bytes.
+    BadName {
+        /// The setting.
+        setting: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// `max_frame` is 0 or does not fit the 32-bit length field.
+    MaxFrameOutOfRange(usize),
+    /// A duration setting is zero.
+    ZeroDuration {
+        /// The setting.
+        setting: &'static str,
+    },
+    /// A size setting is zero.
+    Zero {
+        /// The setting.
+        setting: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadName { setting, len } => write!(
+                f,
+                "{setting} is {len} bytes long; it must be 1 to {MAX_NAME_LEN} bytes of UTF-8"
+            ),
+            Self::MaxFrameOutOfRange(v) => write!(
+                f,
+                "max_frame is {v}; it must be between 1 and {} bytes",
+                u32::MAX
+            ),
+            Self::ZeroDuration { setting } => {
+                write!(f, "{setting} is zero; give it a positive duration")
+            }
+            Self::Zero { setting } => write!(f, "{setting} is zero; give it a positive size"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_settings_are_named() {
+        assert_eq!(Config::new("prod", "a").validate(), Ok(()));
+        let err = Config::new("", "a").validate().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::BadName {
+                setting: "cluster_name",
+                len: 0
+            }
+        );
+        assert!(err.to_string().contains("cluster_name"));
+        let mut c = Config::new("prod", "x".repeat(256));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::BadName {
+                setting: "node_id",
+                ..
+            })
+        ));
+        c.node_id = "a".into();
+        c.max_frame = 0;
+        assert_eq!(c.validate(), Err(ConfigError::MaxFrameOutOfRange(0)));
+        c.max_frame = 10;
+        c.handshake_timeout = Duration::ZERO;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroDuration {
+                setting: "handshake_timeout"
+            })
+        );
+    }
+}

@@ -1,0 +1,539 @@
+//! One link's state machine, from the first byte to the close.
+//!
+//! The shape is quinn-proto's. Inputs: [`Connection::handle_input`],
+//! [`Connection::handle_timeout`], [`Connection::handle_eof`]. Commands:
+//! [`Connection::send`], [`Connection::close`]. Outputs, drained after every input or
+//! command, in this order:
+//!
+//! 1. [`Connection::poll_transmit`] until `None`: bytes to write to the socket;
+//! 2. [`Connection::poll_timeout`]: when to call `handle_timeout` next;
+//! 3. [`Connection::poll_event`] until `None`: joined, frames, closed.
+//!
+//! Receive memory is bounded: `handle_input` takes only as many bytes as fit under
+//! `recv_buffer_limit` (counting frames delivered as events but not yet polled) plus
+//! whatever completes the frame in progress, and says how many it took. The caller keeps
+//! the rest and offers it again after draining events.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::close::{CloseCode, CloseReason};
+use crate::config::{Config, Side};
+use crate::error::ConnectionError;
+use crate::frame::{Frame, FrameDecoder, FrameKind, HEADER_LEN};
+use crate::join::{
+    AcceptorHandshake, InitiatorHandshake, JoinError, JoinHello, JoinWelcome, PeerInfo, RejectCode,
+    Rejection, ReplayCache, NONCE_LEN,
+};
+use crate::preface::{self, PREFACE, PREFACE_LEN};
+use crate::send_queue::SendQueue;
+use crate::time::WallClock;
+use crate::transport::Transport;
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The join completed: the peer proved itself and frames may flow.
+    Joined(PeerInfo),
+    /// An application frame from the peer, in order. Its bytes were not copied out of
+    /// the receive buffer.
+    Frame(Bytes),
+    /// The link is over. No event follows this one.
+    Closed(CloseCause),
+}
+
+/// Why a link ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseCause {
+    /// This node called [`Connection::close`].
+    Local(CloseReason),
+    /// The peer sent a CLOSE frame.
+    Peer(CloseReason),
+    /// An error ended the link (the peer was told, where it can still listen).
+    Error(ConnectionError),
+}
+
+impl std::fmt::Display for CloseCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(r) => write!(f, "closed by this node: {r}"),
+            Self::Peer(r) => write!(f, "closed by the peer: {r}"),
+            Self::Error(e) => e.fmt(f),
+        }
+    }
+}
+
+/// `send` could not queue a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The send buffer is full; the frame is handed back. Drain `poll_transmit` (write
+    /// to the socket) and try again.
+    Full(Bytes),
+    /// The frame is larger than the peer's max_frame.
+    TooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The peer's limit.
+        max: usize,
+    },
+    /// The link has not joined yet.
+    NotJoined,
+    /// The link is closed.
+    Closed,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str("the send buffer is full; wait until queued frames are written"),
+            Self::TooLarge { len, max } => write!(
+                f,
+                "a {len}-byte frame exceeds the peer's max_frame of {max} bytes; split it or raise max_frame on the peer"
+            ),
+            Self::NotJoined => f.write_str("the link has not joined yet"),
+            Self::Closed => f.write_str("the link is closed"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+#[derive(Debug)]
+enum State {
+    /// Initiator waiting for the transport to be ready before it sends HELLO.
+    InitiatorStarting { nonce: [u8; NONCE_LEN] },
+    /// Initiator that sent HELLO and waits for WELCOME or REJECT.
+    InitiatorSentHello(InitiatorHandshake),
+    /// Acceptor waiting for HELLO.
+    AcceptorWaiting(AcceptorHandshake),
+    /// Joined: application frames flow.
+    Joined,
+    /// Over. Only the frames owed to the peer remain to be transmitted.
+    Closed,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::InitiatorStarting { .. } => "before the HELLO",
+            Self::InitiatorSentHello(_) => "while waiting for WELCOME",
+            Self::AcceptorWaiting(_) => "while waiting for HELLO",
+            Self::Joined => "after the join",
+            Self::Closed => "after the close",
+        }
+    }
+}
+
+/// One link, initiator or acceptor. Made by [`crate::Endpoint`].
+#[derive(Debug)]
+pub struct Connection {
+    side: Side,
+    config: Arc<Config>,
+    replay: Arc<ReplayCache>,
+    clock: WallClock,
+    handshake_deadline: Option<Instant>,
+    transport: Transport,
+    decoder: FrameDecoder,
+    /// Frame-stream bytes received and not yet decoded.
+    recv: BytesMut,
+    preface_received: bool,
+    send_queue: SendQueue,
+    state: State,
+    events: VecDeque<Event>,
+    /// Payload bytes in queued `Event::Frame`s.
+    event_bytes: usize,
+    peer: Option<PeerInfo>,
+    close_cause: Option<CloseCause>,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        side: Side,
+        config: Arc<Config>,
+        replay: Arc<ReplayCache>,
+        nonce: [u8; NONCE_LEN],
+        now: Instant,
+        unix_ms: u64,
+    ) -> Self {
+        let state = match side {
+            Side::Initiator => State::InitiatorStarting { nonce },
+            Side::Acceptor => State::AcceptorWaiting(AcceptorHandshake::new(nonce)),
+        };
+        let mut conn = Self {
+            side,
+            decoder: FrameDecoder::new(config.max_frame),
+            handshake_deadline: now.checked_add(config.handshake_timeout),
+            config,
+            replay,
+            clock: WallClock::new(now, unix_ms),
+            transport: Transport::Plain,
+            recv: BytesMut::new(),
+            preface_received: false,
+            send_queue: SendQueue::default(),
+            state,
+            events: VecDeque::new(),
+            event_bytes: 0,
+            peer: None,
+            close_cause: None,
+        };
+        conn.send_queue.push_raw(&PREFACE);
+        conn.advance_handshake(now);
+        conn
+    }
+
+    // ----- getters -----
+
+    /// Which end of the link this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Whether the join has completed and the link is not closed.
+    pub fn is_joined(&self) -> bool {
+        matches!(self.state, State::Joined)
+    }
+
+    /// Whether the link is over (frames owed to the peer may still be queued).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Whether the link is over and everything owed to the peer has been handed to
+    /// `poll_transmit`'s caller: the socket can be shut down.
+    pub fn is_drained(&self) -> bool {
+        self.is_closed() && self.send_queue.is_empty()
+    }
+
+    /// What the join revealed about the peer.
+    pub fn peer(&self) -> Option<&PeerInfo> {
+        self.peer.as_ref()
+    }
+
+    /// Why the link ended, once it has.
+    pub fn close_cause(&self) -> Option<&CloseCause> {
+        self.close_cause.as_ref()
+    }
+
+    /// Frame-stream bytes queued for sending and not yet handed to `poll_transmit`.
+    pub fn send_buffered(&self) -> usize {
+        self.send_queue.len()
+    }
+
+    /// The settings this connection runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ----- inputs -----
+
+    /// Takes bytes read from the socket and returns how many it consumed. Fewer than
+    /// offered means the receive buffer is full: drain `poll_event`, then offer the rest
+    /// again. After the link is closed, input is discarded (all of it is consumed).
+    pub fn handle_input(&mut self, input: &[u8], now: Instant) -> usize {
+        if self.is_closed() {
+            return input.len();
+        }
+        let room = self.recv_room();
+        let consumed = match self.transport.read(input, &mut self.recv, room) {
+            Ok(n) => n,
+            Err(e) => {
+                self.fail(e);
+                return input.len();
+            }
+        };
+        self.process(now);
+        consumed
+    }
+
+    /// The deadline returned by `poll_timeout` may have passed. Calling it early, or more
+    /// than once, does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(deadline) = self.handshake_deadline {
+            if now >= deadline && !self.is_joined() && !self.is_closed() {
+                self.fail(ConnectionError::HandshakeTimeout {
+                    after: self.config.handshake_timeout,
+                });
+            }
+        }
+    }
+
+    /// The peer closed its sending side (read returned 0).
+    pub fn handle_eof(&mut self) {
+        if self.is_closed() {
+            return;
+        }
+        let err = match self.decoder.truncation(&self.recv) {
+            Some(e) if self.preface_received => ConnectionError::Frame(e),
+            _ => ConnectionError::UnexpectedEof {
+                joined: self.is_joined(),
+            },
+        };
+        self.fail(err);
+    }
+
+    // ----- commands -----
+
+    /// Queues an application frame. Refused when not joined, closed, larger than the
+    /// peer's max_frame, or when the send buffer is full (the frame comes back in
+    /// [`SendError::Full`]). A frame always fits into an empty buffer.
+    pub fn send(&mut self, payload: Bytes) -> Result<(), SendError> {
+        match self.state {
+            State::Joined => {}
+            State::Closed => return Err(SendError::Closed),
+            _ => return Err(SendError::NotJoined),
+        }
+        let max = self.peer.as_ref().map_or(0, |p| p.max_frame);
+        if payload.len() > max {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        let queued = self.send_queue.len();
+        if queued > 0 && queued + HEADER_LEN + payload.len() > self.config.send_buffer_limit {
+            return Err(SendError::Full(payload));
+        }
+        self.send_queue.push(FrameKind::Data, payload);
+        Ok(())
+    }
+
+    /// Bytes `send` accepts right now before it reports the buffer full (header included).
+    pub fn send_capacity(&self) -> usize {
+        if !self.is_joined() {
+            return 0;
+        }
+        self.config
+            .send_buffer_limit
+            .saturating_sub(self.send_queue.len())
+    }
+
+    /// Ends the link: frames already queued are still sent, followed by a CLOSE with
+    /// `reason`. Does nothing if the link is already closed.
+    pub fn close(&mut self, reason: CloseReason) {
+        if self.is_closed() {
+            return;
+        }
+        self.send_queue
+            .push_control(FrameKind::Close, &reason.encode());
+        self.finish(CloseCause::Local(reason));
+    }
+
+    // ----- outputs -----
+
+    /// The next bytes to write to the socket.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.transport.poll_transmit(&mut self.send_queue)
+    }
+
+    /// When `handle_timeout` must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_joined() || self.is_closed() {
+            None
+        } else {
+            self.handshake_deadline
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let event = self.events.pop_front()?;
+        if let Event::Frame(payload) = &event {
+            self.event_bytes = self.event_bytes.saturating_sub(payload.len());
+        }
+        Some(event)
+    }
+
+    // ----- internals -----
+
+    /// Plaintext bytes the receive side can take now.
+    fn recv_room(&self) -> usize {
+        let used = self.recv.len() + self.event_bytes;
+        let window = self.config.recv_buffer_limit.saturating_sub(used);
+        // A frame whose header has arrived may always complete, so a full event queue
+        // never deadlocks a frame larger than the window.
+        let finish_frame = match self.decoder.frame_len(&self.recv) {
+            Ok(Some(total)) => total.saturating_sub(self.recv.len()),
+            _ => 0,
+        };
+        window.max(finish_frame)
+    }
+
+    /// Decodes and handles every complete frame received.
+    fn process(&mut self, now: Instant) {
+        if !self.preface_received {
+            match preface::check(&self.recv) {
+                Ok(true) => {
+                    self.recv.advance(PREFACE_LEN);
+                    self.preface_received = true;
+                }
+                Ok(false) => return,
+                Err(e) => return self.fail(e.into()),
+            }
+        }
+        while !self.is_closed() {
+            // An unauthenticated peer may not send DATA, so it may not make this node
+            // buffer a DATA body either: refuse on the kind byte.
+            if let Some(&byte) = self.recv.first() {
+                if byte == FrameKind::Data.to_byte() && !self.is_joined() {
+                    return self.fail(ConnectionError::UnexpectedFrame {
+                        kind: FrameKind::Data,
+                        during: self.state.name(),
+                    });
+                }
+            }
+            match self.decoder.decode(&mut self.recv) {
+                Ok(Some(frame)) => self.handle_frame(frame, now),
+                Ok(None) => break,
+                Err(e) => return self.fail(e.into()),
+            }
+        }
+        self.advance_handshake(now);
+    }
+
+    /// Starts the join once the transport is ready (at once without TLS).
+    fn advance_handshake(&mut self, now: Instant) {
+        if let State::InitiatorStarting { nonce } = self.state {
+            if self.transport.is_ready() {
+                let init = InitiatorHandshake::new(
+                    &self.config,
+                    nonce,
+                    self.clock.unix_ms(now),
+                    self.transport.channel_binding(),
+                );
+                self.send_queue
+                    .push_control(FrameKind::Hello, &init.hello().encode());
+                self.state = State::InitiatorSentHello(init);
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, frame: Frame, now: Instant) {
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        let result = match (state, frame.kind) {
+            (State::Joined, FrameKind::Data) => {
+                self.state = State::Joined;
+                self.event_bytes += frame.payload.len();
+                self.events.push_back(Event::Frame(frame.payload));
+                Ok(())
+            }
+            (State::AcceptorWaiting(acceptor), FrameKind::Hello) => {
+                self.on_hello(acceptor, &frame.payload, now)
+            }
+            (State::InitiatorSentHello(init), FrameKind::Welcome) => {
+                self.on_welcome(init, &frame.payload, now)
+            }
+            (_, FrameKind::Reject) => match Rejection::decode(&frame.payload) {
+                Ok(rejection) => Err(ConnectionError::Join(JoinError::RefusedByPeer(rejection))),
+                Err(e) => Err(e.into()),
+            },
+            (_, FrameKind::Close) => match CloseReason::decode(&frame.payload) {
+                Ok(reason) => {
+                    self.finish(CloseCause::Peer(reason));
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            },
+            (state, kind) => {
+                let during = state.name();
+                self.state = state;
+                Err(ConnectionError::UnexpectedFrame { kind, during })
+            }
+        };
+        if let Err(e) = result {
+            self.fail(e);
+        }
+    }
+
+    fn on_hello(
+        &mut self,
+        acceptor: AcceptorHandshake,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
+        let hello = JoinHello::decode(body)?;
+        let (welcome, peer) = acceptor
+            .read_hello(
+                &self.config,
+                &self.replay,
+                &hello,
+                self.transport.channel_binding(),
+                self.clock.unix_ms(now),
+            )
+            .map_err(|r| ConnectionError::Join(JoinError::RefusedPeer(r)))?;
+        self.send_queue
+            .push_control(FrameKind::Welcome, &welcome.encode());
+        self.joined(peer);
+        Ok(())
+    }
+
+    fn on_welcome(
+        &mut self,
+        init: InitiatorHandshake,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
+        let welcome = JoinWelcome::decode(body)?;
+        let peer = init
+            .read_welcome(
+                &self.config,
+                &welcome,
+                self.transport.channel_binding(),
+                self.clock.unix_ms(now),
+            )
+            .map_err(|r| ConnectionError::Join(JoinError::RefusedPeer(r)))?;
+        self.joined(peer);
+        Ok(())
+    }
+
+    fn joined(&mut self, peer: PeerInfo) {
+        self.state = State::Joined;
+        self.peer = Some(peer.clone());
+        self.events.push_back(Event::Joined(peer));
+    }
+
+    /// Ends the link with an error, queuing what the peer is owed: a REJECT for a join
+    /// this node refused or a malformed join message, a CLOSE for other protocol errors,
+    /// nothing when the peer already left or refused us.
+    fn fail(&mut self, err: ConnectionError) {
+        if self.is_closed() && self.close_cause.is_some() {
+            return;
+        }
+        let joining = !self.is_joined();
+        match &err {
+            ConnectionError::Join(JoinError::RefusedPeer(rejection)) => {
+                self.send_queue
+                    .push_control(FrameKind::Reject, &rejection.encode());
+            }
+            ConnectionError::Message(_) | ConnectionError::UnexpectedFrame { .. } if joining => {
+                let rejection = Rejection::new(RejectCode::Malformed, err.to_string());
+                self.send_queue
+                    .push_control(FrameKind::Reject, &rejection.encode());
+            }
+            _ => {
+                if let Some(reason) = err.close_reason() {
+                    self.send_queue
+                        .push_control(FrameKind::Close, &reason.encode());
+                }
+            }
+        }
+        self.finish(CloseCause::Error(err));
+    }
+
+    fn finish(&mut self, cause: CloseCause) {
+        self.state = State::Closed;
+        self.handshake_deadline = None;
+        self.close_cause = Some(cause.clone());
+        self.events.push_back(Event::Closed(cause));
+    }
+}
+
+/// A CLOSE with [`CloseCode::Normal`] and no message.
+impl Default for CloseReason {
+    fn default() -> Self {
+        Self::new(CloseCode::Normal, "")
+    }
+}

@@ -1,0 +1,58 @@
+//! palisade-core: the sans-IO heart of palisade.
+//!
+//! Everything here is a pure state machine driven from byte buffers. The core never
+//! opens a socket, reads a file, reads a clock or spawns a task: time is passed in as
+//! [`std::time::Instant`] arguments, randomness comes from a [`RandomSource`] the caller
+//! chooses, and bytes move in through [`Connection::handle_input`] and out through
+//! [`Connection::poll_transmit`]. The IO adapters (tokio, async-std, smol, blocking std)
+//! are loops that move bytes between a socket and these calls.
+//!
+//! Layers, from the socket up:
+//!
+//! 1. transport (plaintext today; the TLS session slots in at the same seam),
+//! 2. the [`preface`] and the [`frame`] codec,
+//! 3. the [`join`] handshake (HELLO / WELCOME / REJECT),
+//! 4. application frames ([`Event::Frame`]).
+//!
+//! The wire format is specified in `docs/PROTOCOL.md`.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+#![warn(missing_docs)]
+
+mod close;
+pub mod config;
+mod connection;
+mod endpoint;
+pub mod error;
+pub mod frame;
+pub mod join;
+pub mod preface;
+pub mod random;
+mod send_queue;
+mod time;
+mod transport;
+mod wire;
+
+pub use close::{CloseCode, CloseReason};
+pub use config::{Config, ConfigError, Side};
+pub use connection::{CloseCause, Connection, Event, SendError};
+pub use endpoint::Endpoint;
+pub use error::ConnectionError;
+pub use frame::{FrameDecoder, FrameError, FrameKind};
+pub use join::{
+    JoinError, KeyId, Keyring, PeerInfo, RejectCode, Rejection, SecretError, SharedSecret,
+};
+pub use preface::PrefaceError;
+pub use random::{OsRandom, RandomError, RandomSource};
+pub use wire::FieldError;

@@ -1,0 +1,97 @@
+//! Outgoing frame bytes, bounded, coalesced, and without copying large payloads.
+//!
+//! Small frames are copied into one growing chunk, so a burst of 64-byte frames leaves as
+//! one write (and, with TLS, as full records rather than one record per frame). A payload
+//! of [`ZERO_COPY_MIN`] bytes or more is not copied: its header closes the current chunk
+//! and the payload's own [`Bytes`] follows as a chunk of its own.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::frame::{encode, encode_header, FrameKind, HEADER_LEN};
+
+/// Payloads at least this large are queued by reference instead of copied.
+pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
+
+#[derive(Debug, Default)]
+pub(crate) struct SendQueue {
+    ready: VecDeque<Bytes>,
+    current: BytesMut,
+    len: usize,
+}
+
+impl SendQueue {
+    /// Bytes queued and not yet handed out.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues a frame whose payload is borrowed (control frames): always copied.
+    pub(crate) fn push_control(&mut self, kind: FrameKind, payload: &[u8]) {
+        encode(kind, payload, &mut self.current);
+        self.len += HEADER_LEN + payload.len();
+    }
+
+    /// Queues a frame that owns its payload: large payloads are not copied.
+    pub(crate) fn push(&mut self, kind: FrameKind, payload: Bytes) {
+        if payload.len() < ZERO_COPY_MIN {
+            self.push_control(kind, &payload);
+            return;
+        }
+        encode_header(kind, payload.len(), &mut self.current);
+        self.len += HEADER_LEN + payload.len();
+        self.ready.push_back(self.current.split().freeze());
+        self.ready.push_back(payload);
+    }
+
+    /// Puts raw bytes (the preface) at the end of the queue.
+    pub(crate) fn push_raw(&mut self, bytes: &[u8]) {
+        self.current.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// The next chunk to write, oldest first.
+    pub(crate) fn pop(&mut self) -> Option<Bytes> {
+        let chunk = match self.ready.pop_front() {
+            Some(chunk) => chunk,
+            None if !self.current.is_empty() => self.current.split().freeze(),
+            None => return None,
+        };
+        self.len -= chunk.len();
+        Some(chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_frames_coalesce_and_large_payloads_are_not_copied() {
+        let mut q = SendQueue::default();
+        q.push(FrameKind::Data, Bytes::from_static(b"ab"));
+        q.push(FrameKind::Data, Bytes::from_static(b"cd"));
+        let big = Bytes::from(vec![7u8; ZERO_COPY_MIN]);
+        q.push(FrameKind::Data, big.clone());
+        assert_eq!(q.len(), 2 * (HEADER_LEN + 2) + HEADER_LEN + ZERO_COPY_MIN);
+        let first = q.pop().unwrap();
+        assert_eq!(
+            first.len(),
+            2 * (HEADER_LEN + 2) + HEADER_LEN,
+            "two frames and a header in one chunk"
+        );
+        let second = q.pop().unwrap();
+        assert_eq!(
+            second.as_ptr(),
+            big.as_ptr(),
+            "the big payload is the caller's own buffer"
+        );
+        assert!(q.pop().is_none());
+        assert!(q.is_empty());
+    }
+}
