@@ -156,6 +156,11 @@ impl Pair {
         self.now
     }
 
+    /// Simulated time since the pair was built.
+    pub fn elapsed(&self) -> Duration {
+        self.now.duration_since(self.start)
+    }
+
     /// Every event one side has produced so far.
     pub fn events(&self, side: Side) -> &[Event] {
         &self.events[idx(side)]

@@ -1,0 +1,162 @@
+//! The test vectors in docs/PROTOCOL.md, checked against this implementation.
+//!
+//! The vectors are read from the spec itself, so the document and the code cannot drift
+//! apart. Run with `PALISADE_PRINT_VECTORS=1` to print the computed values.
+
+use palisade_core::frame::{encode, FrameKind};
+use palisade_core::join::{
+    acceptor_proof, initiator_proof, Auth, JoinHello, JoinWelcome, RejectCode, Rejection,
+    SharedSecret,
+};
+use palisade_core::preface::PREFACE;
+use palisade_core::{CloseCode, CloseReason};
+
+const SPEC: &str = include_str!("../../docs/PROTOCOL.md");
+
+/// `name = hex` lines of the spec's test-vector section.
+fn spec_vectors() -> Vec<(String, String)> {
+    let section = SPEC
+        .split("## 9. Test vectors")
+        .nth(1)
+        .expect("docs/PROTOCOL.md has a '## 9. Test vectors' section");
+    section
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(" = ")?;
+            let value = value.trim();
+            let is_hex = !value.is_empty() && value.bytes().all(|b| b.is_ascii_hexdigit());
+            (is_hex && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+                .then(|| (name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+fn bytes_of(counting_from: u8) -> [u8; 32] {
+    std::array::from_fn(|i| counting_from + i as u8)
+}
+
+/// Every value the spec lists, computed from the spec's stated inputs.
+fn computed(binding: &[u8], suffix: &str) -> Vec<(String, String)> {
+    let secret = SharedSecret::new(b"palisade test vector secret 0001".to_vec()).unwrap();
+    let mut hello = JoinHello {
+        version: 1,
+        cluster_name: "prod".into(),
+        node_id: "node-a".into(),
+        timestamp_ms: 1_767_225_600_000,
+        nonce: bytes_of(0x00),
+        max_frame: 8 * 1024 * 1024,
+        auth: Some(Auth {
+            key_id: secret.key_id(),
+            proof: [0; 32],
+        }),
+    };
+    let proof_i = initiator_proof(&secret, binding, &hello);
+    hello.auth = Some(Auth {
+        key_id: secret.key_id(),
+        proof: proof_i,
+    });
+    let mut welcome = JoinWelcome {
+        version: 1,
+        node_id: "node-b".into(),
+        timestamp_ms: 1_767_225_600_250,
+        nonce: bytes_of(0x20),
+        max_frame: 8 * 1024 * 1024,
+        auth: Some(Auth {
+            key_id: secret.key_id(),
+            proof: [0; 32],
+        }),
+    };
+    let proof_r = acceptor_proof(&secret, binding, &hello, &welcome);
+    welcome.auth = Some(Auth {
+        key_id: secret.key_id(),
+        proof: proof_r,
+    });
+    let frame = |kind, body: &[u8]| {
+        let mut out = bytes::BytesMut::new();
+        encode(kind, body, &mut out);
+        hex::encode(out)
+    };
+    let mut out = vec![
+        (format!("proof_i{suffix}"), hex::encode(proof_i)),
+        (
+            format!("hello_frame{suffix}"),
+            frame(FrameKind::Hello, &hello.encode()),
+        ),
+        (format!("proof_r{suffix}"), hex::encode(proof_r)),
+        (
+            format!("welcome_frame{suffix}"),
+            frame(FrameKind::Welcome, &welcome.encode()),
+        ),
+    ];
+    if suffix.is_empty() {
+        let reject = Rejection::new(RejectCode::ClockSkew, "skew 400000 ms");
+        let close = CloseReason::new(CloseCode::Normal, "bye");
+        let data = frame(FrameKind::Data, b"hello, cluster");
+        out.splice(
+            0..0,
+            [
+                ("preface".to_owned(), hex::encode(PREFACE)),
+                ("key_id".to_owned(), hex::encode(secret.key_id().0)),
+            ],
+        );
+        out.extend([
+            (
+                "reject_frame".to_owned(),
+                frame(FrameKind::Reject, &reject.encode()),
+            ),
+            (
+                "close_frame".to_owned(),
+                frame(FrameKind::Close, &close.encode()),
+            ),
+            ("data_frame".to_owned(), data),
+        ]);
+    }
+    out
+}
+
+#[test]
+fn the_spec_vectors_match_this_implementation() {
+    let mut expected = computed(b"", "");
+    expected.extend(computed(&[0xaa; 32], "_tls"));
+    if std::env::var_os("PALISADE_PRINT_VECTORS").is_some() {
+        for (name, value) in &expected {
+            println!("{name} = {value}");
+        }
+    }
+    let spec = spec_vectors();
+    let names: Vec<&str> = spec.iter().map(|(n, _)| n.as_str()).collect();
+    for (name, value) in &expected {
+        let found = spec.iter().find(|(n, _)| n == name);
+        assert_eq!(
+            found.map(|(_, v)| v.as_str()),
+            Some(value.as_str()),
+            "vector `{name}` in docs/PROTOCOL.md (the spec lists {names:?})"
+        );
+    }
+    assert_eq!(
+        spec.len(),
+        expected.len(),
+        "the spec lists vectors this test does not check"
+    );
+}
+
+#[test]
+fn the_spec_vectors_decode_back_to_their_inputs() {
+    let spec = spec_vectors();
+    let get = |name: &str| {
+        let (_, v) = spec
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("vector present");
+        hex::decode(v).unwrap()
+    };
+    let hello = JoinHello::decode(&get("hello_frame")[5..]).unwrap();
+    assert_eq!(
+        (hello.cluster_name.as_str(), hello.node_id.as_str()),
+        ("prod", "node-a")
+    );
+    let welcome = JoinWelcome::decode(&get("welcome_frame")[5..]).unwrap();
+    assert_eq!(welcome.node_id, "node-b");
+    let reject = Rejection::decode(&get("reject_frame")[5..]).unwrap();
+    assert_eq!(reject.code, RejectCode::ClockSkew);
+}
