@@ -14,7 +14,10 @@ fn the_facade_joins_and_carries_a_frame() {
     assert!(matches!(&pair.events(Side::Acceptor)[0], Event::Joined(p) if p.node_id == "a"));
     pair.send(Side::Acceptor, &b"ping"[..]).unwrap();
     pair.run();
-    assert_eq!(pair.frames(Side::Initiator), vec![bytes::Bytes::from_static(b"ping")]);
+    assert_eq!(
+        pair.frames(Side::Initiator),
+        vec![bytes::Bytes::from_static(b"ping")]
+    );
     assert_eq!(
         pair.conn(Side::Initiator).peer().and_then(|p| p.key_id),
         Some(secret.key_id())
