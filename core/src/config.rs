@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::join::{Keyring, SharedSecret, MAX_NAME_LEN};
+use crate::tls::config::TlsContext;
+use crate::tls::{TlsConfig, TlsConfigError};
 
 /// Which end of a link a connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +43,9 @@ pub struct Config {
     pub recv_buffer_limit: usize,
     /// Nonces remembered for replay protection (default 16384).
     pub replay_cache_capacity: usize,
+    /// TLS under the frame stream. `None`: plaintext (development, or a network that is
+    /// already encrypted).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Config {
@@ -56,7 +61,14 @@ impl Config {
             send_buffer_limit: 1024 * 1024,
             recv_buffer_limit: 1024 * 1024,
             replay_cache_capacity: 16 * 1024,
+            tls: None,
         }
+    }
+
+    /// Turns TLS on.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets a keyring holding one shared secret.
@@ -71,8 +83,14 @@ impl Config {
         self
     }
 
-    /// Refuses settings that cannot work, naming the setting and the fix.
+    /// Refuses settings that cannot work, naming the setting and the fix. With TLS on,
+    /// this parses the key and certificates, which costs a little.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.compile().map(|_| ())
+    }
+
+    /// Validates, and compiles the TLS settings for an endpoint.
+    pub(crate) fn compile(&self) -> Result<Option<TlsContext>, ConfigError> {
         for (setting, value) in [
             ("cluster_name", &self.cluster_name),
             ("node_id", &self.node_id),
@@ -104,7 +122,11 @@ impl Config {
                 return Err(ConfigError::Zero { setting });
             }
         }
-        Ok(())
+        self.tls
+            .as_ref()
+            .map(TlsContext::build)
+            .transpose()
+            .map_err(ConfigError::Tls)
     }
 }
 
@@ -131,6 +153,8 @@ pub enum ConfigError {
         /// The setting.
         setting: &'static str,
     },
+    /// The TLS settings cannot work.
+    Tls(TlsConfigError),
 }
 
 impl fmt::Display for ConfigError {
@@ -149,6 +173,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "{setting} is zero; give it a positive duration")
             }
             Self::Zero { setting } => write!(f, "{setting} is zero; give it a positive size"),
+            Self::Tls(e) => e.fmt(f),
         }
     }
 }

@@ -158,6 +158,7 @@ impl Connection {
         nonce: [u8; NONCE_LEN],
         now: Instant,
         unix_ms: u64,
+        transport: Transport,
     ) -> Self {
         let state = match side {
             Side::Initiator => State::InitiatorStarting { nonce },
@@ -170,7 +171,7 @@ impl Connection {
             config,
             replay,
             clock: WallClock::new(now, unix_ms),
-            transport: Transport::Plain,
+            transport,
             recv: BytesMut::new(),
             preface_received: false,
             send_queue: SendQueue::default(),
@@ -205,7 +206,7 @@ impl Connection {
     /// Whether the link is over and everything owed to the peer has been handed to
     /// `poll_transmit`'s caller: the socket can be shut down.
     pub fn is_drained(&self) -> bool {
-        self.is_closed() && self.send_queue.is_empty()
+        self.is_closed() && self.send_queue.is_empty() && !self.transport.has_pending_output(true)
     }
 
     /// What the join revealed about the peer.
@@ -238,15 +239,23 @@ impl Connection {
             return input.len();
         }
         let room = self.recv_room();
-        let consumed = match self.transport.read(input, &mut self.recv, room) {
-            Ok(n) => n,
+        let unix_ms = self.clock.unix_ms(now);
+        let outcome = match self.transport.read(input, &mut self.recv, room, unix_ms) {
+            Ok(outcome) => outcome,
             Err(e) => {
                 self.fail(e);
                 return input.len();
             }
         };
         self.process(now);
-        consumed
+        // With TLS, the handshake may have just completed: the initiator's HELLO goes out
+        // in the same flight as its Finished.
+        self.advance_handshake(now);
+        if outcome.peer_closed {
+            // TLS close_notify: the peer will send nothing more.
+            self.handle_eof();
+        }
+        outcome.consumed
     }
 
     /// The deadline returned by `poll_timeout` may have passed. Calling it early, or more
@@ -326,7 +335,8 @@ impl Connection {
 
     /// The next bytes to write to the socket.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.transport.poll_transmit(&mut self.send_queue)
+        let closing = self.is_closed();
+        self.transport.poll_transmit(&mut self.send_queue, closing)
     }
 
     /// When `handle_timeout` must be called next, if ever.
@@ -391,7 +401,6 @@ impl Connection {
                 Err(e) => return self.fail(e.into()),
             }
         }
-        self.advance_handshake(now);
     }
 
     /// Starts the join once the transport is ready (at once without TLS).
@@ -463,6 +472,10 @@ impl Connection {
                 self.transport.channel_binding(),
                 self.clock.unix_ms(now),
             )
+            .and_then(|(welcome, peer)| {
+                self.authorize_identity(&peer)?;
+                Ok((welcome, peer))
+            })
             .map_err(|r| ConnectionError::Join(JoinError::RefusedPeer(r)))?;
         self.send_queue
             .push_control(FrameKind::Welcome, &welcome.encode());
@@ -484,12 +497,28 @@ impl Connection {
                 self.transport.channel_binding(),
                 self.clock.unix_ms(now),
             )
+            .and_then(|peer| {
+                self.authorize_identity(&peer)?;
+                Ok(peer)
+            })
             .map_err(|r| ConnectionError::Join(JoinError::RefusedPeer(r)))?;
         self.joined(peer);
         Ok(())
     }
 
-    fn joined(&mut self, peer: PeerInfo) {
+    /// With TLS and `node_id_in_cert`, the node id the peer joined with must be one of
+    /// its certificate's names.
+    fn authorize_identity(&self, peer: &PeerInfo) -> Result<(), Rejection> {
+        let required = self
+            .config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.authorization.node_id_in_cert);
+        self.transport.authorize_node_id(&peer.node_id, required)
+    }
+
+    fn joined(&mut self, mut peer: PeerInfo) {
+        peer.tls = self.transport.peer();
         self.state = State::Joined;
         self.peer = Some(peer.clone());
         self.events.push_back(Event::Joined(peer));

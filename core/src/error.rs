@@ -9,6 +9,7 @@ use crate::frame::{FrameError, FrameKind};
 use crate::join::{JoinError, MessageError};
 use crate::preface::PrefaceError;
 use crate::random::RandomError;
+use crate::tls::TlsError;
 
 /// Why a connection failed. Fatal and sticky: after one, the connection only flushes the
 /// REJECT or CLOSE it owes the peer.
@@ -42,6 +43,8 @@ pub enum ConnectionError {
     },
     /// The random source failed.
     Random(RandomError),
+    /// The TLS layer failed (the peer was told with a TLS alert where rustls could).
+    Tls(TlsError),
 }
 
 impl ConnectionError {
@@ -62,7 +65,7 @@ impl ConnectionError {
             Self::Frame(_) => CloseCode::ProtocolError,
             Self::HandshakeTimeout { .. } => CloseCode::HandshakeTimeout,
             Self::Random(_) => CloseCode::InternalError,
-            Self::Join(_) | Self::UnexpectedEof { .. } => return None,
+            Self::Join(_) | Self::UnexpectedEof { .. } | Self::Tls(_) => return None,
         };
         Some(CloseReason::new(code, self.to_string()))
     }
@@ -93,6 +96,7 @@ impl fmt::Display for ConnectionError {
                 f.write_str("the peer closed the connection without a CLOSE frame")
             }
             Self::Random(e) => e.fmt(f),
+            Self::Tls(e) => e.fmt(f),
         }
     }
 }
@@ -105,6 +109,7 @@ impl std::error::Error for ConnectionError {
             Self::Message(e) => Some(e),
             Self::Join(e) => Some(e),
             Self::Random(e) => Some(e),
+            Self::Tls(e) => Some(e),
             _ => None,
         }
     }

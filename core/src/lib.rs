@@ -9,7 +9,7 @@
 //!
 //! Layers, from the socket up:
 //!
-//! 1. transport (plaintext today; the TLS session slots in at the same seam),
+//! 1. transport: plaintext, or a TLS session ([`tls`], rustls with the ring provider),
 //! 2. the [`preface`] and the [`frame`] codec,
 //! 3. the [`join`] handshake (HELLO / WELCOME / REJECT),
 //! 4. application frames ([`Event::Frame`]).
@@ -41,13 +41,14 @@ pub mod preface;
 pub mod random;
 mod send_queue;
 mod time;
+pub mod tls;
 mod transport;
 mod wire;
 
 pub use close::{CloseCode, CloseReason};
 pub use config::{Config, ConfigError, Side};
 pub use connection::{CloseCause, Connection, Event, SendError};
-pub use endpoint::Endpoint;
+pub use endpoint::{ConnectError, Endpoint};
 pub use error::ConnectionError;
 pub use frame::{FrameDecoder, FrameError, FrameKind};
 pub use join::{

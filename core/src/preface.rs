@@ -118,9 +118,19 @@ pub fn looks_like_preface(received: &[u8]) -> bool {
     !head.is_empty() && MAGIC.starts_with(head)
 }
 
+/// What a TLS endpoint received instead of a TLS record: plaintext palisade, HTTP, or
+/// something else.
+pub(crate) fn diagnose_non_tls(received: &[u8]) -> PrefaceError {
+    if looks_like_preface(received) {
+        return PrefaceError::PeerSpeaksPlaintext;
+    }
+    classify(received.get(..PREFACE_LEN).unwrap_or(received))
+}
+
 fn classify(head: &[u8]) -> PrefaceError {
-    // A TLS record starts with content type 22 (handshake) and major version 3.
-    if matches!(head, [0x16] | [0x16, 0x03, ..]) {
+    // A TLS record starts with a content type from 20 to 23 (22: handshake, 21: alert)
+    // and major version 3.
+    if matches!(head, [0x14..=0x17] | [0x14..=0x17, 0x03, ..]) {
         return PrefaceError::PeerSpeaksTls;
     }
     if head.len() >= 3

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::{encode, encode_header, FrameKind, HEADER_LEN};
 
@@ -53,6 +53,42 @@ impl SendQueue {
     pub(crate) fn push_raw(&mut self, bytes: &[u8]) {
         self.current.extend_from_slice(bytes);
         self.len += bytes.len();
+    }
+
+    /// The oldest queued bytes, without taking them.
+    pub(crate) fn front(&self) -> Option<&[u8]> {
+        match self.ready.front() {
+            Some(chunk) => Some(chunk),
+            None if !self.current.is_empty() => Some(&self.current),
+            None => None,
+        }
+    }
+
+    /// Drops the first `n` bytes of [`SendQueue::front`] (they were written).
+    pub(crate) fn advance(&mut self, n: usize) {
+        let n = match self.ready.front_mut() {
+            Some(chunk) => {
+                let n = n.min(chunk.len());
+                chunk.advance(n);
+                if chunk.is_empty() {
+                    self.ready.pop_front();
+                }
+                n
+            }
+            None => {
+                let n = n.min(self.current.len());
+                self.current.advance(n);
+                n
+            }
+        };
+        self.len -= n;
+    }
+
+    /// Drops everything queued (the link can no longer send).
+    pub(crate) fn clear(&mut self) {
+        self.ready.clear();
+        self.current.clear();
+        self.len = 0;
     }
 
     /// The next chunk to write, oldest first.

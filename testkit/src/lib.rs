@@ -4,8 +4,9 @@
 //! The same `Pair` serves the unit tests, the property tests, the fuzz targets, the
 //! benches and the demo, so every one of them drives the real state machine.
 
+pub mod certs;
 mod pair;
 mod random;
 
-pub use pair::{Link, Pair, PairBuilder};
+pub use pair::{Link, Pair, PairBuilder, EPOCH_MS};
 pub use random::SeededRandom;

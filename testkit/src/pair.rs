@@ -20,6 +20,8 @@ pub struct PairBuilder {
     acceptor: Endpoint,
     latency: Duration,
     initiator_clock_offset_ms: i64,
+    wall_start_ms: u64,
+    server_name: String,
 }
 
 /// The simulated link's settings (one-way latency).
@@ -55,6 +57,8 @@ impl PairBuilder {
             acceptor,
             latency: Duration::from_millis(10),
             initiator_clock_offset_ms: 0,
+            wall_start_ms: EPOCH_MS,
+            server_name: "localhost".to_owned(),
         }
     }
 
@@ -70,21 +74,34 @@ impl PairBuilder {
         self
     }
 
+    /// The wall clock (unix ms) both sides start at (default [`EPOCH_MS`]); certificate
+    /// validity is judged by it.
+    pub fn wall_clock_ms(mut self, unix_ms: u64) -> Self {
+        self.wall_start_ms = unix_ms;
+        self
+    }
+
+    /// The name the initiator dials (default `localhost`): TLS SNI and hostname checks.
+    pub fn server_name(mut self, name: &str) -> Self {
+        self.server_name = name.to_owned();
+        self
+    }
+
     /// Creates both connections at the same simulated instant.
     pub fn build(self) -> Pair {
         let start = Instant::now();
         let wall = |offset: i64| {
-            let ms = EPOCH_MS.saturating_add_signed(offset);
+            let ms = self.wall_start_ms.saturating_add_signed(offset);
             UNIX_EPOCH + Duration::from_millis(ms)
         };
         let make = |e: &Endpoint, side: Side, offset| {
             let made = match side {
-                Side::Initiator => e.connect(start, wall(offset)),
+                Side::Initiator => e.connect(&self.server_name, start, wall(offset)),
                 Side::Acceptor => e.accept(start, wall(offset)),
             };
             match made {
                 Ok(c) => c,
-                Err(e) => panic!("seeded random source failed: {e}"),
+                Err(e) => panic!("the test connection could not be made: {e}"),
             }
         };
         Pair {

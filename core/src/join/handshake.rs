@@ -25,6 +25,8 @@ pub struct PeerInfo {
     pub max_frame: usize,
     /// The peer's clock minus this node's clock when the join message arrived, in ms.
     pub clock_skew_ms: i64,
+    /// What TLS established (version, suite, certificate names), when TLS is on.
+    pub tls: Option<crate::tls::TlsPeer>,
 }
 
 fn signed_skew(theirs: u64, ours: u64) -> i64 {
@@ -142,6 +144,7 @@ impl InitiatorHandshake {
             key_id,
             max_frame: usize::try_from(welcome.max_frame).unwrap_or(usize::MAX),
             clock_skew_ms: signed_skew(welcome.timestamp_ms, now_ms),
+            tls: None,
         })
     }
 }
@@ -284,6 +287,7 @@ impl AcceptorHandshake {
             key_id: secret.map(|s| s.key_id()),
             max_frame: usize::try_from(hello.max_frame).unwrap_or(usize::MAX),
             clock_skew_ms: skew_ms,
+            tls: None,
         };
         Ok((welcome, peer))
     }

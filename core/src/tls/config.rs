@@ -1,0 +1,308 @@
+//! TLS settings as the operator writes them, and what they compile to when an endpoint
+//! is built: a crypto provider limited to the chosen suites, this node's certified key,
+//! and the peer policy. Every mistake is found here, before the first link.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::crypto::{ring, CryptoProvider};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use rustls::version::{TLS12, TLS13};
+use rustls::{RootCertStore, SupportedProtocolVersion};
+
+use super::names::{CertSummary, NamePattern};
+use super::verify::{PeerPolicy, Trust};
+
+/// The lowest TLS version a node accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 (TLS 1.3 is still preferred when both sides have it).
+    #[default]
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tls12 => "TLS 1.2",
+            Self::Tls13 => "TLS 1.3",
+        })
+    }
+}
+
+/// This node's certificate chain (end entity first) and its private key.
+pub struct Identity {
+    /// The chain, end-entity certificate first, then intermediates.
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    /// The private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            cert_chain: self.cert_chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field(
+                "cert_chain",
+                &format_args!("{} certificate(s)", self.cert_chain.len()),
+            )
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Which peer certificates are trusted.
+#[derive(Debug, Clone)]
+pub enum TrustAnchors {
+    /// Mutual TLS against a CA bundle (several CAs during a CA rotation). Both sides
+    /// present certificates and verify them against the bundle.
+    CaBundle(Vec<CertificateDer<'static>>),
+    /// Exactly these certificates (the development setup: every node shares one
+    /// self-signed certificate and key). Their validity dates still apply.
+    Pinned(Vec<CertificateDer<'static>>),
+}
+
+/// Checks on the peer's certificate after the trust check. All that are on must pass.
+#[derive(Debug, Clone, Default)]
+pub struct Authorization {
+    /// Initiator side: the dialed hostname or IP must be one of the acceptor
+    /// certificate's names.
+    pub verify_hostname: bool,
+    /// The peer's certificate must share a DNS name with this node's own certificate
+    /// (Akka's rotating-keys rule: every node of a cluster carries the cluster's name).
+    pub share_name_with_own_cert: bool,
+    /// At least one of the peer certificate's names (DNS SANs, URI SANs, IP SANs; the CN
+    /// when there is no SAN) must match one of these patterns. Empty: no allow-list.
+    pub allowed_names: Vec<NamePattern>,
+    /// The node id the peer sends in its HELLO / WELCOME must be one of its
+    /// certificate's names. Refused with reject code 9 (identity not allowed).
+    pub node_id_in_cert: bool,
+}
+
+/// TLS settings for a node.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// This node's certificate and key.
+    pub identity: Identity,
+    /// Which peer certificates are trusted.
+    pub trust: TrustAnchors,
+    /// Lowest TLS version accepted (default TLS 1.2; TLS 1.3 is always preferred).
+    pub min_version: TlsVersion,
+    /// Cipher suites by IANA name (`TLS13_AES_128_GCM_SHA256`,
+    /// `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`, ...), in preference order. Empty: the
+    /// ring provider's defaults.
+    pub cipher_suites: Vec<String>,
+    /// Checks on the peer's certificate beyond trust.
+    pub authorization: Authorization,
+}
+
+impl TlsConfig {
+    /// Settings with TLS 1.2 minimum, default suites and no authorization rule beyond
+    /// trust.
+    pub fn new(identity: Identity, trust: TrustAnchors) -> Self {
+        Self {
+            identity,
+            trust,
+            min_version: TlsVersion::default(),
+            cipher_suites: Vec::new(),
+            authorization: Authorization::default(),
+        }
+    }
+
+    /// The IANA names of every cipher suite palisade can use.
+    pub fn known_cipher_suites() -> Vec<&'static str> {
+        ring::default_provider()
+            .cipher_suites
+            .iter()
+            .filter_map(|s| s.suite().as_str())
+            .collect()
+    }
+}
+
+/// TLS settings that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsConfigError {
+    /// A cipher suite name palisade does not know.
+    UnknownCipherSuite {
+        /// The name as configured.
+        name: String,
+        /// The names palisade knows.
+        known: Vec<&'static str>,
+    },
+    /// None of the chosen suites works with the allowed TLS versions.
+    NoUsableSuite {
+        /// The lowest version allowed.
+        min_version: TlsVersion,
+    },
+    /// The identity has no certificate.
+    EmptyChain,
+    /// The private key cannot be used (unsupported type, or it does not belong to the
+    /// certificate).
+    BadKey(String),
+    /// A certificate cannot be parsed.
+    BadCertificate {
+        /// Which certificate (own, CA, pinned).
+        which: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The trust anchors are empty.
+    NoTrustAnchors,
+}
+
+impl fmt::Display for TlsConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownCipherSuite { name, known } => write!(
+                f,
+                "tls.cipher_suites: unknown suite {name:?}; known suites: {}",
+                known.join(", ")
+            ),
+            Self::NoUsableSuite { min_version } => write!(
+                f,
+                "tls.cipher_suites: none of the chosen suites works with min_tls = {min_version}; add a suite for that version"
+            ),
+            Self::EmptyChain => f.write_str(
+                "tls.cert: the certificate file holds no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks)",
+            ),
+            Self::BadKey(detail) => write!(
+                f,
+                "tls.key: {detail}; use the key that was generated with this certificate (PKCS#8, PKCS#1 RSA or SEC1 EC)"
+            ),
+            Self::BadCertificate { which, detail } => {
+                write!(f, "{which}: the certificate cannot be used: {detail}")
+            }
+            Self::NoTrustAnchors => f.write_str(
+                "tls.ca: the trust bundle holds no certificate; give the cluster CA (or, pinned, the shared certificate)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TlsConfigError {}
+
+/// What a [`TlsConfig`] compiles to; shared by every connection of an endpoint.
+#[derive(Debug)]
+pub(crate) struct TlsContext {
+    pub(crate) provider: Arc<CryptoProvider>,
+    pub(crate) versions: Vec<&'static SupportedProtocolVersion>,
+    pub(crate) certified_key: Arc<CertifiedKey>,
+    pub(crate) policy: Arc<PeerPolicy>,
+}
+
+impl TlsContext {
+    pub(crate) fn build(config: &TlsConfig) -> Result<Self, TlsConfigError> {
+        let provider = Arc::new(provider_for(config)?);
+        let versions: Vec<&'static SupportedProtocolVersion> = [&TLS13, &TLS12]
+            .into_iter()
+            .filter(|v| config.min_version == TlsVersion::Tls12 || v.version == TLS13.version)
+            .filter(|v| provider.cipher_suites.iter().any(|s| s.version() == *v))
+            .collect();
+        if versions.is_empty() {
+            return Err(TlsConfigError::NoUsableSuite {
+                min_version: config.min_version,
+            });
+        }
+        let own = config
+            .identity
+            .cert_chain
+            .first()
+            .ok_or(TlsConfigError::EmptyChain)?;
+        let own_summary = CertSummary::parse(own).ok_or(TlsConfigError::BadCertificate {
+            which: "tls.cert",
+            detail: "not an X.509 certificate".into(),
+        })?;
+        let certified_key = CertifiedKey::from_der(
+            config.identity.cert_chain.clone(),
+            config.identity.key.clone_key(),
+            &provider,
+        )
+        .map_err(|e| TlsConfigError::BadKey(e.to_string()))?;
+        let trust = match &config.trust {
+            TrustAnchors::CaBundle(cas) => {
+                if cas.is_empty() {
+                    return Err(TlsConfigError::NoTrustAnchors);
+                }
+                let mut roots = RootCertStore::empty();
+                for ca in cas {
+                    roots
+                        .add(ca.clone())
+                        .map_err(|e| TlsConfigError::BadCertificate {
+                            which: "tls.ca",
+                            detail: e.to_string(),
+                        })?;
+                }
+                Trust::ca(roots, &provider).map_err(|detail| TlsConfigError::BadCertificate {
+                    which: "tls.ca",
+                    detail,
+                })?
+            }
+            TrustAnchors::Pinned(certs) => {
+                if certs.is_empty() {
+                    return Err(TlsConfigError::NoTrustAnchors);
+                }
+                let mut pinned = Vec::with_capacity(certs.len());
+                for cert in certs {
+                    let summary =
+                        CertSummary::parse(cert).ok_or(TlsConfigError::BadCertificate {
+                            which: "tls.pinned",
+                            detail: "not an X.509 certificate".into(),
+                        })?;
+                    pinned.push((cert.clone(), summary));
+                }
+                Trust::Pinned(pinned)
+            }
+        };
+        let policy = PeerPolicy {
+            trust,
+            authorization: config.authorization.clone(),
+            own_names: own_summary.names.host_names(),
+            algorithms: provider.signature_verification_algorithms,
+        };
+        Ok(Self {
+            provider,
+            versions,
+            certified_key: Arc::new(certified_key),
+            policy: Arc::new(policy),
+        })
+    }
+}
+
+/// The ring provider, its suites limited to (and ordered as) the configured names.
+fn provider_for(config: &TlsConfig) -> Result<CryptoProvider, TlsConfigError> {
+    let mut provider = ring::default_provider();
+    if config.cipher_suites.is_empty() {
+        return Ok(provider);
+    }
+    let all = std::mem::take(&mut provider.cipher_suites);
+    for name in &config.cipher_suites {
+        let wanted = name.trim();
+        let suite = all
+            .iter()
+            .find(|s| {
+                s.suite()
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(wanted))
+            })
+            .ok_or_else(|| TlsConfigError::UnknownCipherSuite {
+                name: name.clone(),
+                known: TlsConfig::known_cipher_suites(),
+            })?;
+        if !provider.cipher_suites.contains(suite) {
+            provider.cipher_suites.push(*suite);
+        }
+    }
+    Ok(provider)
+}

@@ -1,0 +1,357 @@
+//! One link's TLS session, driven from byte buffers: ciphertext in, frame-stream
+//! plaintext out, and the reverse.
+//!
+//! rustls's buffered API (`read_tls` / `process_new_packets` / `reader` / `writer` /
+//! `write_tls`) runs over caller slices. Memory stays bounded: rustls holds at most one
+//! read's worth of ciphertext, and every byte it decrypts is moved at once into the
+//! connection's receive buffer, which is where the window is enforced.
+
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rustls::client::{ClientConfig, ResolvesClientCert};
+use rustls::pki_types::{ServerName, UnixTime};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerConfig};
+use rustls::sign::CertifiedKey;
+use rustls::time_provider::TimeProvider;
+use rustls::{ClientConnection, Connection as RustlsConnection, ServerConnection, SignatureScheme};
+
+use super::config::TlsContext;
+use super::error::TlsError;
+use super::verify::PeerVerifier;
+use super::{TlsPeer, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN};
+use crate::join::{RejectCode, Rejection};
+use crate::preface::{self, PrefaceError};
+use crate::send_queue::SendQueue;
+
+/// The certificate clock: the connection sets it from its own `now` before every call
+/// into rustls, so certificate validity follows the caller's time, never the system's.
+#[derive(Debug, Default)]
+struct InjectedTime(AtomicU64);
+
+impl TimeProvider for InjectedTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(UnixTime::since_unix_epoch(Duration::from_millis(
+            self.0.load(Ordering::Relaxed),
+        )))
+    }
+}
+
+/// Always presents this node's certificate.
+#[derive(Debug)]
+struct OwnCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for OwnCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl ResolvesServerCert for OwnCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+}
+
+/// What reading socket bytes produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadOutcome {
+    /// Socket bytes taken.
+    pub(crate) consumed: usize,
+    /// The peer ended its side of the TLS session (close_notify).
+    pub(crate) peer_closed: bool,
+}
+
+/// One link's TLS session.
+#[derive(Debug)]
+pub(crate) struct TlsSession {
+    conn: RustlsConnection,
+    time: Arc<InjectedTime>,
+    verifier: Arc<PeerVerifier>,
+    /// The exporter value, once the handshake is complete.
+    binding: Option<[u8; CHANNEL_BINDING_LEN]>,
+    /// Whether the first byte from the peer has been checked for plaintext palisade.
+    sniffed: bool,
+    failed: bool,
+    close_notify_sent: bool,
+}
+
+impl TlsSession {
+    /// The initiator's session; `server_name` is the name or IP this node dialed.
+    pub(crate) fn client(
+        ctx: &TlsContext,
+        server_name: ServerName<'static>,
+        unix_ms: u64,
+    ) -> Result<Self, TlsError> {
+        let time = Arc::new(InjectedTime(AtomicU64::new(unix_ms)));
+        let verifier = Arc::new(PeerVerifier::new(Arc::clone(&ctx.policy)));
+        let mut config =
+            ClientConfig::builder_with_details(Arc::clone(&ctx.provider), time.clone())
+                .with_protocol_versions(&ctx.versions)
+                .map_err(|e| protocol(&e))?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_client_cert_resolver(Arc::new(OwnCert(Arc::clone(&ctx.certified_key))));
+        config.resumption = rustls::client::Resumption::disabled();
+        config.require_ems = true;
+        let conn =
+            ClientConnection::new(Arc::new(config), server_name).map_err(|e| protocol(&e))?;
+        Ok(Self::new(conn.into(), time, verifier))
+    }
+
+    /// The acceptor's session.
+    pub(crate) fn server(ctx: &TlsContext, unix_ms: u64) -> Result<Self, TlsError> {
+        let time = Arc::new(InjectedTime(AtomicU64::new(unix_ms)));
+        let verifier = Arc::new(PeerVerifier::new(Arc::clone(&ctx.policy)));
+        let mut config =
+            ServerConfig::builder_with_details(Arc::clone(&ctx.provider), time.clone())
+                .with_protocol_versions(&ctx.versions)
+                .map_err(|e| protocol(&e))?
+                .with_client_cert_verifier(verifier.clone())
+                .with_cert_resolver(Arc::new(OwnCert(Arc::clone(&ctx.certified_key))));
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        config.require_ems = true;
+        let conn = ServerConnection::new(Arc::new(config)).map_err(|e| protocol(&e))?;
+        Ok(Self::new(conn.into(), time, verifier))
+    }
+
+    fn new(conn: RustlsConnection, time: Arc<InjectedTime>, verifier: Arc<PeerVerifier>) -> Self {
+        Self {
+            conn,
+            time,
+            verifier,
+            binding: None,
+            sniffed: false,
+            failed: false,
+            close_notify_sent: false,
+        }
+    }
+
+    /// Whether the TLS handshake is complete (the join may start).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.binding.is_some()
+    }
+
+    /// The exporter value both join proofs are bound to (empty before the handshake
+    /// completes).
+    pub(crate) fn channel_binding(&self) -> &[u8] {
+        self.binding.as_ref().map_or(&[], |b| &b[..])
+    }
+
+    /// Takes socket bytes and appends the plaintext they carry to `plain`. Stops taking
+    /// input once `room` bytes of plaintext have been produced (it may overshoot by what
+    /// one read decrypts, at most one TLS record's worth).
+    pub(crate) fn read(
+        &mut self,
+        input: &[u8],
+        plain: &mut BytesMut,
+        room: usize,
+        unix_ms: u64,
+    ) -> Result<ReadOutcome, PrefaceOrTls> {
+        self.time.0.store(unix_ms, Ordering::Relaxed);
+        if !self.sniffed && !input.is_empty() {
+            self.sniffed = true;
+            if let Some(err) = not_tls(input) {
+                // Let rustls see the bytes anyway: it answers with an alert record, which
+                // tells a plaintext palisade peer that this endpoint speaks TLS.
+                let mut rest = input;
+                let _ = self.conn.read_tls(&mut rest);
+                let _ = self.conn.process_new_packets();
+                self.failed = true;
+                return Err(PrefaceOrTls::Preface(err));
+            }
+        }
+        let mut rest = input;
+        let mut produced = 0usize;
+        let mut peer_closed = false;
+        while produced < room && !rest.is_empty() {
+            match self.conn.read_tls(&mut rest) {
+                Ok(0) => {
+                    // close_notify already received: nothing more is read.
+                    peer_closed = true;
+                    rest = &[];
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let err = TlsError::Protocol {
+                        detail: e.to_string(),
+                    };
+                    return Err(self.fail_with(err));
+                }
+            }
+            let state = match self.conn.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    let err = self.verifier.refusal().cloned().map_or_else(
+                        || TlsError::from_rustls(&e),
+                        |r| TlsError::CertificateRefused(Box::new(r)),
+                    );
+                    return Err(self.fail_with(err));
+                }
+            };
+            produced += self.drain_plaintext(plain);
+            if state.peer_has_closed() {
+                peer_closed = true;
+                rest = &[];
+            }
+        }
+        if let Err(e) = self.note_handshake_done() {
+            return Err(self.fail_with(e));
+        }
+        Ok(ReadOutcome {
+            consumed: input.len() - rest.len(),
+            peer_closed,
+        })
+    }
+
+    /// Moves everything rustls has decrypted into `plain`.
+    fn drain_plaintext(&mut self, plain: &mut BytesMut) -> usize {
+        let mut moved = 0;
+        let mut reader = self.conn.reader();
+        loop {
+            let chunk = match reader.fill_buf() {
+                Ok(chunk) if !chunk.is_empty() => chunk,
+                _ => break,
+            };
+            let n = chunk.len();
+            plain.extend_from_slice(chunk);
+            reader.consume(n);
+            moved += n;
+        }
+        moved
+    }
+
+    /// Once the handshake is complete, derives the channel binding (RFC 5705 / 8446
+    /// exporter with palisade's label).
+    fn note_handshake_done(&mut self) -> Result<(), TlsError> {
+        if self.binding.is_some() || self.conn.is_handshaking() {
+            return Ok(());
+        }
+        let mut binding = [0u8; CHANNEL_BINDING_LEN];
+        self.conn
+            .export_keying_material(&mut binding[..], CHANNEL_BINDING_LABEL, None)
+            .map_err(|e| protocol(&e))?;
+        self.binding = Some(binding);
+        Ok(())
+    }
+
+    fn fail_with(&mut self, err: TlsError) -> PrefaceOrTls {
+        self.failed = true;
+        PrefaceOrTls::Tls(err)
+    }
+
+    /// The next socket bytes: queued frame-stream bytes become TLS records once the
+    /// handshake is complete (so the preface, and the initiator's HELLO, travel in the
+    /// flight that carries its Finished); when `closing` and everything is written, a
+    /// close_notify follows.
+    pub(crate) fn poll_transmit(&mut self, queue: &mut SendQueue, closing: bool) -> Option<Bytes> {
+        if self.failed || (closing && !self.is_ready()) {
+            // Nothing more can be encrypted; only what rustls queued (an alert) goes out.
+            queue.clear();
+        } else if self.is_ready() {
+            self.encrypt_from(queue);
+            if closing && queue.is_empty() && !self.close_notify_sent {
+                self.conn.send_close_notify();
+                self.close_notify_sent = true;
+            }
+        }
+        if !self.conn.wants_write() {
+            return None;
+        }
+        let mut out = Vec::new();
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut out) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        Some(Bytes::from(out))
+    }
+
+    /// Hands queued plaintext to rustls until its send buffer is full. The queue
+    /// coalesces small frames, so records come out full rather than one per frame.
+    fn encrypt_from(&mut self, queue: &mut SendQueue) {
+        while let Some(chunk) = queue.front() {
+            let n = self.conn.writer().write(chunk).unwrap_or_default();
+            queue.advance(n);
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Whether bytes remain to be handed to `poll_transmit`'s caller.
+    pub(crate) fn has_pending_output(&self, closing: bool) -> bool {
+        self.conn.wants_write()
+            || (closing && !self.failed && self.is_ready() && !self.close_notify_sent)
+    }
+
+    /// What the handshake established about the peer.
+    pub(crate) fn peer(&self) -> Option<TlsPeer> {
+        let accepted = self.verifier.accepted()?;
+        Some(TlsPeer {
+            version: self
+                .conn
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown"),
+            cipher_suite: self
+                .conn
+                .negotiated_cipher_suite()
+                .and_then(|s| s.suite().as_str())
+                .unwrap_or("unknown"),
+            names: accepted.names.clone(),
+        })
+    }
+
+    /// With `node_id_in_cert` on, refuses a peer whose join node id is not one of its
+    /// certificate's names.
+    pub(crate) fn authorize_node_id(&self, node_id: &str, required: bool) -> Result<(), Rejection> {
+        if !required {
+            return Ok(());
+        }
+        let names = self.verifier.accepted().map(|a| &a.names);
+        match names {
+            Some(names) if names.contains(node_id) => Ok(()),
+            _ => Err(Rejection::new(
+                RejectCode::IdentityNotAllowed,
+                format!(
+                    "node id {node_id:?} is not one of the peer certificate's names [{}]",
+                    names.map(|n| n.to_string()).unwrap_or_default()
+                ),
+            )),
+        }
+    }
+}
+
+/// A failure while reading: the peer does not speak TLS, or TLS failed.
+#[derive(Debug)]
+pub(crate) enum PrefaceOrTls {
+    Preface(PrefaceError),
+    Tls(TlsError),
+}
+
+/// Recognizes a peer that does not speak TLS from its first bytes. TLS records start
+/// with content type 0x14..=0x17 (a ClientHello or ServerHello with 0x16, an alert with
+/// 0x15).
+fn not_tls(first: &[u8]) -> Option<PrefaceError> {
+    match first.first() {
+        Some(0x14..=0x17) | None => None,
+        Some(_) => Some(preface::diagnose_non_tls(first)),
+    }
+}
+
+fn protocol(e: &rustls::Error) -> TlsError {
+    TlsError::Protocol {
+        detail: e.to_string(),
+    }
+}
