@@ -224,12 +224,7 @@ impl TlsContext {
             which: "tls.cert",
             detail: "not an X.509 certificate".into(),
         })?;
-        let certified_key = CertifiedKey::from_der(
-            config.identity.cert_chain.clone(),
-            config.identity.key.clone_key(),
-            &provider,
-        )
-        .map_err(|e| TlsConfigError::BadKey(e.to_string()))?;
+        let certified_key = certified_key(&config.identity, &provider)?;
         let trust = match &config.trust {
             TrustAnchors::CaBundle(cas) => {
                 if cas.is_empty() {
@@ -277,6 +272,34 @@ impl TlsContext {
             certified_key: Arc::new(certified_key),
             policy: Arc::new(policy),
         })
+    }
+}
+
+/// This node's chain and key, checked to belong together.
+fn certified_key(
+    identity: &Identity,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, TlsConfigError> {
+    let signing_key = provider
+        .key_provider
+        .load_private_key(identity.key.clone_key())
+        .map_err(|e| TlsConfigError::BadKey(e.to_string()))?;
+    let certified = CertifiedKey::new(identity.cert_chain.clone(), signing_key);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(certified)
+        }
+        Err(rustls::Error::InconsistentKeys(_)) => Err(TlsConfigError::BadKey(
+            "the private key does not belong to the certificate".into(),
+        )),
+        Err(rustls::Error::InvalidCertificate(e)) => Err(TlsConfigError::BadCertificate {
+            which: "tls.cert",
+            detail: super::error::describe_cert_error(&e),
+        }),
+        Err(e) => Err(TlsConfigError::BadCertificate {
+            which: "tls.cert",
+            detail: e.to_string(),
+        }),
     }
 }
 

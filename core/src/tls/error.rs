@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use rustls::{AlertDescription, CertificateError, Error as RustlsError, PeerIncompatible};
+use rustls::{
+    AlertDescription, CertificateError, Error as RustlsError, OtherError, PeerIncompatible,
+};
 
 use super::names::CertNames;
 
@@ -185,6 +187,30 @@ fn explain_alert(alert: &str) -> String {
     }
 }
 
+/// A certificate error in words, with the fix for the forms OpenSSL users meet most.
+pub(crate) fn describe_cert_error(err: &CertificateError) -> String {
+    if let CertificateError::Other(OtherError(inner)) = err {
+        let hint = match inner.downcast_ref::<webpki::Error>() {
+            Some(webpki::Error::CaUsedAsEndEntity) => Some(
+                "it is a CA certificate (basicConstraints CA:TRUE, as `openssl req -x509` makes) used as a node certificate; \
+                 share it in pinned mode (tls.pinned) or issue node certificates from a CA with `openssl x509 -req -extfile`",
+            ),
+            Some(webpki::Error::UnsupportedCertVersion) => Some(
+                "it is an X.509 v1 certificate (`openssl x509 -req` without `-extfile` makes these); \
+                 re-issue it with `-extfile` giving subjectAltName and extendedKeyUsage=serverAuth,clientAuth",
+            ),
+            Some(webpki::Error::EndEntityUsedAsCa) => Some(
+                "a certificate in the chain that signs others is not a CA (basicConstraints CA:TRUE missing)",
+            ),
+            _ => None,
+        };
+        if let Some(hint) = hint {
+            return hint.to_owned();
+        }
+    }
+    err.to_string()
+}
+
 /// RFC names of alerts, from rustls's Debug names (`UnknownCA` → `unknown_ca`).
 pub(crate) fn alert_name(alert: AlertDescription) -> String {
     match alert {
@@ -220,7 +246,7 @@ impl TlsError {
                     detail: e.to_string(),
                 },
                 _ => CertRefusal::Invalid {
-                    detail: e.to_string(),
+                    detail: describe_cert_error(e),
                 },
             })),
             other => Self::Protocol {

@@ -22,7 +22,7 @@ use rustls::{
 };
 
 use super::config::Authorization;
-use super::error::CertRefusal;
+use super::error::{describe_cert_error, CertRefusal};
 use super::names::{CertNames, CertSummary};
 
 /// Where trust comes from.
@@ -244,7 +244,7 @@ fn refusal_for(err: &RustlsError, summary: &CertSummary, now: UnixTime) -> CertR
                 }
             }
             other => CertRefusal::Invalid {
-                detail: other.to_string(),
+                detail: describe_cert_error(other),
             },
         },
         other => CertRefusal::Invalid {
