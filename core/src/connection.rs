@@ -435,17 +435,30 @@ impl Connection {
             (State::InitiatorSentHello(init), FrameKind::Welcome) => {
                 self.on_welcome(init, &frame.payload, now)
             }
-            (_, FrameKind::Reject) => match Rejection::decode(&frame.payload) {
-                Ok(rejection) => Err(ConnectionError::Join(JoinError::RefusedByPeer(rejection))),
-                Err(e) => Err(e.into()),
-            },
-            (_, FrameKind::Close) => match CloseReason::decode(&frame.payload) {
-                Ok(reason) => {
-                    self.finish(CloseCause::Peer(reason));
-                    Ok(())
+            // A REJECT ends a join: any time before joined, and at a joined acceptor
+            // (the initiator refused its WELCOME). The state is put back first so a
+            // malformed body is answered as the state calls for.
+            (state, FrameKind::Reject)
+                if !matches!(state, State::Joined) || self.side == Side::Acceptor =>
+            {
+                self.state = state;
+                match Rejection::decode(&frame.payload) {
+                    Ok(rejection) => {
+                        Err(ConnectionError::Join(JoinError::RefusedByPeer(rejection)))
+                    }
+                    Err(e) => Err(e.into()),
                 }
-                Err(e) => Err(e.into()),
-            },
+            }
+            (state, FrameKind::Close) => {
+                self.state = state;
+                match CloseReason::decode(&frame.payload) {
+                    Ok(reason) => {
+                        self.finish(CloseCause::Peer(reason));
+                        Ok(())
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
             (state, kind) => {
                 let during = state.name();
                 self.state = state;

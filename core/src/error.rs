@@ -61,7 +61,10 @@ impl ConnectionError {
             Self::Preface(_) | Self::Message(_) | Self::UnexpectedFrame { .. } => {
                 CloseCode::ProtocolError
             }
-            Self::Frame(FrameError::TooLarge { .. }) => CloseCode::FrameTooLarge,
+            // An oversized control frame is a protocol violation, not a DATA limit.
+            Self::Frame(FrameError::TooLarge { kind, .. }) if !kind.is_control() => {
+                CloseCode::FrameTooLarge
+            }
             Self::Frame(_) => CloseCode::ProtocolError,
             Self::HandshakeTimeout { .. } => CloseCode::HandshakeTimeout,
             Self::Random(_) => CloseCode::InternalError,

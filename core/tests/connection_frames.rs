@@ -111,8 +111,6 @@ fn an_oversized_control_frame_before_the_join_is_refused_on_its_header() {
 }
 
 #[test]
-#[ignore = "BUG: an oversized control frame is answered with CLOSE 3 (frame too large); \
-            PROTOCOL.md §3 says code 2 (protocol error) for control frames"]
 fn an_oversized_control_frame_is_answered_with_close_code_2() {
     // Before the join (HELLO to an acceptor).
     let mut solo = Solo::acceptor(plain("node-b"));
@@ -264,9 +262,6 @@ fn a_malformed_close_after_the_join_ends_the_link_with_a_message_error() {
 }
 
 #[test]
-#[ignore = "BUG: a malformed CLOSE received after the join is answered with REJECT 10; \
-            PROTOCOL.md §4 says CLOSE 2 after the join (handle_frame leaves the state as \
-            Closed while decoding CLOSE/REJECT bodies, so fail() thinks the link is still joining)"]
 fn a_malformed_close_after_the_join_is_answered_with_close_2() {
     let mut pair = joined_pair(plain("node-a"), plain("node-b"));
     pair.deliver(A, &raw_frame(0x11, &[0, 0, 0, 5, b'a']));
@@ -375,9 +370,6 @@ fn a_reject_ends_a_joined_acceptor_link_with_the_peers_reason() {
 }
 
 #[test]
-#[ignore = "BUG: a joined initiator accepts a REJECT as a join refusal (JoinError::RefusedByPeer, \
-            nothing sent); PROTOCOL.md §4 allows REJECT after the join only at the acceptor, so \
-            at the initiator it is an unexpected frame answered with CLOSE 2"]
 fn a_reject_to_a_joined_initiator_is_an_unexpected_frame() {
     let mut pair = joined_pair(plain("node-a"), plain("node-b"));
     let r = Rejection::new(RejectCode::Busy, "late");

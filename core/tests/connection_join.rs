@@ -252,6 +252,7 @@ fn code_6_replay_of_captured_hello_bytes_and_an_unverified_hello_is_not_remember
             key_id: Some(secret(7).key_id()),
             max_frame: MIB8,
             clock_skew_ms: 0,
+            tls: None,
         })]
     );
     assert_eq!(kinds(&fresh.frames()), [FrameKind::Welcome]);

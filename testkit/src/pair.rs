@@ -276,6 +276,8 @@ impl Pair {
     /// `false` when nothing is left to happen.
     pub fn step(&mut self) -> bool {
         for side in [Side::Initiator, Side::Acceptor] {
+            // Events from commands given between steps (a local `close`, say).
+            self.drain_events(side);
             let arrival = self.now + self.link.latency;
             for chunk in self.transmit(side) {
                 self.in_flight[idx(other(side))].push_back((arrival, chunk));

@@ -297,7 +297,9 @@ impl Solo {
 
     pub fn initiator(config: Config) -> Self {
         let now = Instant::now();
-        let conn = endpoint(config, 7).connect(now, wall()).unwrap();
+        let conn = endpoint(config, 7)
+            .connect("localhost", now, wall())
+            .unwrap();
         Self::new(conn, now)
     }
 
