@@ -1,5 +1,7 @@
-//! Two palisade nodes join over an in-memory link with a simulated clock, exchange frames
-//! and close; then an intruder with the wrong secret is refused.
+//! Two palisade nodes join over mutual TLS and the shared-secret handshake, on an
+//! in-memory link with a simulated clock, exchange frames and close; then two intruders
+//! are refused: one with a stolen certificate but the wrong secret, one with the secret
+//! but a certificate from another CA. Certificates are made at start with rcgen.
 //!
 //! Run: `cargo run --example demo`
 
@@ -7,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use palisade::{CloseCause, CloseReason, Config, Event, SharedSecret, Side};
+use palisade_testkit::certs::TestCa;
 use palisade_testkit::{Pair, PairBuilder};
 
 const LATENCY: Duration = Duration::from_millis(10);
@@ -34,9 +37,13 @@ fn run_and_report(pair: &mut Pair, seen: &mut [usize; 2]) {
                 let t = pair.elapsed().as_secs_f64() * 1e3;
                 match event {
                     Event::Joined(peer) => println!(
-                        "  t={t:5.1} ms  {} joined {} (key id {}) after {:.1} round trips",
+                        "  t={t:5.1} ms  {} joined {} ({}, key id {}) after {:.1} round trips",
                         name(side),
                         peer.node_id,
+                        peer.tls.as_ref().map_or("no TLS".to_string(), |t| format!(
+                            "{} {}",
+                            t.version, t.cipher_suite
+                        )),
                         peer.key_id.map_or("none".to_string(), |k| k.to_string()),
                         pair.round_trips_to_joined(side).unwrap_or(f64::NAN),
                     ),
@@ -56,10 +63,20 @@ fn main() {
         LATENCY.as_millis()
     );
 
-    println!("1. node-a dials node-b; both hold the cluster secret");
-    let a = Config::new("demo", "node-a").with_secret(cluster_secret.clone());
-    let b = Config::new("demo", "node-b").with_secret(cluster_secret.clone());
-    let mut pair = PairBuilder::new(a, b.clone()).latency(LATENCY).build();
+    let ca = TestCa::new("demo cluster CA");
+    let node = |name: &str, ca: &TestCa, secret: &SharedSecret| {
+        Config::new("demo", name)
+            .with_secret(secret.clone())
+            .with_tls(ca.tls(&ca.node(name)))
+    };
+
+    println!("1. node-a dials node-b: mutual TLS against the cluster CA, then the join");
+    let a = node("node-a", &ca, &cluster_secret);
+    let b = node("node-b", &ca, &cluster_secret);
+    let mut pair = PairBuilder::new(a, b.clone())
+        .latency(LATENCY)
+        .server_name("node-b")
+        .build();
     let mut seen = [0; 2];
     run_and_report(&mut pair, &mut seen);
 
@@ -96,15 +113,37 @@ fn main() {
     ));
     run_and_report(&mut pair, &mut seen);
 
-    println!("\n4. an intruder with the wrong secret dials node-b");
-    let intruder = Config::new("demo", "intruder")
-        .with_secret(secret("not the cluster secret, but long enough"));
-    let mut pair = PairBuilder::new(intruder, b).latency(LATENCY).build();
-    run_and_report(&mut pair, &mut [0; 2]);
-    let refused = matches!(pair.close_cause(Side::Acceptor), Some(CloseCause::Error(_)))
-        && !pair.joined(Side::Acceptor)
-        && !pair.joined(Side::Initiator);
-    println!("\nintruder refused: {refused}");
+    let wrong_secret = secret("not the cluster secret, but long enough");
+    let rogue_ca = TestCa::new("rogue CA");
+    let intruders = [
+        (
+            "4. an intruder with a stolen cluster certificate but the wrong secret dials node-b",
+            node("intruder", &ca, &wrong_secret),
+        ),
+        (
+            "5. an intruder with the secret but a certificate from another CA dials node-b",
+            {
+                let mut c = node("intruder", &rogue_ca, &cluster_secret);
+                if let Some(tls) = c.tls.as_mut() {
+                    tls.trust = palisade::tls::TrustAnchors::CaBundle(vec![ca.cert.clone()]);
+                }
+                c
+            },
+        ),
+    ];
+    let mut refused = true;
+    for (title, intruder) in intruders {
+        println!("\n{title}");
+        let mut pair = PairBuilder::new(intruder, b.clone())
+            .latency(LATENCY)
+            .server_name("node-b")
+            .build();
+        run_and_report(&mut pair, &mut [0; 2]);
+        refused &= matches!(pair.close_cause(Side::Acceptor), Some(CloseCause::Error(_)))
+            && !pair.joined(Side::Acceptor)
+            && !pair.joined(Side::Initiator);
+    }
+    println!("\nintruders refused: {refused}");
     if !(refused && in_order && got_b.len() == frames && got_a.len() == frames) {
         std::process::exit(1);
     }
