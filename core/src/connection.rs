@@ -366,10 +366,19 @@ impl Connection {
         // A frame whose header has arrived may always complete, so a full event queue
         // never deadlocks a frame larger than the window.
         let finish_frame = match self.decoder.frame_len(&self.recv) {
-            Ok(Some(total)) => total.saturating_sub(self.recv.len()),
+            Ok(Some(total)) if self.preface_received => total.saturating_sub(self.recv.len()),
             _ => 0,
         };
-        window.max(finish_frame)
+        // With every event taken, the preface or a frame header may always complete,
+        // however small the window: a tiny recv_buffer_limit slows a link, never stalls it.
+        let finish_head = if !self.events.is_empty() {
+            0
+        } else if !self.preface_received {
+            PREFACE_LEN.saturating_sub(self.recv.len())
+        } else {
+            HEADER_LEN.saturating_sub(self.recv.len())
+        };
+        window.max(finish_frame).max(finish_head)
     }
 
     /// Decodes and handles every complete frame received.

@@ -482,7 +482,6 @@ proptest! {
     /// for control frames." A control-frame header over 4096 bytes, during the join or
     /// after it, must be answered with CLOSE code 2 (protocol error).
     #[test]
-    #[ignore = "BUG: an oversized control-frame header is answered with CLOSE code 3 (frame too large); PROTOCOL.md §3 says code 2"]
     fn an_oversized_control_header_is_answered_with_close_2(
         kind in prop::sample::select(vec![
             FrameKind::Hello, FrameKind::Welcome, FrameKind::Reject, FrameKind::Close,

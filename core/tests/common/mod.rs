@@ -360,7 +360,9 @@ impl Node {
 
     pub fn connect(endpoint: &Endpoint, now: Instant, wall_ms: u64) -> Self {
         Self::new(
-            endpoint.connect(now, wall(wall_ms)).expect("seeded random"),
+            endpoint
+                .connect("localhost", now, wall(wall_ms))
+                .expect("seeded random"),
             now,
         )
     }
