@@ -645,3 +645,24 @@ fn the_handshake_deadline_covers_the_tls_handshake() {
     while conn.poll_transmit().is_some() {}
     assert!(conn.is_drained());
 }
+
+#[test]
+fn no_cipher_suite_in_common_is_named_on_both_sides() {
+    let ca = TestCa::new("cluster CA");
+    let mut i = ca.tls(&ca.node("node-a"));
+    i.cipher_suites = vec!["TLS13_AES_128_GCM_SHA256".into()];
+    let mut a = ca.tls(&ca.node("node-b"));
+    a.cipher_suites = vec!["TLS13_CHACHA20_POLY1305_SHA256".into()];
+    let pair = run(node("node-a", i), node("node-b", a), |p| p);
+    assert_neither_joined(&pair);
+    match tls_error(&pair, Side::Acceptor) {
+        TlsError::Incompatible { detail } => assert_eq!(detail, "no cipher suite in common"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(peer_alert(&pair, Side::Initiator), "handshake_failure");
+    let msg = tls_error(&pair, Side::Initiator).to_string();
+    assert!(
+        msg.contains("no cipher suite or TLS version in common"),
+        "{msg}"
+    );
+}
