@@ -1,0 +1,149 @@
+//! palisade on blocking std sockets: [`Listener`] and [`connect`] give joined
+//! [`Connection`]s. One reader thread per link; writes happen on the sending thread.
+//! The socket loop, the handles and the error type are `palisade-driver`'s; this crate
+//! holds `std::net` and threads.
+
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Instant, SystemTime};
+
+use palisade_core::{Config, Endpoint};
+use palisade_driver::listener::ACCEPT_BACKLOG;
+use palisade_driver::{establish_blocking, server_name_of, FailureHook, Gate, HandshakeFailure};
+
+pub use palisade_driver::{
+    BlockingConnection as Connection, BlockingRecvHalf as RecvHalf, BlockingSendHalf as SendHalf,
+    Error,
+};
+
+/// Accepts palisade links; every handshake runs on a thread of its own.
+#[derive(Debug)]
+pub struct Listener {
+    ready: Mutex<Receiver<(Connection, SocketAddr)>>,
+    local_addr: SocketAddr,
+    gate: Gate,
+    stop: Arc<AtomicBool>,
+}
+
+impl Listener {
+    /// Binds and starts accepting. Failed handshakes are logged (tracing).
+    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Self, Error> {
+        Self::bind_with(addr, Endpoint::new(config)?, None)
+    }
+
+    /// Binds with an endpoint of your own and an optional failure hook.
+    pub fn bind_with(
+        addr: impl ToSocketAddrs,
+        endpoint: Endpoint,
+        on_failure: Option<FailureHook>,
+    ) -> Result<Self, Error> {
+        let socket = TcpListener::bind(addr)?;
+        let local_addr = socket.local_addr()?;
+        let (tx, rx) = sync_channel(ACCEPT_BACKLOG);
+        let gate = Gate::new(on_failure);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, s) = (gate.clone(), Arc::clone(&stop));
+        thread::Builder::new()
+            .name("palisade-accept".into())
+            .spawn(move || accept_loop(&socket, &endpoint, &g, &tx, &s))?;
+        Ok(Self {
+            ready: Mutex::new(rx),
+            local_addr,
+            gate,
+            stop,
+        })
+    }
+
+    /// Blocks until the next link has joined; returns it and its peer's address.
+    pub fn accept(&self) -> Result<(Connection, SocketAddr), Error> {
+        let ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        ready
+            .recv()
+            .map_err(|_| Error::Io(std::io::Error::other("the accept loop has stopped")))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Handshakes in progress now.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.gate.in_progress()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.local_addr);
+    }
+}
+
+fn accept_loop(
+    socket: &TcpListener,
+    endpoint: &Endpoint,
+    gate: &Gate,
+    ready: &SyncSender<(Connection, SocketAddr)>,
+    stop: &AtomicBool,
+) {
+    for incoming in socket.incoming() {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let stream = match incoming {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(target: "palisade", "accept failed: {e}");
+                continue;
+            }
+        };
+        let Ok(peer_addr) = stream.peer_addr() else {
+            continue;
+        };
+        let Some(permit) = gate.enter(peer_addr) else {
+            continue;
+        };
+        let (endpoint, gate, ready) = (endpoint.clone(), gate.clone(), ready.clone());
+        let spawned = thread::Builder::new()
+            .name("palisade-handshake".into())
+            .spawn(move || {
+                let result = handshake(&endpoint, stream);
+                drop(permit);
+                match result {
+                    Ok(conn) => match ready.try_send((conn, peer_addr)) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => gate.backlog_full(peer_addr),
+                        Err(TrySendError::Disconnected(_)) => {}
+                    },
+                    Err(error) => gate.report(HandshakeFailure { peer_addr, error }),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(target: "palisade", "cannot start a handshake thread: {e}");
+        }
+    }
+}
+
+fn handshake(endpoint: &Endpoint, stream: TcpStream) -> Result<Connection, Error> {
+    stream.set_nodelay(true)?;
+    let conn = endpoint.accept(Instant::now(), SystemTime::now())?;
+    establish_blocking(stream, conn)
+}
+
+/// Dials `addr` (`host:port`; the host is the name TLS checks) and joins.
+pub fn connect(addr: &str, config: Config) -> Result<Connection, Error> {
+    connect_with(&Endpoint::new(config)?, addr)
+}
+
+/// Dials `addr` with an endpoint of your own and joins.
+pub fn connect_with(endpoint: &Endpoint, addr: &str) -> Result<Connection, Error> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let conn = endpoint.connect(server_name_of(addr), Instant::now(), SystemTime::now())?;
+    establish_blocking(stream, conn)
+}

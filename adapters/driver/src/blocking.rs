@@ -1,0 +1,326 @@
+//! The socket loop for blocking std sockets: one reader thread per link (reads, timers
+//! through the socket's read timeout), and writes done by whichever thread has bytes to
+//! send, under one writer lock so chunks never interleave.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use palisade_core::{CloseCode, CloseReason, PeerInfo};
+
+use crate::driver::{FLUSH_AFTER_CLOSE, LINGER, READ_BUF};
+use crate::error::Error;
+use crate::link::Link;
+
+/// Longest a reader thread blocks in `read` before it looks at the link again.
+const MAX_READ_WAIT: Duration = Duration::from_secs(1);
+
+/// A socket write blocks at most this long before the writer looks again; the reader
+/// thread never waits longer than this on a peer that does not read.
+const WRITE_SLICE: Duration = Duration::from_millis(50);
+
+/// The socket's write side and the bytes taken from the core but not yet written.
+#[derive(Debug)]
+struct Writer {
+    stream: TcpStream,
+    out: VecDeque<Bytes>,
+}
+
+/// One blocking link: the shared state and the socket's write side.
+#[derive(Debug)]
+struct Shared {
+    link: Link,
+    writer: Mutex<Writer>,
+}
+
+impl Shared {
+    /// The link is over and every byte owed to the peer has been written.
+    fn is_drained(&self) -> bool {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.out.is_empty() && self.link.is_drained()
+    }
+
+    /// Writes what the core has queued. Holding the writer lock while taking the output
+    /// keeps chunks in order when several threads flush. `wait`: keep going while the
+    /// peer is slow (a sender); otherwise give up after one write slice (the reader
+    /// thread, which must get back to reading).
+    fn flush(&self, wait: bool) -> Result<(), Error> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let w = &mut *w;
+        loop {
+            self.link.output(&mut w.out, None);
+            if w.out.is_empty() {
+                return Ok(());
+            }
+            match write_some(&mut w.stream, &mut w.out) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if !wait {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    w.out.clear();
+                    self.link.io_error(&e);
+                    return Err(Error::Io(e));
+                }
+            }
+        }
+    }
+}
+
+fn write_some(w: &mut TcpStream, out: &mut VecDeque<Bytes>) -> io::Result<()> {
+    while !out.is_empty() {
+        let slices: Vec<IoSlice<'_>> = out.iter().take(64).map(|b| IoSlice::new(b)).collect();
+        let mut n = match w.write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        while n > 0 {
+            let Some(front) = out.front_mut() else { break };
+            let take = n.min(front.len());
+            front.advance(take);
+            n -= take;
+            if front.is_empty() {
+                out.pop_front();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The reader thread: input, timers, and the end of the socket.
+fn run_reader(shared: &Shared, mut socket: TcpStream) {
+    let mut buf = vec![0u8; READ_BUF];
+    let mut give_up_at = None;
+    loop {
+        if shared.flush(false).is_err() {
+            break;
+        }
+        if shared.is_drained() {
+            break;
+        }
+        let now = Instant::now();
+        let deadline = if shared.link.is_closed() {
+            Some(*give_up_at.get_or_insert(now + FLUSH_AFTER_CLOSE))
+        } else {
+            shared.link.deadline()
+        };
+        if deadline.is_some_and(|d| d <= now) {
+            if shared.link.is_closed() {
+                break;
+            }
+            shared.link.timeout(now);
+            continue;
+        }
+        if !shared.link.wants_input(None) {
+            // The receive window is full (or the link is over but not flushed): wait
+            // for the application to take frames, or for the deadline.
+            shared.link.wait_until(deadline, |l| {
+                if l.wants_input(None) || l.is_drained() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            });
+            continue;
+        }
+        // Re-check the link at least every second: the application may close it while
+        // this thread waits for bytes.
+        let timeout = deadline
+            .map_or(MAX_READ_WAIT, |d| d.saturating_duration_since(now))
+            .clamp(Duration::from_millis(1), MAX_READ_WAIT);
+        if socket.set_read_timeout(Some(timeout)).is_err() {
+            break;
+        }
+        match socket.read(&mut buf) {
+            Ok(0) => shared.link.eof(),
+            Ok(n) => {
+                shared
+                    .link
+                    .input(buf.get(..n).unwrap_or_default(), Instant::now());
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => shared.link.io_error(&e),
+        }
+    }
+    // Shut our side, then read until the peer's EOF (bounded) so our last bytes are not
+    // destroyed by a reset.
+    let _ = socket.shutdown(Shutdown::Write);
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
+    let until = Instant::now() + LINGER;
+    while Instant::now() < until {
+        match socket.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    shared.link.finish();
+}
+
+/// Closes the link when the application has dropped every handle on it.
+#[derive(Debug)]
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.link.close(CloseReason::new(
+            CloseCode::Normal,
+            "the connection was dropped",
+        ));
+        let _ = self.0.flush(false);
+    }
+}
+
+/// A joined link over a blocking socket.
+#[derive(Debug)]
+pub struct BlockingConnection {
+    send: BlockingSendHalf,
+    recv: BlockingRecvHalf,
+    peer: PeerInfo,
+}
+
+/// The sending half of a [`BlockingConnection`].
+#[derive(Debug)]
+pub struct BlockingSendHalf {
+    owner: Arc<Owner>,
+}
+
+/// The receiving half of a [`BlockingConnection`].
+#[derive(Debug)]
+pub struct BlockingRecvHalf {
+    owner: Arc<Owner>,
+}
+
+/// Starts the reader thread for `conn` over `socket` and waits for the join (the
+/// handshake deadline bounds the wait).
+pub fn establish_blocking(
+    socket: TcpStream,
+    conn: palisade_core::Connection,
+) -> Result<BlockingConnection, Error> {
+    let writer = socket.try_clone()?;
+    writer.set_write_timeout(Some(WRITE_SLICE))?;
+    let shared = Arc::new(Shared {
+        link: Link::new(conn),
+        writer: Mutex::new(Writer {
+            stream: writer,
+            out: VecDeque::new(),
+        }),
+    });
+    let owner = Arc::new(Owner(Arc::clone(&shared)));
+    let reader = Arc::clone(&shared);
+    thread::Builder::new()
+        .name("palisade-reader".into())
+        .spawn(move || run_reader(&reader, socket))?;
+    let peer = shared.link.wait(|l| l.poll_joined(None))?;
+    Ok(BlockingConnection {
+        send: BlockingSendHalf {
+            owner: Arc::clone(&owner),
+        },
+        recv: BlockingRecvHalf { owner },
+        peer,
+    })
+}
+
+impl BlockingConnection {
+    /// What the join established about the peer.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// Sends a frame; blocks while the socket does not take bytes (memory stays bounded).
+    pub fn send(&self, frame: Bytes) -> Result<(), Error> {
+        self.send.send(frame)
+    }
+
+    /// The next frame; `Ok(None)` once the peer closed gracefully.
+    pub fn recv(&self) -> Result<Option<Bytes>, Error> {
+        self.recv.recv()
+    }
+
+    /// Closes gracefully and waits until the socket is shut.
+    pub fn close(self, reason: CloseReason) {
+        self.send.close(reason);
+    }
+
+    /// Splits into halves for different threads.
+    pub fn split(self) -> (BlockingSendHalf, BlockingRecvHalf) {
+        (self.send, self.recv)
+    }
+}
+
+impl BlockingSendHalf {
+    fn shared(&self) -> &Shared {
+        &self.owner.0
+    }
+
+    /// Sends a frame; blocks while the socket does not take bytes.
+    pub fn send(&self, frame: Bytes) -> Result<(), Error> {
+        let mut slot = Some(frame);
+        loop {
+            match self.shared().link.poll_send(&mut slot, None) {
+                Poll::Ready(result) => {
+                    result?;
+                    return self.shared().flush(true);
+                }
+                // Full: writing is what makes room.
+                Poll::Pending => self.shared().flush(true)?,
+            }
+        }
+    }
+
+    /// Closes gracefully and waits until the socket is shut (at most a few seconds when
+    /// the peer stops answering).
+    pub fn close(self, reason: CloseReason) {
+        let shared = self.shared();
+        shared.link.close(reason);
+        if shared.flush(true).is_ok() && shared.is_drained() {
+            // Our side is done: EOF tells the peer at once.
+            let writer = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writer.stream.shutdown(Shutdown::Write);
+        }
+        shared.link.wait(|l| l.poll_finished(None));
+    }
+}
+
+impl BlockingRecvHalf {
+    /// The next frame; `Ok(None)` once the peer closed gracefully.
+    pub fn recv(&self) -> Result<Option<Bytes>, Error> {
+        let shared = &self.owner.0;
+        let result = shared.link.wait(|l| l.poll_recv(None));
+        // Taking a frame may have let the core answer or resume reading.
+        let _ = shared.flush(false);
+        result
+    }
+}
+
+impl Iterator for BlockingRecvHalf {
+    type Item = Result<Bytes, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.recv().transpose()
+    }
+}

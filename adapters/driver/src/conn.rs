@@ -1,0 +1,221 @@
+//! The application's handle on a joined link for async runtimes: `send`, `recv`,
+//! `close`, `peer`, splittable into halves that work from different tasks, with the
+//! `futures` `Stream` / `Sink` traits (which tokio-stream and tokio-util users also use).
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_sink::Sink;
+use palisade_core::{CloseCode, CloseReason, PeerInfo};
+
+use crate::driver::{Driver, Runtime};
+use crate::error::Error;
+use crate::link::Link;
+
+/// Closes the link when the application has dropped every handle on it.
+#[derive(Debug)]
+struct Owner(Arc<Link>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.close(CloseReason::new(
+            CloseCode::Normal,
+            "the connection was dropped",
+        ));
+    }
+}
+
+/// A joined link.
+#[derive(Debug)]
+pub struct Connection {
+    send: SendHalf,
+    recv: RecvHalf,
+    peer: PeerInfo,
+}
+
+/// The sending half of a [`Connection`].
+#[derive(Debug)]
+pub struct SendHalf {
+    owner: Arc<Owner>,
+    /// A frame `Sink::start_send` accepted that the core had no room for yet.
+    pending: Option<Bytes>,
+}
+
+/// The receiving half of a [`Connection`].
+#[derive(Debug)]
+pub struct RecvHalf {
+    owner: Arc<Owner>,
+}
+
+/// Starts the driver for `conn` over `socket` and waits for the join.
+pub async fn establish<S, R>(
+    runtime: &R,
+    socket: S,
+    conn: palisade_core::Connection,
+) -> Result<Connection, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    let link = Arc::new(Link::new(conn));
+    let owner = Arc::new(Owner(Arc::clone(&link)));
+    runtime.spawn(Driver::new(Arc::clone(&link), socket, runtime.clone()));
+    let peer = poll_fn(|cx| link.poll_joined(Some(cx))).await?;
+    Ok(Connection {
+        send: SendHalf {
+            owner: Arc::clone(&owner),
+            pending: None,
+        },
+        recv: RecvHalf { owner },
+        peer,
+    })
+}
+
+impl Connection {
+    /// What the join established: the peer's node id, key id, TLS version, suite and
+    /// certificate names.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// Sends a frame, waiting while the send buffer is full (memory stays bounded).
+    pub async fn send(&mut self, frame: Bytes) -> Result<(), Error> {
+        self.send.send(frame).await
+    }
+
+    /// The next frame; `Ok(None)` once the peer closed gracefully.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, Error> {
+        self.recv.recv().await
+    }
+
+    /// Closes gracefully (queued frames, CLOSE, TLS close_notify, socket shutdown) and
+    /// waits until the socket is shut.
+    pub async fn close(self, reason: CloseReason) {
+        self.send.close(reason).await;
+    }
+
+    /// Splits into halves that can be used from different tasks.
+    pub fn split(self) -> (SendHalf, RecvHalf) {
+        (self.send, self.recv)
+    }
+}
+
+impl SendHalf {
+    fn link(&self) -> &Link {
+        &self.owner.0
+    }
+
+    /// Sends a frame, waiting while the send buffer is full.
+    pub async fn send(&mut self, frame: Bytes) -> Result<(), Error> {
+        let mut slot = Some(frame);
+        poll_fn(|cx| self.owner.0.poll_send(&mut slot, Some(cx))).await
+    }
+
+    /// Waits until every queued frame has been handed to the socket.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.owner.0.poll_flushed(Some(cx))).await
+    }
+
+    /// Closes the link gracefully and waits until the socket is shut.
+    pub async fn close(self, reason: CloseReason) {
+        self.link().close(reason);
+        poll_fn(|cx| self.owner.0.poll_finished(Some(cx))).await;
+    }
+}
+
+impl RecvHalf {
+    /// The next frame; `Ok(None)` once the peer closed gracefully.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, Error> {
+        poll_fn(|cx| self.owner.0.poll_recv(Some(cx))).await
+    }
+}
+
+impl Stream for RecvHalf {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.owner.0.poll_recv(Some(cx)).map(Result::transpose)
+    }
+}
+
+impl Stream for Connection {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.recv).poll_next(cx)
+    }
+}
+
+impl Sink<Bytes> for SendHalf {
+    type Error = Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = &mut *self;
+        this.owner.0.poll_send(&mut this.pending, Some(cx))
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Bytes) -> Result<(), Error> {
+        // `poll_ready` returned Ready, so nothing is pending; queue now if there is room,
+        // else keep it for the next poll.
+        let this = &mut *self;
+        this.pending = Some(item);
+        match this.owner.0.poll_send(&mut this.pending, None) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = &mut *self;
+        if this.pending.is_some() {
+            match this.owner.0.poll_send(&mut this.pending, Some(cx)) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+        }
+        this.owner.0.poll_flushed(Some(cx))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        match self.as_mut().poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        self.link().close(CloseReason::default());
+        self.owner.0.poll_finished(Some(cx)).map(Ok)
+    }
+}
+
+impl Sink<Bytes> for Connection {
+    type Error = Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Pin::new(&mut self.send).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Bytes) -> Result<(), Error> {
+        Pin::new(&mut self.send).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Pin::new(&mut self.send).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Pin::new(&mut self.send).poll_close(cx)
+    }
+}
+
+// The futures of both halves can move between threads (multi-threaded runtimes).
+#[allow(dead_code)]
+fn futures_are_send(send: &mut SendHalf, recv: &mut RecvHalf) {
+    fn is_send<T: Send>(_: &T) {}
+    is_send(&send.send(Bytes::new()));
+    is_send(&recv.recv());
+}

@@ -1,0 +1,256 @@
+//! The socket loop for async runtimes, written once over the `futures-io` traits and a
+//! runtime's sleep: write what the core queued (vectored), read into one large buffer
+//! and hand it to the core, fire the core's timer, and shut the socket when the link is
+//! drained. Each async adapter spawns one per link.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use futures_io::{AsyncRead, AsyncWrite};
+
+use crate::link::Link;
+
+/// What an async runtime provides: a sleep and a way to run tasks.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// The runtime's sleep future.
+    type Sleep: Future<Output = ()> + Send + 'static;
+    /// A future that completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
+    /// Runs `task` in the background.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
+}
+
+/// Bytes read from the socket per call: large reads keep syscalls few.
+pub const READ_BUF: usize = 64 * 1024;
+
+/// How long a closed link keeps reading (and discarding) after shutting its write side,
+/// so the peer's last bytes do not turn our close into a reset that could destroy the
+/// CLOSE frame in flight.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// How long a closed link may take to hand its last bytes (REJECT, CLOSE) to a peer that
+/// does not read before the socket is shut anyway.
+pub const FLUSH_AFTER_CLOSE: Duration = Duration::from_secs(5);
+
+/// Polls before the driver yields to other tasks even when it could go on.
+const BUDGET: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Moving bytes.
+    Open,
+    /// Shutting the write side.
+    Closing,
+    /// Reading and discarding until EOF or the linger deadline.
+    Lingering(Instant),
+}
+
+/// Drives one link's socket until the link is over. Spawn it.
+pub struct Driver<S, R: Runtime> {
+    link: Arc<Link>,
+    socket: S,
+    runtime: R,
+    out: VecDeque<Bytes>,
+    buf: Box<[u8]>,
+    sleep: Option<(Instant, Pin<Box<R::Sleep>>)>,
+    phase: Phase,
+    /// When the link was seen closed with bytes still to write.
+    give_up_at: Option<Instant>,
+}
+
+impl<S, R: Runtime> std::fmt::Debug for Driver<S, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("phase", &self.phase)
+            .field("queued_chunks", &self.out.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R> Driver<S, R>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    /// A driver for `link` over `socket`.
+    pub fn new(link: Arc<Link>, socket: S, runtime: R) -> Self {
+        Self {
+            link,
+            socket,
+            runtime,
+            out: VecDeque::new(),
+            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            sleep: None,
+            phase: Phase::Open,
+            give_up_at: None,
+        }
+    }
+
+    /// Writes queued bytes; `Ok(true)` if any were written.
+    fn write(&mut self, cx: &mut Context<'_>) -> std::io::Result<bool> {
+        let mut wrote = false;
+        while !self.out.is_empty() {
+            let slices: Vec<IoSlice<'_>> =
+                self.out.iter().take(64).map(|b| IoSlice::new(b)).collect();
+            match Pin::new(&mut self.socket).poll_write_vectored(cx, &slices) {
+                Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(mut n)) => {
+                    wrote = true;
+                    while n > 0 {
+                        let Some(front) = self.out.front_mut() else {
+                            break;
+                        };
+                        let take = n.min(front.len());
+                        front.advance(take);
+                        n -= take;
+                        if front.is_empty() {
+                            self.out.pop_front();
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        Ok(wrote)
+    }
+
+    /// Fires the core's timer (or the linger deadline); `true` if it fired.
+    fn timer(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> bool {
+        let Some(deadline) = deadline else {
+            self.sleep = None;
+            return false;
+        };
+        if self.sleep.as_ref().is_none_or(|(at, _)| *at != deadline) {
+            self.sleep = Some((deadline, Box::pin(self.runtime.sleep_until(deadline))));
+        }
+        let Some((_, sleep)) = self.sleep.as_mut() else {
+            return false;
+        };
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.sleep = None;
+            return true;
+        }
+        false
+    }
+
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut progress = false;
+        match self.phase {
+            Phase::Open => {
+                self.link.output(&mut self.out, Some(cx.waker()));
+                match self.write(cx) {
+                    Ok(w) => progress |= w,
+                    Err(e) => {
+                        self.link.io_error(&e);
+                        self.out.clear();
+                        self.phase = Phase::Closing;
+                        return Poll::Ready(true);
+                    }
+                }
+                if self.link.wants_input(Some(cx.waker())) {
+                    match Pin::new(&mut self.socket).poll_read(cx, &mut self.buf) {
+                        Poll::Ready(Ok(0)) => {
+                            self.link.eof();
+                            progress = true;
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            let read = self.buf.get(..n).unwrap_or_default();
+                            self.link.input(read, Instant::now());
+                            progress = true;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            self.link.io_error(&e);
+                            progress = true;
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                if self.out.is_empty() && self.link.is_drained() {
+                    self.phase = Phase::Closing;
+                    return Poll::Ready(true);
+                }
+                if self.link.is_closed() {
+                    // Over, but the peer is not taking our last bytes: not forever.
+                    let until = *self
+                        .give_up_at
+                        .get_or_insert_with(|| Instant::now() + FLUSH_AFTER_CLOSE);
+                    if self.timer(cx, Some(until)) {
+                        self.out.clear();
+                        self.phase = Phase::Closing;
+                        return Poll::Ready(true);
+                    }
+                } else {
+                    let deadline = self.link.deadline();
+                    if self.timer(cx, deadline) {
+                        self.link.timeout(Instant::now());
+                        progress = true;
+                    }
+                }
+            }
+            Phase::Closing => match Pin::new(&mut self.socket).poll_close(cx) {
+                Poll::Ready(_) => {
+                    self.phase = Phase::Lingering(Instant::now() + LINGER);
+                    progress = true;
+                }
+                Poll::Pending => {}
+            },
+            Phase::Lingering(until) => {
+                match Pin::new(&mut self.socket).poll_read(cx, &mut self.buf) {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(false),
+                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Pending => {}
+                }
+                if self.timer(cx, Some(until)) {
+                    return Poll::Ready(false);
+                }
+            }
+        }
+        if progress {
+            Poll::Ready(true)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+// No field is pinned structurally (the sleep is boxed), so moving the driver is fine.
+impl<S: Unpin, R: Runtime> Unpin for Driver<S, R> {}
+
+impl<S, R> Future for Driver<S, R>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..BUDGET {
+            match self.step(cx) {
+                Poll::Ready(true) => continue,
+                Poll::Ready(false) => {
+                    self.link.finish();
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // Busy link: let other tasks run, then carry on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<S, R: Runtime> Drop for Driver<S, R> {
+    fn drop(&mut self) {
+        // However the driver ends (done, or its runtime shut down), waiters must not
+        // wait forever.
+        self.link.finish();
+    }
+}

@@ -1,0 +1,57 @@
+//! palisade-driver: what every palisade adapter does, written once.
+//!
+//! The core (`palisade-core`) is a pure state machine. Running it on a socket takes the
+//! same bookkeeping in every runtime: input the core could not take yet, output to
+//! write in order, the core's timer, the graceful shutdown of the socket, waking whoever
+//! waits in `send` / `recv` / `accept`, and the error type. That lives here:
+//!
+//! - [`link::Link`]: one link's shared state (the core connection behind a mutex), with
+//!   waiting for async tasks (wakers) and for threads (a condition variable);
+//! - [`driver::Driver`]: the socket loop for async runtimes over `futures-io`, generic
+//!   over a [`driver::Runtime`] (sleep + spawn);
+//! - [`conn`]: the async application handle, its halves, `Stream` and `Sink`;
+//! - [`listener`]: concurrent handshakes for accepted sockets, bounded, with failures
+//!   reported and the accept loop undisturbed;
+//! - [`blocking`]: the same for blocking std sockets (reader thread + writer lock);
+//! - [`error::Error`]: one error type for every adapter.
+//!
+//! An adapter crate then holds only its runtime's socket, timer and spawn calls.
+
+pub mod blocking;
+pub mod conn;
+pub mod driver;
+pub mod error;
+pub mod link;
+pub mod listener;
+
+pub use blocking::{establish_blocking, BlockingConnection, BlockingRecvHalf, BlockingSendHalf};
+pub use conn::{establish, Connection, RecvHalf, SendHalf};
+pub use driver::{Driver, Runtime};
+pub use error::{Error, HandshakeFailure};
+pub use listener::{Acceptor, FailureHook, Gate, Permit};
+
+/// The host part of `host:port` (brackets removed from an IPv6 literal): the name TLS
+/// checks the acceptor's certificate against.
+pub fn server_name_of(addr: &str) -> &str {
+    let host = match addr.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => addr,
+    };
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_name_of;
+
+    #[test]
+    fn server_names_come_from_the_dialed_address() {
+        assert_eq!(
+            server_name_of("node-b.cluster.local:7000"),
+            "node-b.cluster.local"
+        );
+        assert_eq!(server_name_of("127.0.0.1:7000"), "127.0.0.1");
+        assert_eq!(server_name_of("[::1]:7000"), "::1");
+        assert_eq!(server_name_of("node-b"), "node-b");
+    }
+}

@@ -1,0 +1,406 @@
+//! One link's shared state: the core connection behind a mutex, plus the bookkeeping
+//! every adapter needs (input the core could not take yet, the socket's fate, who waits
+//! for what). The socket side (a driver task or thread) and the application side
+//! (send / recv / close, possibly from different tasks or threads) meet here.
+//!
+//! Waiting works for both worlds: async callers register wakers, blocking callers wait
+//! on the condition variable; every change wakes both.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use palisade_core::{CloseCause, CloseReason, Connection, Event, PeerInfo, SendError};
+
+use crate::error::Error;
+
+/// Wakers of the tasks waiting for one kind of change.
+#[derive(Debug, Default)]
+struct Waiters(Vec<Waker>);
+
+impl Waiters {
+    fn register(&mut self, waker: &Waker) {
+        if !self.0.iter().any(|w| w.will_wake(waker)) {
+            self.0.push(waker.clone());
+        }
+    }
+
+    fn wake(&mut self) {
+        for w in self.0.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    conn: Connection,
+    /// Socket bytes the core did not take yet (its receive window was full).
+    pending_input: BytesMut,
+    peer: Option<PeerInfo>,
+    /// The `Closed` event, once the application side has seen it.
+    ended: Option<CloseCause>,
+    io_error: Option<(io::ErrorKind, String)>,
+    /// The socket is shut and the driver has stopped.
+    finished: bool,
+    /// Counts changes the application side may wait for (for blocking waits).
+    generation: u64,
+    /// Application tasks (join, recv, send, close) waiting for a change.
+    app: Waiters,
+    /// The socket side waiting for something to write or for room to read.
+    driver: Waiters,
+}
+
+/// One link's shared state. Wrap it in an `Arc`.
+#[derive(Debug)]
+pub struct Link {
+    inner: Mutex<Inner>,
+    changed: Condvar,
+}
+
+/// What the application side gets from [`Link::poll_recv`].
+pub(crate) type Recv = Result<Option<Bytes>, Error>;
+
+impl Link {
+    /// A link around a fresh core connection.
+    pub fn new(conn: Connection) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                conn,
+                pending_input: BytesMut::new(),
+                peer: None,
+                ended: None,
+                io_error: None,
+                finished: false,
+                generation: 0,
+                app: Waiters::default(),
+                driver: Waiters::default(),
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the core in a consistent state (every
+        // core call is atomic from the outside), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the application side (after a socket-side change).
+    fn app_changed(&self, inner: &mut Inner) {
+        inner.generation = inner.generation.wrapping_add(1);
+        inner.app.wake();
+        self.changed.notify_all();
+    }
+
+    /// Wakes both sides (after an application-side change).
+    fn all_changed(&self, inner: &mut Inner) {
+        inner.driver.wake();
+        self.app_changed(inner);
+    }
+
+    // ----- the socket side -----
+
+    /// Bytes read from the socket. Returns whether the link takes more input now (when
+    /// not, stop reading until [`Link::wants_input`] says so).
+    pub fn input(&self, bytes: &[u8], now: Instant) -> bool {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        if inner.pending_input.is_empty() {
+            let n = inner.conn.handle_input(bytes, now);
+            if let Some(rest) = bytes.get(n..) {
+                inner.pending_input.extend_from_slice(rest);
+            }
+        } else {
+            inner.pending_input.extend_from_slice(bytes);
+            Self::retry_input(inner, now);
+        }
+        self.app_changed(inner);
+        inner.pending_input.is_empty()
+    }
+
+    fn retry_input(inner: &mut Inner, now: Instant) {
+        while !inner.pending_input.is_empty() {
+            let n = inner.conn.handle_input(&inner.pending_input, now);
+            if n == 0 {
+                break;
+            }
+            inner.pending_input.advance(n);
+        }
+    }
+
+    /// Whether the socket should be read (the core has room and the link is not over).
+    /// Registers `waker` to hear when that changes.
+    pub fn wants_input(&self, waker: Option<&Waker>) -> bool {
+        let mut g = self.lock();
+        if let Some(w) = waker {
+            g.driver.register(w);
+        }
+        g.pending_input.is_empty() && !g.conn.is_closed()
+    }
+
+    /// The socket reached end of stream.
+    pub fn eof(&self) {
+        let mut g = self.lock();
+        g.conn.handle_eof();
+        self.app_changed(&mut g);
+    }
+
+    /// The socket failed. The link ends; callers see this error.
+    pub fn io_error(&self, err: &io::Error) {
+        let mut g = self.lock();
+        if g.io_error.is_none() && !g.conn.is_closed() {
+            g.io_error = Some((err.kind(), err.to_string()));
+        }
+        g.conn.handle_eof();
+        self.app_changed(&mut g);
+    }
+
+    /// Moves what the core wants written into `out`, and registers `waker` to hear of
+    /// new output. Wakes senders waiting for room.
+    pub fn output(&self, out: &mut VecDeque<Bytes>, waker: Option<&Waker>) {
+        let mut g = self.lock();
+        if let Some(w) = waker {
+            g.driver.register(w);
+        }
+        let before = out.len();
+        while let Some(chunk) = g.conn.poll_transmit() {
+            out.push_back(chunk);
+        }
+        if out.len() > before {
+            self.app_changed(&mut g);
+        }
+    }
+
+    /// When [`Link::timeout`] is due, if ever.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.lock().conn.poll_timeout()
+    }
+
+    /// A deadline passed.
+    pub fn timeout(&self, now: Instant) {
+        let mut g = self.lock();
+        g.conn.handle_timeout(now);
+        self.app_changed(&mut g);
+    }
+
+    /// Whether the link is over and everything owed to the peer has been handed out:
+    /// the socket can be shut down.
+    pub fn is_drained(&self) -> bool {
+        self.lock().conn.is_drained()
+    }
+
+    /// Whether the link is over (bytes owed to the peer may remain).
+    pub fn is_closed(&self) -> bool {
+        self.lock().conn.is_closed()
+    }
+
+    /// The driver shut the socket and stopped.
+    pub fn finish(&self) {
+        let mut g = self.lock();
+        g.finished = true;
+        if !g.conn.is_closed() {
+            g.conn.handle_eof();
+        }
+        self.app_changed(&mut g);
+    }
+
+    // ----- the application side -----
+
+    fn io_err(inner: &Inner) -> Option<Error> {
+        inner
+            .io_error
+            .as_ref()
+            .map(|(kind, msg)| Error::Io(io::Error::new(*kind, msg.clone())))
+    }
+
+    /// The error for an ended link.
+    fn ended_error(inner: &Inner) -> Error {
+        if let Some(e) = Self::io_err(inner) {
+            return e;
+        }
+        match inner.ended.as_ref().or(inner.conn.close_cause()) {
+            Some(cause) => Error::from_cause(cause),
+            None => Error::Closed(CloseCause::Local(CloseReason::default())),
+        }
+    }
+
+    /// Ready once the join completed (or failed).
+    pub fn poll_joined(&self, cx: Option<&Context<'_>>) -> Poll<Result<PeerInfo, Error>> {
+        let mut g = self.lock();
+        if let Some(peer) = &g.peer {
+            return Poll::Ready(Ok(peer.clone()));
+        }
+        if g.ended.is_some() {
+            return Poll::Ready(Err(Self::ended_error(&g)));
+        }
+        match g.conn.poll_event() {
+            Some(Event::Joined(peer)) => {
+                g.peer = Some(peer.clone());
+                Poll::Ready(Ok(peer))
+            }
+            Some(Event::Closed(cause)) => {
+                g.ended = Some(cause);
+                Poll::Ready(Err(Self::ended_error(&g)))
+            }
+            // Frames come only after Joined; nothing else can be first.
+            Some(Event::Frame(_)) | None => {
+                if let Some(cx) = cx {
+                    g.app.register(cx.waker());
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The next frame: `Ok(Some)` a frame, `Ok(None)` the link closed gracefully,
+    /// `Err` it ended with an error.
+    pub fn poll_recv(&self, cx: Option<&Context<'_>>) -> Poll<Recv> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        while inner.ended.is_none() {
+            match inner.conn.poll_event() {
+                Some(Event::Frame(frame)) => {
+                    if !inner.pending_input.is_empty() {
+                        // The receive window has room again.
+                        Self::retry_input(inner, Instant::now());
+                        self.all_changed(inner);
+                    }
+                    return Poll::Ready(Ok(Some(frame)));
+                }
+                Some(Event::Joined(peer)) => inner.peer = Some(peer),
+                Some(Event::Closed(cause)) => inner.ended = Some(cause),
+                None => {
+                    if let Some(cx) = cx {
+                        inner.app.register(cx.waker());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        match &inner.ended {
+            Some(CloseCause::Error(_)) => Poll::Ready(Err(Self::ended_error(inner))),
+            _ if inner.io_error.is_some() => Poll::Ready(Err(Self::ended_error(inner))),
+            _ => Poll::Ready(Ok(None)),
+        }
+    }
+
+    /// Queues a frame, or hands it back (`Pending`) when the send buffer is full.
+    pub fn poll_send(
+        &self,
+        payload: &mut Option<Bytes>,
+        cx: Option<&Context<'_>>,
+    ) -> Poll<Result<(), Error>> {
+        let Some(frame) = payload.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut g = self.lock();
+        if g.conn.is_closed() {
+            return Poll::Ready(Err(Self::ended_error(&g)));
+        }
+        match g.conn.send(frame) {
+            Ok(()) => {
+                g.driver.wake();
+                Poll::Ready(Ok(()))
+            }
+            Err(SendError::Full(back)) => {
+                *payload = Some(back);
+                if let Some(cx) = cx {
+                    g.app.register(cx.waker());
+                }
+                // The driver may be idle with bytes queued: let it write them.
+                g.driver.wake();
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(Error::Send(e))),
+        }
+    }
+
+    /// Ready when everything queued has been handed to the socket.
+    pub fn poll_flushed(&self, cx: Option<&Context<'_>>) -> Poll<Result<(), Error>> {
+        let mut g = self.lock();
+        if g.conn.send_buffered() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if g.finished {
+            return Poll::Ready(Err(Self::ended_error(&g)));
+        }
+        if let Some(cx) = cx {
+            g.app.register(cx.waker());
+        }
+        g.driver.wake();
+        Poll::Pending
+    }
+
+    /// Starts a graceful close: queued frames, then CLOSE (and TLS close_notify).
+    pub fn close(&self, reason: CloseReason) {
+        let mut g = self.lock();
+        g.conn.close(reason);
+        self.all_changed(&mut g);
+    }
+
+    /// Ready when the driver has shut the socket.
+    pub fn poll_finished(&self, cx: Option<&Context<'_>>) -> Poll<()> {
+        let mut g = self.lock();
+        if g.finished {
+            return Poll::Ready(());
+        }
+        if let Some(cx) = cx {
+            g.app.register(cx.waker());
+        }
+        Poll::Pending
+    }
+
+    /// What the join revealed about the peer (after the join).
+    pub fn peer(&self) -> Option<PeerInfo> {
+        self.lock().peer.clone()
+    }
+
+    /// Blocks the calling thread until `poll` is ready. For the blocking adapter.
+    pub fn wait<T>(&self, mut poll: impl FnMut(&Self) -> Poll<T>) -> T {
+        loop {
+            if let Some(v) = self.wait_until(None, &mut poll) {
+                return v;
+            }
+        }
+    }
+
+    /// Blocks until `poll` is ready or `deadline` passes (`None`).
+    pub fn wait_until<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut poll: impl FnMut(&Self) -> Poll<T>,
+    ) -> Option<T> {
+        loop {
+            let seen = self.lock().generation;
+            if let Poll::Ready(v) = poll(self) {
+                return Some(v);
+            }
+            // Every change bumps the generation under the lock, so one that happened
+            // after the check is not missed.
+            let g = self.lock();
+            let unchanged = |inner: &mut Inner| inner.generation == seen;
+            match deadline {
+                None => {
+                    let _g = self
+                        .changed
+                        .wait_while(g, unchanged)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    let _g = self
+                        .changed
+                        .wait_timeout_while(g, left, unchanged)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
+    }
+}

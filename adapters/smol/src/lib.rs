@@ -1,0 +1,106 @@
+//! palisade on smol: [`Listener`] and [`connect`] give joined [`Connection`]s. The
+//! socket loop, the handles (with `Stream` / `Sink`) and the error type are
+//! `palisade-driver`'s; this crate holds smol's sockets, timer and spawn.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::{Instant, SystemTime};
+
+use palisade_core::{Config, Endpoint};
+use palisade_driver::{establish, server_name_of, Acceptor, FailureHook, Runtime};
+use smol::net::{AsyncToSocketAddrs, TcpListener, TcpStream};
+use smol::Task;
+
+pub use palisade_driver::{Connection, Error, HandshakeFailure, RecvHalf, SendHalf};
+
+/// smol's timer and its global executor.
+#[derive(Debug, Clone, Copy)]
+pub struct Smol;
+
+impl Runtime for Smol {
+    type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
+        let timer = smol::Timer::at(deadline);
+        Box::pin(async move {
+            timer.await;
+        })
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        smol::spawn(task).detach();
+    }
+}
+
+/// Accepts palisade links; every handshake runs in its own task.
+#[derive(Debug)]
+pub struct Listener {
+    acceptor: Acceptor<Smol>,
+    local_addr: SocketAddr,
+    // Dropping the task cancels the accept loop.
+    _accept_loop: Task<()>,
+}
+
+impl Listener {
+    /// Binds and starts accepting. Failed handshakes are logged (tracing).
+    pub async fn bind(addr: impl AsyncToSocketAddrs, config: Config) -> Result<Self, Error> {
+        Self::bind_with(addr, Endpoint::new(config)?, None).await
+    }
+
+    /// Binds with an endpoint of your own and an optional failure hook.
+    pub async fn bind_with(
+        addr: impl AsyncToSocketAddrs,
+        endpoint: Endpoint,
+        on_failure: Option<FailureHook>,
+    ) -> Result<Self, Error> {
+        let socket = TcpListener::bind(addr).await?;
+        let local_addr = socket.local_addr()?;
+        let acceptor = Acceptor::new(endpoint, Smol, on_failure);
+        let handler = acceptor.clone();
+        let accept_loop = smol::spawn(async move {
+            loop {
+                match socket.accept().await {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        handler.handle(stream, peer);
+                    }
+                    Err(e) => handler.accept_error(&e),
+                }
+            }
+        });
+        Ok(Self {
+            acceptor,
+            local_addr,
+            _accept_loop: accept_loop,
+        })
+    }
+
+    /// The next joined link and its peer's address.
+    pub async fn accept(&self) -> (Connection, SocketAddr) {
+        self.acceptor.accept().await
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Handshakes in progress now.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.acceptor.handshakes_in_progress()
+    }
+}
+
+/// Dials `addr` (`host:port`; the host is the name TLS checks) and joins.
+pub async fn connect(addr: &str, config: Config) -> Result<Connection, Error> {
+    connect_with(&Endpoint::new(config)?, addr).await
+}
+
+/// Dials `addr` with an endpoint of your own and joins.
+pub async fn connect_with(endpoint: &Endpoint, addr: &str) -> Result<Connection, Error> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let conn = endpoint.connect(server_name_of(addr), Instant::now(), SystemTime::now())?;
+    establish(&Smol, stream, conn).await
+}
