@@ -53,7 +53,11 @@ impl Shared {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let w = &mut *w;
         loop {
-            self.link.output(&mut w.out, None);
+            // Take more from the core only once the socket took what we hold, so the
+            // core's send buffer stays the bound on memory.
+            if w.out.is_empty() {
+                self.link.output(&mut w.out, None);
+            }
             if w.out.is_empty() {
                 return Ok(());
             }

@@ -144,7 +144,11 @@ where
         let mut progress = false;
         match self.phase {
             Phase::Open => {
-                self.link.output(&mut self.out, Some(cx.waker()));
+                // Take more from the core only once the socket took what we hold: the
+                // core's send buffer is the only place bytes wait, so it bounds memory.
+                if self.out.is_empty() {
+                    self.link.output(&mut self.out, Some(cx.waker()));
+                }
                 match self.write(cx) {
                     Ok(w) => progress |= w,
                     Err(e) => {

@@ -11,7 +11,10 @@ use palisade_driver::{establish, server_name_of, Acceptor, FailureHook, Runtime}
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
-use tokio_util::compat::TokioAsyncReadCompatExt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead as TokioRead, AsyncWrite as TokioWrite, ReadBuf};
 
 pub use palisade_driver::{Connection, Error, HandshakeFailure, RecvHalf, SendHalf};
 
@@ -29,6 +32,52 @@ impl Runtime for Tokio {
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.0.spawn(task);
+    }
+}
+
+/// A tokio socket seen through the `futures-io` traits the driver speaks. (tokio-util's
+/// `Compat` would do, but it does not forward vectored writes.)
+#[derive(Debug)]
+pub struct Socket(TcpStream);
+
+impl futures_io::AsyncRead for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut self.0).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl futures_io::AsyncWrite for Socket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
@@ -66,7 +115,7 @@ impl Listener {
                 match socket.accept().await {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        handler.handle(stream.compat(), peer);
+                        handler.handle(Socket(stream), peer);
                     }
                     Err(e) => handler.accept_error(&e),
                 }
@@ -111,5 +160,5 @@ pub async fn connect_with(endpoint: &Endpoint, addr: &str) -> Result<Connection,
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let conn = endpoint.connect(server_name_of(addr), Instant::now(), SystemTime::now())?;
-    establish(&runtime(), stream.compat(), conn).await
+    establish(&runtime(), Socket(stream), conn).await
 }
