@@ -3,8 +3,10 @@
 //! `palisade-driver`'s; this crate holds async-std's sockets, timer and spawn.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -29,6 +31,47 @@ impl Runtime for AsyncStd {
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         async_std::task::spawn(task);
+    }
+}
+
+/// An async-std socket whose `poll_close` shuts the write side (async-std's own only
+/// flushes, which would leave the peer waiting for our FIN).
+#[derive(Debug)]
+pub struct Socket(TcpStream);
+
+impl futures_io::AsyncRead for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl futures_io::AsyncWrite for Socket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.0.shutdown(Shutdown::Write))
     }
 }
 
@@ -61,7 +104,7 @@ impl Listener {
                 match socket.accept().await {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        handler.handle(stream, peer);
+                        handler.handle(Socket(stream), peer);
                     }
                     Err(e) => handler.accept_error(&e),
                 }
@@ -108,5 +151,5 @@ pub async fn connect_with(endpoint: &Endpoint, addr: &str) -> Result<Connection,
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let conn = endpoint.connect(server_name_of(addr), Instant::now(), SystemTime::now())?;
-    establish(&AsyncStd, stream, conn).await
+    establish(&AsyncStd, Socket(stream), conn).await
 }

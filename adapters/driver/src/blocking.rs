@@ -50,9 +50,9 @@ impl Shared {
     /// peer is slow (a sender); otherwise give up after one write slice (the reader
     /// thread, which must get back to reading).
     fn flush(&self, wait: bool) -> Result<(), Error> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let w = &mut *w;
         loop {
+            let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let w = &mut *guard;
             // Take more from the core only once the socket took what we hold, so the
             // core's send buffer stays the bound on memory.
             if w.out.is_empty() {
@@ -72,6 +72,11 @@ impl Shared {
                     if !wait {
                         return Ok(());
                     }
+                    // The peer is slow. Let go of the lock between write slices, so the
+                    // reader thread keeps reading (two blocking ends that both send
+                    // would otherwise wait on each other forever).
+                    drop(guard);
+                    thread::yield_now();
                 }
                 Err(e) => {
                     w.out.clear();

@@ -8,13 +8,13 @@ use std::time::{Instant, SystemTime};
 
 use palisade_core::{Config, Endpoint};
 use palisade_driver::{establish, server_name_of, Acceptor, FailureHook, Runtime};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead as TokioRead, AsyncWrite as TokioWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
 pub use palisade_driver::{Connection, Error, HandshakeFailure, RecvHalf, SendHalf};
 
