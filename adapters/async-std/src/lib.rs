@@ -106,7 +106,12 @@ impl Listener {
                         let _ = stream.set_nodelay(true);
                         handler.handle(Socket(stream), peer);
                     }
-                    Err(e) => handler.accept_error(&e),
+                    Err(e) => {
+                        let pause = handler.accept_error(&e);
+                        if !pause.is_zero() {
+                            async_std::task::sleep(pause).await;
+                        }
+                    }
                 }
             }
         });

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Instant, SystemTime};
 
 use palisade_core::{Config, Endpoint};
-use palisade_driver::listener::ACCEPT_BACKLOG;
+use palisade_driver::listener::{accept_failed, ACCEPT_BACKLOG};
 use palisade_driver::{establish_blocking, server_name_of, FailureHook, Gate, HandshakeFailure};
 
 pub use palisade_driver::{
@@ -98,7 +98,7 @@ fn accept_loop(
         let stream = match incoming {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(target: "palisade", "accept failed: {e}");
+                thread::sleep(accept_failed(&e));
                 continue;
             }
         };

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_io::{AsyncRead, AsyncWrite};
 use palisade_core::Endpoint;
@@ -16,6 +16,33 @@ use palisade_core::Endpoint;
 use crate::conn::{establish, Connection};
 use crate::driver::Runtime;
 use crate::error::{Error, HandshakeFailure};
+
+/// How long an accept loop pauses after the listening socket runs out of a resource
+/// (file descriptors, buffers, memory): retrying at once would fail again at once and
+/// spin a core.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Logs an accept error and returns the pause before the next `accept`: none for
+/// errors about one connection (it was reset before we took it), [`ACCEPT_BACKOFF`] when
+/// the process or system is out of something.
+pub fn accept_failed(err: &std::io::Error) -> Duration {
+    use std::io::ErrorKind;
+    let per_connection = matches!(
+        err.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+    );
+    if per_connection {
+        tracing::debug!(target: "palisade", "accept failed: {err}");
+        Duration::ZERO
+    } else {
+        tracing::warn!(
+            target: "palisade",
+            "accept failed: {err}; pausing {} ms before accepting again",
+            ACCEPT_BACKOFF.as_millis()
+        );
+        ACCEPT_BACKOFF
+    }
+}
 
 /// Handshakes a listener runs at once; sockets beyond this are closed at once (and
 /// reported), so a flood of connections cannot exhaust memory.
@@ -141,9 +168,10 @@ impl<R: Runtime> Acceptor<R> {
         self.gate.in_progress()
     }
 
-    /// Reports an accept error of the listening socket (the loop carries on).
-    pub fn accept_error(&self, err: &std::io::Error) {
-        tracing::warn!(target: "palisade", "accept failed: {err}");
+    /// Reports an accept error of the listening socket; returns how long the accept
+    /// loop should pause before trying again (see [`accept_failed`]).
+    pub fn accept_error(&self, err: &std::io::Error) -> Duration {
+        accept_failed(err)
     }
 
     /// Takes an accepted socket: its handshake runs in a task of its own.

@@ -65,7 +65,12 @@ impl Listener {
                         let _ = stream.set_nodelay(true);
                         handler.handle(stream, peer);
                     }
-                    Err(e) => handler.accept_error(&e),
+                    Err(e) => {
+                        let pause = handler.accept_error(&e);
+                        if !pause.is_zero() {
+                            smol::Timer::after(pause).await;
+                        }
+                    }
                 }
             }
         });

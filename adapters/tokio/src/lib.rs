@@ -117,7 +117,12 @@ impl Listener {
                         let _ = stream.set_nodelay(true);
                         handler.handle(Socket(stream), peer);
                     }
-                    Err(e) => handler.accept_error(&e),
+                    Err(e) => {
+                        let pause = handler.accept_error(&e);
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
                 }
             }
         });
