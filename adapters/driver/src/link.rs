@@ -17,6 +17,9 @@ use palisade_core::{CloseCause, CloseReason, Connection, Event, PeerInfo, SendEr
 
 use crate::error::Error;
 
+/// Most bytes [`Link::output`] takes from the core per call.
+const OUTPUT_BATCH: usize = 64 * 1024;
+
 /// Wakers of the tasks waiting for one kind of change.
 #[derive(Debug, Default)]
 struct Waiters(Vec<Waker>);
@@ -48,6 +51,9 @@ struct Inner {
     finished: bool,
     /// Counts changes the application side may wait for (for blocking waits).
     generation: u64,
+    /// Threads blocked in `wait_until`: the condition variable is notified only when
+    /// there are some (a notify is a syscall even with no waiter).
+    sleepers: usize,
     /// Application tasks (join, recv, send, close) waiting for a change.
     app: Waiters,
     /// The socket side waiting for something to write or for room to read.
@@ -76,6 +82,7 @@ impl Link {
                 io_error: None,
                 finished: false,
                 generation: 0,
+                sleepers: 0,
                 app: Waiters::default(),
                 driver: Waiters::default(),
             }),
@@ -93,7 +100,9 @@ impl Link {
     fn app_changed(&self, inner: &mut Inner) {
         inner.generation = inner.generation.wrapping_add(1);
         inner.app.wake();
-        self.changed.notify_all();
+        if inner.sleepers > 0 {
+            self.changed.notify_all();
+        }
     }
 
     /// Wakes both sides (after an application-side change).
@@ -167,7 +176,15 @@ impl Link {
             g.driver.register(w);
         }
         let before = out.len();
-        while let Some(chunk) = g.conn.poll_transmit() {
+        // A batch at a time: encrypting the whole send buffer (1 MiB) under the lock
+        // stalls the sender (and, on a small runtime, the worker it runs on) and delays
+        // the first byte on the wire.
+        let mut taken = 0;
+        while taken < OUTPUT_BATCH {
+            let Some(chunk) = g.conn.poll_transmit() else {
+                break;
+            };
+            taken += chunk.len();
             out.push_back(chunk);
         }
         if out.len() > before {
@@ -381,26 +398,27 @@ impl Link {
             }
             // Every change bumps the generation under the lock, so one that happened
             // after the check is not missed.
-            let g = self.lock();
+            let mut g = self.lock();
             let unchanged = |inner: &mut Inner| inner.generation == seen;
-            match deadline {
-                None => {
-                    let _g = self
-                        .changed
-                        .wait_while(g, unchanged)
-                        .unwrap_or_else(|p| p.into_inner());
-                }
+            g.sleepers += 1;
+            let mut g = match deadline {
+                None => self
+                    .changed
+                    .wait_while(g, unchanged)
+                    .unwrap_or_else(|p| p.into_inner()),
                 Some(at) => {
                     let left = at.saturating_duration_since(Instant::now());
                     if left.is_zero() {
+                        g.sleepers -= 1;
                         return None;
                     }
-                    let _g = self
-                        .changed
+                    self.changed
                         .wait_timeout_while(g, left, unchanged)
-                        .unwrap_or_else(|p| p.into_inner());
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
                 }
-            }
+            };
+            g.sleepers -= 1;
         }
     }
 }
