@@ -144,7 +144,9 @@ pub struct Connection {
     send_queue: SendQueue,
     state: State,
     events: VecDeque<Event>,
-    /// Payload bytes in queued `Event::Frame`s.
+    /// Wire bytes (header and payload) of the queued `Event::Frame`s: what they cost
+    /// the receive window. Counting the header keeps empty frames from queuing events
+    /// without limit.
     event_bytes: usize,
     peer: Option<PeerInfo>,
     close_cause: Option<CloseCause>,
@@ -352,7 +354,7 @@ impl Connection {
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front()?;
         if let Event::Frame(payload) = &event {
-            self.event_bytes = self.event_bytes.saturating_sub(payload.len());
+            self.event_bytes = self.event_bytes.saturating_sub(HEADER_LEN + payload.len());
         }
         Some(event)
     }
@@ -434,7 +436,7 @@ impl Connection {
         let result = match (state, frame.kind) {
             (State::Joined, FrameKind::Data) => {
                 self.state = State::Joined;
-                self.event_bytes += frame.payload.len();
+                self.event_bytes += HEADER_LEN + frame.payload.len();
                 self.events.push_back(Event::Frame(frame.payload));
                 Ok(())
             }
