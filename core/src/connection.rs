@@ -14,7 +14,6 @@
 //! whatever completes the frame in progress, and says how many it took. The caller keeps
 //! the rest and offers it again after draining events.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +22,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::close::{CloseCode, CloseReason};
 use crate::config::{Config, Side};
 use crate::error::ConnectionError;
+use crate::events::EventQueue;
 use crate::frame::{Frame, FrameDecoder, FrameKind, HEADER_LEN};
 use crate::join::{
     AcceptorHandshake, InitiatorHandshake, JoinError, JoinHello, JoinWelcome, PeerInfo, RejectCode,
@@ -143,11 +143,7 @@ pub struct Connection {
     preface_received: bool,
     send_queue: SendQueue,
     state: State,
-    events: VecDeque<Event>,
-    /// Wire bytes (header and payload) of the queued `Event::Frame`s: what they cost
-    /// the receive window. Counting the header keeps empty frames from queuing events
-    /// without limit.
-    event_bytes: usize,
+    events: EventQueue,
     peer: Option<PeerInfo>,
     close_cause: Option<CloseCause>,
 }
@@ -178,8 +174,7 @@ impl Connection {
             preface_received: false,
             send_queue: SendQueue::default(),
             state,
-            events: VecDeque::new(),
-            event_bytes: 0,
+            events: EventQueue::default(),
             peer: None,
             close_cause: None,
         };
@@ -250,6 +245,12 @@ impl Connection {
             }
         };
         self.process(now);
+        if self.recv.is_empty() {
+            // Frames split off the buffer still share its allocation; letting go of the
+            // empty view frees it as soon as the application drops them, rather than an
+            // idle link holding its largest read for good.
+            self.recv = BytesMut::new();
+        }
         // With TLS, the handshake may have just completed: the initiator's HELLO goes out
         // in the same flight as its Finished.
         self.advance_handshake(now);
@@ -352,18 +353,14 @@ impl Connection {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = self.events.pop_front()?;
-        if let Event::Frame(payload) = &event {
-            self.event_bytes = self.event_bytes.saturating_sub(HEADER_LEN + payload.len());
-        }
-        Some(event)
+        self.events.pop()
     }
 
     // ----- internals -----
 
     /// Plaintext bytes the receive side can take now.
     fn recv_room(&self) -> usize {
-        let used = self.recv.len() + self.event_bytes;
+        let used = self.recv.len() + self.events.frame_bytes();
         let window = self.config.recv_buffer_limit.saturating_sub(used);
         // A frame whose header has arrived may always complete, so a full event queue
         // never deadlocks a frame larger than the window.
@@ -432,14 +429,13 @@ impl Connection {
     }
 
     fn handle_frame(&mut self, frame: Frame, now: Instant) {
+        // The hot path: a DATA frame on a joined link moves no state.
+        if frame.kind == FrameKind::Data && matches!(self.state, State::Joined) {
+            self.events.push_frame(frame.payload);
+            return;
+        }
         let state = std::mem::replace(&mut self.state, State::Closed);
         let result = match (state, frame.kind) {
-            (State::Joined, FrameKind::Data) => {
-                self.state = State::Joined;
-                self.event_bytes += HEADER_LEN + frame.payload.len();
-                self.events.push_back(Event::Frame(frame.payload));
-                Ok(())
-            }
             (State::AcceptorWaiting(acceptor), FrameKind::Hello) => {
                 self.on_hello(acceptor, &frame.payload, now)
             }
@@ -545,7 +541,7 @@ impl Connection {
         peer.tls = self.transport.peer();
         self.state = State::Joined;
         self.peer = Some(peer.clone());
-        self.events.push_back(Event::Joined(peer));
+        self.events.push(Event::Joined(peer));
     }
 
     /// Ends the link with an error, queuing what the peer is owed: a REJECT for a join
@@ -580,7 +576,7 @@ impl Connection {
         self.state = State::Closed;
         self.handshake_deadline = None;
         self.close_cause = Some(cause.clone());
-        self.events.push_back(Event::Closed(cause));
+        self.events.push(Event::Closed(cause));
     }
 }
 

@@ -35,6 +35,7 @@ pub mod config;
 mod connection;
 mod endpoint;
 pub mod error;
+mod events;
 pub mod frame;
 pub mod join;
 pub mod preface;

@@ -14,6 +14,9 @@ use crate::frame::{encode, encode_header, FrameKind, HEADER_LEN};
 /// Payloads at least this large are queued by reference instead of copied.
 pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
 
+/// Chunk slots an emptied queue keeps.
+const KEEP_CHUNKS: usize = 8;
+
 #[derive(Debug, Default)]
 pub(crate) struct SendQueue {
     ready: VecDeque<Bytes>,
@@ -82,6 +85,18 @@ impl SendQueue {
             }
         };
         self.len -= n;
+        if self.len == 0 {
+            self.release();
+        }
+    }
+
+    /// Lets go of the buffers a burst grew, once everything queued was handed out: an
+    /// idle link should not keep its largest burst's worth of memory.
+    fn release(&mut self) {
+        self.current = BytesMut::new();
+        if self.ready.capacity() > KEEP_CHUNKS {
+            self.ready = VecDeque::new();
+        }
     }
 
     /// Drops everything queued (the link can no longer send).
@@ -95,10 +110,15 @@ impl SendQueue {
     pub(crate) fn pop(&mut self) -> Option<Bytes> {
         let chunk = match self.ready.pop_front() {
             Some(chunk) => chunk,
-            None if !self.current.is_empty() => self.current.split().freeze(),
+            // The chunk takes the whole buffer with it, spare capacity included, so no
+            // allocation outlives the bytes handed out.
+            None if !self.current.is_empty() => std::mem::take(&mut self.current).freeze(),
             None => return None,
         };
         self.len -= chunk.len();
+        if self.len == 0 {
+            self.release();
+        }
         Some(chunk)
     }
 }
@@ -129,5 +149,31 @@ mod tests {
         );
         assert!(q.pop().is_none());
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn an_emptied_queue_holds_no_buffer() {
+        let mut q = SendQueue::default();
+        for _ in 0..1000 {
+            q.push(FrameKind::Data, Bytes::from_static(&[1; 64]));
+        }
+        assert!(q.current.capacity() >= 1000 * (HEADER_LEN + 64));
+        // Written in part: the buffer stays.
+        q.advance(HEADER_LEN);
+        assert!(q.current.capacity() > 0);
+        let rest = q.len();
+        q.advance(rest);
+        assert!(q.is_empty());
+        assert_eq!(
+            q.current.capacity(),
+            0,
+            "the emptied queue let go of its buffer"
+        );
+
+        // Handed out whole (no TLS): the chunk owns the buffer, the queue keeps nothing.
+        q.push(FrameKind::Data, Bytes::from_static(&[1; 64]));
+        let chunk = q.pop().unwrap();
+        assert_eq!(chunk.len(), HEADER_LEN + 64);
+        assert_eq!(q.current.capacity(), 0);
     }
 }

@@ -169,6 +169,11 @@ impl TlsSession {
                 return Err(PrefaceOrTls::Preface(err));
             }
         }
+        if self.is_ready() {
+            // Plaintext is never longer than the records carrying it: one allocation
+            // for the whole read instead of growing record by record.
+            plain.reserve(input.len().min(room));
+        }
         let mut rest = input;
         let mut produced = 0usize;
         let mut peer_closed = false;

@@ -1,0 +1,103 @@
+//! What a connection has to tell the application, queued until it asks.
+//!
+//! Frames are the hot path: one is queued per DATA frame received, so a queued frame is
+//! a `Bytes` and nothing more, and the rare large events (joined, closed) are boxed. The
+//! queue also counts what its frames cost the receive window.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::connection::Event;
+use crate::frame::HEADER_LEN;
+
+/// Slots an empty queue keeps; a burst that grew it beyond this gives the rest back.
+const KEEP_SLOTS: usize = 8;
+
+#[derive(Debug)]
+enum Queued {
+    Frame(Bytes),
+    Other(Box<Event>),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct EventQueue {
+    queue: VecDeque<Queued>,
+    /// Wire bytes (header and payload) of the queued frames. Counting the header keeps
+    /// empty frames from queuing events without limit.
+    frame_bytes: usize,
+}
+
+impl EventQueue {
+    pub(crate) fn push_frame(&mut self, payload: Bytes) {
+        self.frame_bytes += HEADER_LEN + payload.len();
+        self.queue.push_back(Queued::Frame(payload));
+    }
+
+    pub(crate) fn push(&mut self, event: Event) {
+        match event {
+            Event::Frame(payload) => self.push_frame(payload),
+            other => self.queue.push_back(Queued::Other(Box::new(other))),
+        }
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Event> {
+        let event = match self.queue.pop_front()? {
+            Queued::Frame(payload) => {
+                self.frame_bytes = self.frame_bytes.saturating_sub(HEADER_LEN + payload.len());
+                Event::Frame(payload)
+            }
+            Queued::Other(event) => *event,
+        };
+        if self.queue.is_empty() && self.queue.capacity() > KEEP_SLOTS {
+            self.queue.shrink_to(KEEP_SLOTS);
+        }
+        Some(event)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// What the queued frames cost the receive window.
+    pub(crate) fn frame_bytes(&self) -> usize {
+        self.frame_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::close::CloseReason;
+    use crate::connection::CloseCause;
+
+    #[test]
+    fn frames_count_their_header_and_come_back_in_order() {
+        let mut q = EventQueue::default();
+        q.push_frame(Bytes::from_static(b"abc"));
+        q.push(Event::Frame(Bytes::new()));
+        q.push(Event::Closed(CloseCause::Local(CloseReason::default())));
+        assert_eq!(q.frame_bytes(), 2 * HEADER_LEN + 3);
+        assert_eq!(q.pop(), Some(Event::Frame(Bytes::from_static(b"abc"))));
+        assert_eq!(q.frame_bytes(), HEADER_LEN);
+        assert_eq!(q.pop(), Some(Event::Frame(Bytes::new())));
+        assert_eq!(q.frame_bytes(), 0);
+        assert!(matches!(q.pop(), Some(Event::Closed(_))));
+        assert!(q.pop().is_none() && q.is_empty());
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_back_what_a_burst_grew() {
+        let mut q = EventQueue::default();
+        for _ in 0..1000 {
+            q.push_frame(Bytes::from_static(b"x"));
+        }
+        assert!(q.queue.capacity() >= 1000);
+        while q.pop().is_some() {}
+        assert!(
+            q.queue.capacity() <= 2 * KEEP_SLOTS,
+            "{}",
+            q.queue.capacity()
+        );
+    }
+}
