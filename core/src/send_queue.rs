@@ -58,33 +58,28 @@ impl SendQueue {
         self.len += bytes.len();
     }
 
-    /// The oldest queued bytes, without taking them.
-    pub(crate) fn front(&self) -> Option<&[u8]> {
-        match self.ready.front() {
-            Some(chunk) => Some(chunk),
-            None if !self.current.is_empty() => Some(&self.current),
-            None => None,
-        }
+    /// The queued bytes, oldest first, as the chunks they are held in.
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        let current = Some(&self.current[..]).filter(|c| !c.is_empty());
+        self.ready.iter().map(|c| &c[..]).chain(current)
     }
 
-    /// Drops the first `n` bytes of [`SendQueue::front`] (they were written).
+    /// Drops the first `n` queued bytes (they were written), across chunks.
     pub(crate) fn advance(&mut self, n: usize) {
-        let n = match self.ready.front_mut() {
-            Some(chunk) => {
-                let n = n.min(chunk.len());
-                chunk.advance(n);
-                if chunk.is_empty() {
-                    self.ready.pop_front();
-                }
-                n
+        let mut left = n.min(self.len);
+        self.len -= left;
+        while left > 0 {
+            let Some(chunk) = self.ready.front_mut() else {
+                self.current.advance(left.min(self.current.len()));
+                break;
+            };
+            let k = left.min(chunk.len());
+            chunk.advance(k);
+            left -= k;
+            if chunk.is_empty() {
+                self.ready.pop_front();
             }
-            None => {
-                let n = n.min(self.current.len());
-                self.current.advance(n);
-                n
-            }
-        };
-        self.len -= n;
+        }
         if self.len == 0 {
             self.release();
         }
@@ -152,6 +147,29 @@ mod tests {
     }
 
     #[test]
+    fn chunks_and_advance_span_the_whole_queue_in_order() {
+        let mut q = SendQueue::default();
+        q.push(FrameKind::Data, Bytes::from_static(b"ab"));
+        let big = Bytes::from(vec![7u8; ZERO_COPY_MIN]);
+        q.push(FrameKind::Data, big);
+        q.push(FrameKind::Data, Bytes::from_static(b"cd"));
+        let all: Vec<u8> = q.chunks().flatten().copied().collect();
+        assert_eq!(all.len(), q.len());
+        assert_eq!(all.len(), 3 * HEADER_LEN + 4 + ZERO_COPY_MIN);
+        assert_eq!(&all[HEADER_LEN..HEADER_LEN + 2], b"ab");
+        assert_eq!(&all[all.len() - 2..], b"cd");
+        assert_eq!(q.chunks().count(), 3, "header chunk, payload, tail");
+
+        // One advance across the first chunk and into the payload.
+        q.advance(2 * HEADER_LEN + 2 + 100);
+        let rest: Vec<u8> = q.chunks().flatten().copied().collect();
+        assert_eq!(rest, all[2 * HEADER_LEN + 2 + 100..]);
+        // Past the end: everything is gone, nothing panics.
+        q.advance(usize::MAX);
+        assert!(q.is_empty() && q.chunks().next().is_none());
+    }
+
+    #[test]
     fn an_emptied_queue_holds_no_buffer() {
         let mut q = SendQueue::default();
         for _ in 0..1000 {
@@ -160,6 +178,7 @@ mod tests {
         assert!(q.current.capacity() >= 1000 * (HEADER_LEN + 64));
         // Written in part: the buffer stays.
         q.advance(HEADER_LEN);
+        assert_eq!(q.chunks().next().map(<[u8]>::len), Some(q.len()));
         assert!(q.current.capacity() > 0);
         let rest = q.len();
         q.advance(rest);

@@ -6,7 +6,7 @@
 //! read's worth of ciphertext, and every byte it decrypts is moved at once into the
 //! connection's receive buffer, which is where the window is enforced.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IoSlice, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,9 @@ use super::{TlsPeer, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN};
 use crate::join::{RejectCode, Rejection};
 use crate::preface::{self, PrefaceError};
 use crate::send_queue::SendQueue;
+
+/// Queue chunks handed to rustls per vectored write.
+const MAX_SLICES: usize = 32;
 
 /// The certificate clock: the connection sets it from its own `now` before every call
 /// into rustls, so certificate validity follows the caller's time, never the system's.
@@ -282,11 +285,25 @@ impl TlsSession {
         Some(Bytes::from(out))
     }
 
-    /// Hands queued plaintext to rustls until its send buffer is full. The queue
-    /// coalesces small frames, so records come out full rather than one per frame.
+    /// Hands queued plaintext to rustls until its send buffer is full, several chunks
+    /// per call: rustls cuts records across the slices of one vectored write, so a
+    /// large frame's header shares a record with its payload instead of making a
+    /// 5-byte record of its own, and small frames (already coalesced by the queue) fill
+    /// whole records.
     fn encrypt_from(&mut self, queue: &mut SendQueue) {
-        while let Some(chunk) = queue.front() {
-            let n = self.conn.writer().write(chunk).unwrap_or_default();
+        while !queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(queue.chunks()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            let slices = slices.get(..count).unwrap_or_default();
+            let n = self
+                .conn
+                .writer()
+                .write_vectored(slices)
+                .unwrap_or_default();
             queue.advance(n);
             if n == 0 {
                 break;
