@@ -2,7 +2,13 @@
 //! runtime's sleep: write what the core queued (vectored), read into one large buffer
 //! and hand it to the core, fire the core's timer, and shut the socket when the link is
 //! drained. Each async adapter spawns one per link.
+//!
+//! The read buffer belongs to the thread, not the link: a read is over when `poll_read`
+//! returns, and the core takes (or decrypts) the bytes at once, keeping only what does
+//! not fit its window. So an idle link holds no 64 KiB buffer of its own, and a new
+//! link allocates and zeroes none.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
@@ -28,6 +34,20 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
 /// Bytes read from the socket per call: large reads keep syscalls few.
 pub const READ_BUF: usize = 64 * 1024;
+
+thread_local! {
+    /// The read buffer of every driver polled on this thread.
+    static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUF].into_boxed_slice());
+}
+
+/// Runs `f` with this thread's read buffer (or, if it is somehow in use already, a
+/// buffer of its own).
+fn with_read_buf<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    READ_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut vec![0; READ_BUF]),
+    })
+}
 
 /// How long a closed link keeps reading (and discarding) after shutting its write side,
 /// so the peer's last bytes do not turn our close into a reset that could destroy the
@@ -57,7 +77,6 @@ pub struct Driver<S, R: Runtime> {
     socket: S,
     runtime: R,
     out: VecDeque<Bytes>,
-    buf: Box<[u8]>,
     sleep: Option<(Instant, Pin<Box<R::Sleep>>)>,
     phase: Phase,
     /// When the link was seen closed with bytes still to write.
@@ -85,7 +104,6 @@ where
             socket,
             runtime,
             out: VecDeque::new(),
-            buf: vec![0u8; READ_BUF].into_boxed_slice(),
             sleep: None,
             phase: Phase::Open,
             give_up_at: None,
@@ -159,22 +177,22 @@ where
                     }
                 }
                 if self.link.wants_input(Some(cx.waker())) {
-                    match Pin::new(&mut self.socket).poll_read(cx, &mut self.buf) {
+                    let (socket, link) = (&mut self.socket, &self.link);
+                    progress |= with_read_buf(|buf| match Pin::new(socket).poll_read(cx, buf) {
                         Poll::Ready(Ok(0)) => {
-                            self.link.eof();
-                            progress = true;
+                            link.eof();
+                            true
                         }
                         Poll::Ready(Ok(n)) => {
-                            let read = self.buf.get(..n).unwrap_or_default();
-                            self.link.input(read, Instant::now());
-                            progress = true;
+                            link.input(buf.get(..n).unwrap_or_default(), Instant::now());
+                            true
                         }
                         Poll::Ready(Err(e)) => {
-                            self.link.io_error(&e);
-                            progress = true;
+                            link.io_error(&e);
+                            true
                         }
-                        Poll::Pending => {}
-                    }
+                        Poll::Pending => false,
+                    });
                 }
                 if self.out.is_empty() && self.link.is_drained() {
                     self.phase = Phase::Closing;
@@ -206,7 +224,8 @@ where
                 Poll::Pending => {}
             },
             Phase::Lingering(until) => {
-                match Pin::new(&mut self.socket).poll_read(cx, &mut self.buf) {
+                let socket = &mut self.socket;
+                match with_read_buf(|buf| Pin::new(socket).poll_read(cx, buf)) {
                     Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(false),
                     Poll::Ready(Ok(_)) => progress = true,
                     Poll::Pending => {}

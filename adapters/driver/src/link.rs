@@ -139,6 +139,10 @@ impl Link {
             }
             inner.pending_input.advance(n);
         }
+        if inner.pending_input.is_empty() {
+            // Back to reading straight from the socket: let go of the leftover buffer.
+            inner.pending_input = BytesMut::new();
+        }
     }
 
     /// Whether the socket should be read (the core has room and the link is not over).
