@@ -45,19 +45,17 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use futures_util::{SinkExt, StreamExt};
-use palisade::tls::TlsVersion;
-use palisade::{CloseReason, Config, Endpoint, SharedSecret};
-use palisade_testkit::certs::{TestCa, TestIdentity};
-use rustls::client::Resumption;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+use palisade::{CloseReason, Config, Endpoint};
+use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use common::{benchmarking, estimate_ns, has_arg, quick_env, server_name, Certs};
+
+mod common;
 
 /// Frame payload sizes measured, with their labels.
 const SIZES: [(usize, &str); 4] = [
@@ -74,14 +72,6 @@ const PALISADE: &str = "palisade";
 const TOKIO_BASELINE: &str = "tokio-rustls";
 const BLOCKING_BASELINE: &str = "rustls-stream";
 
-/// The acceptor's certificate name (and the name the baselines dial).
-const SERVER: &str = "node-b";
-const CLIENT: &str = "node-a";
-
-fn quick() -> bool {
-    std::env::var("PALISADE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 // ----- certificates and configs -----
 
 /// Everything both stacks are configured from: one CA, one identity per side.
@@ -92,79 +82,25 @@ struct Setup {
     pal_server: Config,
     /// The dialing side's endpoint, made once (as a node that dials repeatedly does).
     pal_client_endpoint: Endpoint,
+    /// The baselines, with the same certificates: TLS 1.3 only and (as palisade) no
+    /// resumption or tickets, so every handshake is a full one.
     rustls_client: Arc<ClientConfig>,
     rustls_server: Arc<ServerConfig>,
 }
 
-fn palisade_config(ca: &TestCa, id: &TestIdentity, node: &str) -> Config {
-    let mut tls = ca.tls(id);
-    tls.min_version = TlsVersion::Tls13;
-    let secret = SharedSecret::new(vec![0x5a; 32]).expect("secret");
-    Config::new("bench", node).with_secret(secret).with_tls(tls)
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn roots(ca: &TestCa) -> Arc<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.cert.clone()).expect("CA certificate");
-    Arc::new(roots)
-}
-
-fn key(id: &TestIdentity) -> PrivateKeyDer<'static> {
-    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key_der.clone()))
-}
-
-/// The baseline's acceptor: mutual TLS against the CA, TLS 1.3 only, and (as palisade)
-/// no session tickets, so every handshake is a full one.
-fn rustls_server(ca: &TestCa, id: &TestIdentity) -> Arc<ServerConfig> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca), provider())
-        .build()
-        .expect("client verifier");
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(id.chain.clone(), key(id))
-        .expect("server certificate");
-    config.send_tls13_tickets = 0;
-    config.session_storage = Arc::new(NoServerSessionStorage {});
-    Arc::new(config)
-}
-
-/// The baseline's initiator: presents its certificate, checks the acceptor's against
-/// the CA and its name, no resumption (as palisade).
-fn rustls_client(ca: &TestCa, id: &TestIdentity) -> Arc<ClientConfig> {
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots(ca))
-        .with_client_auth_cert(id.chain.clone(), key(id))
-        .expect("client certificate");
-    config.resumption = Resumption::disabled();
-    Arc::new(config)
-}
-
 impl Setup {
     fn new() -> Self {
-        let ca = TestCa::new("palisade bench CA");
-        let client = ca.node(CLIENT);
-        let server = ca.node(SERVER);
-        let pal_client = palisade_config(&ca, &client, CLIENT);
+        let certs = Certs::new("palisade bench CA");
+        let (pal_client, pal_server) = certs.palisade(true);
+        let (rustls_client, rustls_server) = certs.rustls();
         Self {
             pal_client_endpoint: Endpoint::new(pal_client.clone()).expect("endpoint"),
             pal_client,
-            pal_server: palisade_config(&ca, &server, SERVER),
-            rustls_client: rustls_client(&ca, &client),
-            rustls_server: rustls_server(&ca, &server),
+            pal_server,
+            rustls_client,
+            rustls_server,
         }
     }
-}
-
-fn server_name() -> ServerName<'static> {
-    ServerName::try_from(SERVER).expect("server name")
 }
 
 // ----- what ran, for the summary -----
@@ -781,17 +717,6 @@ fn paired(rounds: usize, dur: Duration, mut run: impl FnMut(bool, u64) -> Durati
     }
 }
 
-/// Whether this is a real benchmark run (`cargo bench`: `--bench`), not criterion's
-/// test mode (`cargo test`), `--list` or `--profile-time`: only then are the paired
-/// rounds run and the summary printed.
-fn benching() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--bench")
-        && !args
-            .iter()
-            .any(|a| a.starts_with("--profile-time") || a == "--list" || a == "--test")
-}
-
 /// Paired rounds for every figure whose two benchmarks criterion ran (a filter skips
 /// the rest).
 fn paired_rounds(ctx: &mut Ctx<'_>) -> Vec<((&'static str, Option<&'static str>), Paired)> {
@@ -802,7 +727,7 @@ fn paired_rounds(ctx: &mut Ctx<'_>) -> Vec<((&'static str, Option<&'static str>)
             .iter()
             .any(|t| t.group == group && t.func == func && t.param == param)
     };
-    let (rounds, dur) = if quick() {
+    let (rounds, dur) = if quick_env() {
         (3, Duration::from_millis(150))
     } else {
         (5, Duration::from_millis(300))
@@ -851,32 +776,13 @@ fn paired_rounds(ctx: &mut Ctx<'_>) -> Vec<((&'static str, Option<&'static str>)
 
 // ----- summary -----
 
-/// Where criterion writes its results, found the way criterion finds it.
-fn criterion_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(target).join("criterion");
-    }
-    // target/release/deps/loopback-<hash>
+/// The target directory this binary was built in (`target/release/deps/loopback-<hash>`),
+/// where criterion finds it too.
+fn exe_target_dir() -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("criterion")))
-        .unwrap_or_else(|| PathBuf::from("target/criterion"))
-}
-
-/// `"point_estimate"` of `key` in criterion's estimates.json (`None` when absent/null).
-fn point_estimate(json: &str, key: &str) -> Option<f64> {
-    let at = json.find(&format!("\"{key}\":"))?;
-    let rest = json.get(at + key.len() + 3..)?;
-    if rest.starts_with("null") {
-        return None;
-    }
-    let p = rest.find("\"point_estimate\":")?;
-    let num = rest.get(p + "\"point_estimate\":".len()..)?;
-    let end = num.find([',', '}'])?;
-    num.get(..end)?.trim().parse().ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 /// Iterations per second by criterion's estimate (slope, else mean) if this process
@@ -887,7 +793,7 @@ fn criterion_rate(
     func: &str,
     param: Option<&str>,
 ) -> Option<(f64, bool)> {
-    let mut path = criterion_dir().join(group).join(func);
+    let mut path = common::criterion_dir(exe_target_dir).join(group).join(func);
     if let Some(p) = param {
         path = path.join(p);
     }
@@ -897,9 +803,7 @@ fn criterion_rate(
         .is_ok_and(|m| m >= started);
     if fresh {
         if let Ok(json) = std::fs::read_to_string(&path) {
-            if let Some(ns) =
-                point_estimate(&json, "slope").or_else(|| point_estimate(&json, "mean"))
-            {
+            if let Some(ns) = estimate_ns(&json) {
                 return Some((1e9 / ns, true));
             }
         }
@@ -989,8 +893,8 @@ fn print_summary(
 ) {
     let mut out = vec![format!(
         "## loopback summary ({} mode{}, {:.0} s)",
-        if quick() { "quick" } else { "full" },
-        if std::env::args().any(|a| a == "--quick") {
+        if quick_env() { "quick" } else { "full" },
+        if has_arg("--quick") {
             ", criterion --quick"
         } else {
             ""
@@ -1003,7 +907,7 @@ fn print_summary(
         out.push(format!(
             "Paired rounds: palisade and baseline alternate, {} rounds each, medians \
              (the ratio's lowest–highest round in brackets). Targets are judged here.",
-            if quick() { 3 } else { 5 }
+            if quick_env() { 3 } else { 5 }
         ));
         out.push(String::new());
         out.push(
@@ -1075,7 +979,7 @@ fn print_summary(
 fn main() {
     let started = SystemTime::now();
     let wall = Instant::now();
-    let base = if quick() {
+    let base = if quick_env() {
         Criterion::default()
             .warm_up_time(Duration::from_millis(300))
             .measurement_time(Duration::from_secs(1))
@@ -1114,7 +1018,9 @@ fn main() {
     );
     handshake_group(&mut c, &mut ctx);
     c.final_summary();
-    if benching() {
+    // Only a real benchmark run (not criterion's test mode, `--list` or
+    // `--profile-time`) runs the paired rounds and prints the summary.
+    if benchmarking() {
         let paired = paired_rounds(&mut ctx);
         print_summary(started, wall.elapsed(), &paired);
     }

@@ -19,20 +19,19 @@
 //! of the heap live at that point for palisade TLS links (`dhat-memory-<point>.json` in
 //! criterion's target directory; open it in dhat's viewer, or see the report printed).
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
-use palisade_core::tls::TlsVersion;
-use palisade_core::{Config, Connection, Endpoint, Event, SharedSecret};
-use palisade_testkit::certs::{TestCa, TestIdentity};
-use palisade_testkit::{SeededRandom, EPOCH_MS};
-use rustls::client::Resumption;
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+use palisade_core::{Connection, Endpoint};
+use rustls::{ClientConfig, ServerConfig};
+
+use common::{
+    has_arg, join, link, manifest_target, pump, rustls_handshake, rustls_pair, rustls_pump,
+    rustls_transfer, rustls_write, seeded_endpoint, target_dir, Certs,
+};
+
+mod common;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -53,126 +52,18 @@ const TARGET_IDLE: f64 = 24.0 * 1024.0;
 /// Whether this process benchmarks (`cargo bench`) rather than smoke-tests
 /// (`cargo test --benches`: a handful of links, nothing printed but a check).
 fn benchmarking() -> bool {
-    std::env::args().any(|a| a == "--bench") && !std::env::args().any(|a| a == "--test")
+    has_arg("--bench") && !has_arg("--test")
 }
 
-fn wall() -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(EPOCH_MS)
-}
-
-fn secret() -> SharedSecret {
-    SharedSecret::new(vec![0x42; 32]).expect("a 32-byte secret")
-}
-
-/// Certificates for both nodes, from one CA (ECDSA P-256).
-struct Certs {
-    ca: TestCa,
-    a: TestIdentity,
-    b: TestIdentity,
-}
-
-impl Certs {
-    fn new() -> Self {
-        let ca = TestCa::new("bench cluster CA");
-        let a = ca.node("node-a");
-        let b = ca.node("node-b");
-        Self { ca, a, b }
-    }
-
-    /// palisade endpoints (initiator node-a, acceptor node-b), TLS 1.3 under the join
-    /// when `tls`.
-    fn endpoints(&self, tls: bool, seed: u64) -> (Endpoint, Endpoint) {
-        let node = |name: &str, id: &TestIdentity, seed: u64| {
-            let mut config = Config::new("bench", name).with_secret(secret());
-            if tls {
-                let mut t = self.ca.tls(id);
-                t.min_version = TlsVersion::Tls13;
-                config = config.with_tls(t);
-            }
-            Endpoint::with_random(config, Arc::new(SeededRandom::new(seed))).expect("config")
-        };
-        (
-            node("node-a", &self.a, seed),
-            node("node-b", &self.b, seed ^ 0x5eed),
-        )
-    }
-
-    /// Bare rustls settings with the same certificates, TLS 1.3, no resumption or
-    /// tickets (as palisade's sessions).
-    fn rustls(&self) -> (Arc<ClientConfig>, Arc<ServerConfig>) {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.cert.clone()).expect("CA certificate");
-        let roots = Arc::new(roots);
-        let key =
-            |id: &TestIdentity| PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key_der.clone()));
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .expect("client verifier");
-        let mut server = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(self.b.chain.clone(), key(&self.b))
-            .expect("server certificate");
-        server.send_tls13_tickets = 0;
-        server.session_storage = Arc::new(NoServerSessionStorage {});
-        let mut client = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
-            .with_root_certificates(roots)
-            .with_client_auth_cert(self.a.chain.clone(), key(&self.a))
-            .expect("client certificate");
-        client.resumption = Resumption::disabled();
-        (Arc::new(client), Arc::new(server))
-    }
+/// palisade endpoints (initiator node-a, acceptor node-b), TLS 1.3 under the join
+/// when `tls`.
+fn endpoints(certs: &Certs, tls: bool, seed: u64) -> (Endpoint, Endpoint) {
+    let (a, b) = certs.palisade(tls);
+    (seeded_endpoint(a, seed), seeded_endpoint(b, seed ^ 0x5eed))
 }
 
 // ---------------------------------------------------------------------------------------
 // Driving links
-
-/// Offers `bytes` to `conn` until it took all of them, dropping frames as they come.
-fn feed(conn: &mut Connection, bytes: &[u8], now: Instant) -> usize {
-    let mut off = 0;
-    let mut got = 0;
-    loop {
-        let n = conn.handle_input(&bytes[off..], now);
-        off += n;
-        let mut events = 0;
-        while let Some(event) = conn.poll_event() {
-            events += 1;
-            match event {
-                Event::Frame(f) => got += f.len(),
-                Event::Joined(_) => {}
-                Event::Closed(cause) => panic!("link closed: {cause}"),
-            }
-        }
-        if off == bytes.len() {
-            return got;
-        }
-        assert!(n > 0 || events > 0, "the connection stopped taking input");
-    }
-}
-
-/// Moves bytes both ways until neither side has anything to send; returns the payload
-/// bytes each side received.
-fn pump(a: &mut Connection, b: &mut Connection, now: Instant) -> (usize, usize) {
-    let (mut to_a, mut to_b) = (0, 0);
-    loop {
-        let mut moved = false;
-        while let Some(out) = a.poll_transmit() {
-            to_b += feed(b, &out, now);
-            moved = true;
-        }
-        while let Some(out) = b.poll_transmit() {
-            to_a += feed(a, &out, now);
-            moved = true;
-        }
-        if !moved {
-            return (to_a, to_b);
-        }
-    }
-}
 
 /// How the traffic before the idle measurement is cut into frames.
 #[derive(Clone, Copy)]
@@ -199,69 +90,66 @@ fn palisade_traffic(a: &mut Connection, b: &mut Connection, now: Instant, traffi
     assert_eq!(pump(a, b, now), (TRAFFIC, TRAFFIC));
 }
 
-/// Moves what `from` wants to write into `to` and reads `to`'s plaintext into `scratch`.
-/// `wire` is allocated before counting starts and large enough never to grow.
-fn rustls_transfer(
-    from: &mut rustls::Connection,
-    to: &mut rustls::Connection,
-    wire: &mut Vec<u8>,
-    scratch: &mut [u8],
-) -> (usize, usize) {
-    wire.clear();
-    while from.wants_write() {
-        from.write_tls(wire).expect("write_tls");
-    }
-    let mut rest = &wire[..];
-    let mut plain = 0;
-    while !rest.is_empty() {
-        to.read_tls(&mut rest).expect("read_tls");
-        to.process_new_packets().expect("TLS error");
-        loop {
-            match to.reader().read(scratch) {
-                Ok(0) => break,
-                Ok(n) => plain += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => panic!("rustls read: {e}"),
-            }
-        }
-    }
-    (wire.len(), plain)
+/// A palisade link taken to joined, then through `traffic`.
+fn palisade_link(
+    initiator: &Endpoint,
+    acceptor: &Endpoint,
+    now: Instant,
+    traffic: Traffic,
+) -> (Connection, Connection) {
+    let (mut a, mut b) = link(initiator, acceptor, now);
+    join(&mut a, &mut b, now);
+    palisade_traffic(&mut a, &mut b, now, traffic);
+    (a, b)
 }
 
-fn rustls_pump(
-    c: &mut rustls::Connection,
-    s: &mut rustls::Connection,
-    wire: &mut Vec<u8>,
-    scratch: &mut [u8],
-) -> (usize, usize) {
-    let (mut to_c, mut to_s) = (0, 0);
-    loop {
-        let (sent_c, got_s) = rustls_transfer(c, s, wire, scratch);
-        let (sent_s, got_c) = rustls_transfer(s, c, wire, scratch);
-        to_s += got_s;
-        to_c += got_c;
-        if sent_c == 0 && sent_s == 0 {
-            return (to_c, to_s);
-        }
-    }
+/// Bare rustls settings and buffers, made before counting starts: `wire` is large
+/// enough never to grow, `data` is the traffic each way.
+struct RustlsSetup {
+    client: Arc<ClientConfig>,
+    server: Arc<ServerConfig>,
+    wire: Vec<u8>,
+    scratch: Vec<u8>,
+    data: Vec<u8>,
 }
 
-/// Writes `data` from `from` to `to`, as much per `write` call as rustls takes.
-fn rustls_send(
-    from: &mut rustls::Connection,
-    to: &mut rustls::Connection,
-    wire: &mut Vec<u8>,
-    scratch: &mut [u8],
-    data: &[u8],
-) -> usize {
-    let mut rest = data;
-    let mut got = 0;
-    while !rest.is_empty() {
-        let n = from.writer().write(rest).expect("rustls write");
-        rest = &rest[n..];
-        got += rustls_transfer(from, to, wire, scratch).1;
+impl RustlsSetup {
+    fn new(certs: &Certs) -> Self {
+        let (client, server) = certs.rustls();
+        Self {
+            client,
+            server,
+            wire: Vec::with_capacity(4 * TRAFFIC),
+            scratch: vec![0u8; 64 * 1024],
+            data: vec![0xa5u8; TRAFFIC],
+        }
     }
-    got
+
+    /// A bare rustls link with the handshake done, then (with `traffic`) 64 KiB each
+    /// way, every byte taken.
+    fn link(&mut self, traffic: bool) -> (rustls::Connection, rustls::Connection) {
+        let Self {
+            client,
+            server,
+            wire,
+            scratch,
+            data,
+        } = self;
+        let (mut c, mut s) = rustls_pair(client, server);
+        rustls_handshake(&mut c, &mut s, wire, scratch);
+        if traffic {
+            // As much per `write` call as rustls takes, every record moved over.
+            let mut send = |from: &mut rustls::Connection, to: &mut rustls::Connection| {
+                rustls_write(from, to, wire, scratch, data)
+                    + rustls_transfer(from, to, wire, scratch).1
+            };
+            let to_s = send(&mut c, &mut s);
+            let to_c = send(&mut s, &mut c);
+            let (more_c, more_s) = rustls_pump(&mut c, &mut s, wire, scratch);
+            assert_eq!((to_c + more_c, to_s + more_s), (TRAFFIC, TRAFFIC));
+        }
+        (c, s)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -309,41 +197,14 @@ fn measure<I, A>(n: usize, mut make: impl FnMut(usize) -> (I, A)) -> PerSide {
 fn palisade_links(certs: &Certs, tls: bool, n: usize, traffic: Traffic, seed: u64) -> PerSide {
     // New endpoints per measurement (made before counting), so each starts with an
     // empty replay cache.
-    let (ea, eb) = certs.endpoints(tls, seed);
+    let (ea, eb) = endpoints(certs, tls, seed);
     let now = Instant::now();
-    measure(n, |_| {
-        let mut a = ea.connect("node-b", now, wall()).expect("connect");
-        let mut b = eb.accept(now, wall()).expect("accept");
-        pump(&mut a, &mut b, now);
-        assert!(a.is_joined() && b.is_joined(), "the link did not join");
-        palisade_traffic(&mut a, &mut b, now, traffic);
-        (a, b)
-    })
+    measure(n, |_| palisade_link(&ea, &eb, now, traffic))
 }
 
 fn rustls_links(certs: &Certs, n: usize, traffic: bool) -> PerSide {
-    let (client, server) = certs.rustls();
-    let name = ServerName::try_from("node-b").expect("server name");
-    let mut wire = Vec::with_capacity(4 * TRAFFIC);
-    let mut scratch = vec![0u8; 64 * 1024];
-    let data = vec![0xa5u8; TRAFFIC];
-    measure(n, |_| {
-        let mut c: rustls::Connection = ClientConnection::new(client.clone(), name.clone())
-            .expect("client")
-            .into();
-        let mut s: rustls::Connection = ServerConnection::new(server.clone())
-            .expect("server")
-            .into();
-        rustls_pump(&mut c, &mut s, &mut wire, &mut scratch);
-        assert!(!c.is_handshaking() && !s.is_handshaking());
-        if traffic {
-            let to_s = rustls_send(&mut c, &mut s, &mut wire, &mut scratch, &data);
-            let to_c = rustls_send(&mut s, &mut c, &mut wire, &mut scratch, &data);
-            let (more_c, more_s) = rustls_pump(&mut c, &mut s, &mut wire, &mut scratch);
-            assert_eq!((to_c + more_c, to_s + more_s), (TRAFFIC, TRAFFIC));
-        }
-        (c, s)
-    })
+    let mut setup = RustlsSetup::new(certs);
+    measure(n, |_| setup.link(traffic))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -366,17 +227,9 @@ fn mark(bytes: f64, target: f64) -> &'static str {
 /// palisade TLS links; `plain-idle-small` with TLS off; `rustls-join`, `rustls-idle` for
 /// bare rustls.
 fn profile(certs: &Certs, point: &str) {
-    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
-        PathBuf::from,
-    );
-    let file = dir.join(format!("dhat-memory-{point}.json"));
-    let (ea, eb) = certs.endpoints(!point.starts_with("plain"), 7);
-    let (client, server) = certs.rustls();
-    let name = ServerName::try_from("node-b").expect("server name");
-    let mut wire = Vec::with_capacity(4 * TRAFFIC);
-    let mut scratch = vec![0u8; 64 * 1024];
-    let data = vec![0xa5u8; TRAFFIC];
+    let file = target_dir(manifest_target).join(format!("dhat-memory-{point}.json"));
+    let (ea, eb) = endpoints(certs, !point.starts_with("plain"), 7);
+    let mut rustls = RustlsSetup::new(certs);
     let now = Instant::now();
     let traffic = match point {
         "idle" => Traffic::OneFrame,
@@ -391,25 +244,9 @@ fn profile(certs: &Certs, point: &str) {
     let mut rustls_links = Vec::new();
     for _ in 0..100 {
         if point.starts_with("rustls") {
-            let mut c: rustls::Connection = ClientConnection::new(client.clone(), name.clone())
-                .expect("client")
-                .into();
-            let mut s: rustls::Connection = ServerConnection::new(server.clone())
-                .expect("server")
-                .into();
-            rustls_pump(&mut c, &mut s, &mut wire, &mut scratch);
-            if point == "rustls-idle" {
-                rustls_send(&mut c, &mut s, &mut wire, &mut scratch, &data);
-                rustls_send(&mut s, &mut c, &mut wire, &mut scratch, &data);
-                rustls_pump(&mut c, &mut s, &mut wire, &mut scratch);
-            }
-            rustls_links.push((c, s));
+            rustls_links.push(rustls.link(point == "rustls-idle"));
         } else {
-            let mut a = ea.connect("node-b", now, wall()).expect("connect");
-            let mut b = eb.accept(now, wall()).expect("accept");
-            pump(&mut a, &mut b, now);
-            palisade_traffic(&mut a, &mut b, now, traffic);
-            links.push((a, b));
+            links.push(palisade_link(&ea, &eb, now, traffic));
         }
     }
     // The profile's "at t-end" figures are the heap live now, with the links alive.
@@ -420,7 +257,7 @@ fn profile(certs: &Certs, point: &str) {
 }
 
 fn main() {
-    let certs = Certs::new();
+    let certs = Certs::new("bench cluster CA");
     if let Some(point) = std::env::var_os("PALISADE_MEMORY_PROFILE") {
         profile(&certs, &point.to_string_lossy());
         return;
