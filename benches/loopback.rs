@@ -719,6 +719,22 @@ fn paired(rounds: usize, dur: Duration, mut run: impl FnMut(bool, u64) -> Durati
 
 /// Paired rounds for every figure whose two benchmarks criterion ran (a filter skips
 /// the rest).
+/// Rounds per figure and the length of one: 5 of ~300 ms, 3 of ~150 ms in quick mode;
+/// more rounds narrow the median on a noisy machine (`PALISADE_BENCH_ROUNDS=15`).
+fn round_settings() -> (usize, Duration) {
+    let (rounds, dur) = if quick_env() {
+        (3, Duration::from_millis(150))
+    } else {
+        (5, Duration::from_millis(300))
+    };
+    let rounds = std::env::var("PALISADE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(rounds);
+    (rounds, dur)
+}
+
 fn paired_rounds(ctx: &mut Ctx<'_>) -> Vec<((&'static str, Option<&'static str>), Paired)> {
     let ran = |group: &str, func: &str, param: Option<&str>| {
         TALLIES
@@ -727,11 +743,7 @@ fn paired_rounds(ctx: &mut Ctx<'_>) -> Vec<((&'static str, Option<&'static str>)
             .iter()
             .any(|t| t.group == group && t.func == func && t.param == param)
     };
-    let (rounds, dur) = if quick_env() {
-        (3, Duration::from_millis(150))
-    } else {
-        (5, Duration::from_millis(300))
-    };
+    let (rounds, dur) = round_settings();
     let mut out = Vec::new();
     for (group, pal, base, base_name) in [
         (
@@ -907,7 +919,7 @@ fn print_summary(
         out.push(format!(
             "Paired rounds: palisade and baseline alternate, {} rounds each, medians \
              (the ratio's lowest–highest round in brackets). Targets are judged here.",
-            if quick_env() { 3 } else { 5 }
+            round_settings().0
         ));
         out.push(String::new());
         out.push(

@@ -646,6 +646,28 @@ fn a_large_frame_header_shares_a_record_with_the_payload() {
 }
 
 #[test]
+fn up_to_256_kib_of_frames_leave_in_one_write() {
+    let ca = TestCa::new("cluster CA");
+    let (i, a) = ca_pair(&ca);
+    let mut pair = run(i, a, |p| p);
+    // Three 64 KiB frames: one chunk of records, not one per 64 KiB of rustls's
+    // default buffer (which split every frame's last record into a second write).
+    for n in 0..3u8 {
+        pair.send(Side::Initiator, Bytes::from(vec![n; 64 * 1024]))
+            .unwrap();
+    }
+    let chunks = pair.transmit(Side::Initiator);
+    assert_eq!(
+        chunks.len(),
+        1,
+        "{:?}",
+        chunks.iter().map(Bytes::len).collect::<Vec<_>>()
+    );
+    pair.deliver(Side::Acceptor, &chunks[0]);
+    assert_eq!(pair.frames(Side::Acceptor).len(), 3);
+}
+
+#[test]
 fn a_graceful_close_reaches_the_peer_and_both_sides_drain() {
     let ca = TestCa::new("cluster CA");
     let (i, a) = ca_pair(&ca);

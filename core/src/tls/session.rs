@@ -27,6 +27,9 @@ use crate::join::{RejectCode, Rejection};
 use crate::preface::{self, PrefaceError};
 use crate::send_queue::SendQueue;
 
+/// Plaintext bytes turned into records per `poll_transmit` (rustls's default is 64 KiB).
+const SEND_BATCH: usize = 256 * 1024;
+
 /// Queue chunks handed to rustls per vectored write.
 const MAX_SLICES: usize = 32;
 
@@ -126,7 +129,15 @@ impl TlsSession {
         Ok(Self::new(conn.into(), time, verifier))
     }
 
-    fn new(conn: RustlsConnection, time: Arc<InjectedTime>, verifier: Arc<PeerVerifier>) -> Self {
+    fn new(
+        mut conn: RustlsConnection,
+        time: Arc<InjectedTime>,
+        verifier: Arc<PeerVerifier>,
+    ) -> Self {
+        // Records for up to this much queued plaintext are made per `poll_transmit`, so
+        // one socket write carries several 64 KiB frames rather than one frame and the
+        // first record of the next.
+        conn.set_buffer_limit(Some(SEND_BATCH));
         Self {
             conn,
             time,
@@ -215,10 +226,30 @@ impl TlsSession {
         if let Err(e) = self.note_handshake_done() {
             return Err(self.fail_with(e));
         }
+        if rest.is_empty() {
+            self.shrink_receive_buffer();
+        }
         Ok(ReadOutcome {
             consumed: input.len() - rest.len(),
             peer_closed,
         })
+    }
+
+    /// Gives back the receive buffer rustls grew for full records (32 KiB) when it holds
+    /// no partial record, as at the end of a burst: an idle link keeps 4 KiB. rustls
+    /// shrinks the buffer when a read starts with it empty; a source with nothing to
+    /// give starts such a read without taking input or changing other state. Mid-stream
+    /// reads usually end inside a record, and then this does nothing.
+    fn shrink_receive_buffer(&mut self) {
+        struct NothingYet;
+        impl std::io::Read for NothingYet {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::WouldBlock.into())
+            }
+        }
+        if !self.failed {
+            let _ = self.conn.read_tls(&mut NothingYet);
+        }
     }
 
     /// Moves everything rustls has decrypted into `plain`.
