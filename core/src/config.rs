@@ -33,6 +33,11 @@ pub struct Config {
     pub max_frame: usize,
     /// How far a HELLO's timestamp may be from this node's clock (default 5 minutes).
     pub clock_skew_tolerance: Duration,
+    /// How far AHEAD of this node's clock a plaintext HELLO may be dated (default 30 s,
+    /// at most `clock_skew_tolerance`). A plaintext HELLO's nonce is remembered until its
+    /// timestamp plus `clock_skew_tolerance`; this bound keeps a HELLO dated in the future
+    /// from holding a replay-cache entry for twice the window.
+    pub clock_ahead_tolerance: Duration,
     /// Time from the start of a link to joined before it is closed (default 10 s).
     pub handshake_timeout: Duration,
     /// Bytes of outgoing frames buffered before `send` reports the buffer full
@@ -41,8 +46,13 @@ pub struct Config {
     /// Bytes received but not yet taken by `poll_event` before the connection stops
     /// taking input (default 1 MiB). A frame in progress may always complete.
     pub recv_buffer_limit: usize,
-    /// Nonces remembered for replay protection (default 16384).
+    /// Nonces of plaintext joins remembered for replay protection (default 16384). TLS
+    /// joins need none: their proofs are bound to the TLS session.
     pub replay_cache_capacity: usize,
+    /// The share of the replay cache one peer (by address; by node id when the address
+    /// is unknown) may hold (default 1024), so one node in a reconnect loop cannot lock
+    /// the others out.
+    pub replay_cache_per_source: usize,
     /// TLS under the frame stream. `None`: plaintext (development, or a network that is
     /// already encrypted).
     pub tls: Option<TlsConfig>,
@@ -57,10 +67,12 @@ impl Config {
             keyring: None,
             max_frame: DEFAULT_MAX_FRAME,
             clock_skew_tolerance: Duration::from_secs(300),
+            clock_ahead_tolerance: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             send_buffer_limit: 1024 * 1024,
             recv_buffer_limit: 1024 * 1024,
             replay_cache_capacity: 16 * 1024,
+            replay_cache_per_source: 1024,
             tls: None,
         }
     }
@@ -108,6 +120,7 @@ impl Config {
         for (setting, value) in [
             ("handshake_timeout", self.handshake_timeout),
             ("clock_skew_tolerance", self.clock_skew_tolerance),
+            ("clock_ahead_tolerance", self.clock_ahead_tolerance),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration { setting });
@@ -117,6 +130,7 @@ impl Config {
             ("send_buffer_limit", self.send_buffer_limit),
             ("recv_buffer_limit", self.recv_buffer_limit),
             ("replay_cache_capacity", self.replay_cache_capacity),
+            ("replay_cache_per_source", self.replay_cache_per_source),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { setting });

@@ -25,8 +25,8 @@ use crate::error::ConnectionError;
 use crate::events::EventQueue;
 use crate::frame::{Frame, FrameDecoder, FrameKind, HEADER_LEN};
 use crate::join::{
-    AcceptorHandshake, InitiatorHandshake, JoinError, JoinHello, JoinWelcome, PeerInfo, RejectCode,
-    Rejection, ReplayCache, NONCE_LEN,
+    AcceptorHandshake, InitiatorHandshake, JoinError, JoinHello, JoinWelcome, OwnNonce, PeerInfo,
+    RejectCode, Rejection, ReplayCache, NONCE_LEN,
 };
 use crate::preface::{self, PREFACE, PREFACE_LEN};
 use crate::send_queue::SendQueue;
@@ -102,12 +102,27 @@ impl std::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// Whom a new connection is with, as the endpoint knows it.
+#[derive(Debug)]
+pub(crate) enum Peer {
+    /// This node dialed, expecting the node with this node id when one is given.
+    Dialed(Option<String>),
+    /// This node accepted a link from this address, when the caller gave it.
+    Accepted(Option<std::net::IpAddr>),
+}
+
 #[derive(Debug)]
 enum State {
     /// Initiator waiting for the transport to be ready before it sends HELLO.
-    InitiatorStarting { nonce: [u8; NONCE_LEN] },
+    InitiatorStarting {
+        nonce: [u8; NONCE_LEN],
+        expected_peer: Option<String>,
+        /// Keeps the nonce known to this endpoint's acceptors until the join ends, so
+        /// the HELLO reflected back to this node is refused.
+        own: OwnNonce,
+    },
     /// Initiator that sent HELLO and waits for WELCOME or REJECT.
-    InitiatorSentHello(InitiatorHandshake),
+    InitiatorSentHello(InitiatorHandshake, OwnNonce),
     /// Acceptor waiting for HELLO.
     AcceptorWaiting(AcceptorHandshake),
     /// Joined: application frames flow.
@@ -120,7 +135,7 @@ impl State {
     fn name(&self) -> &'static str {
         match self {
             Self::InitiatorStarting { .. } => "before the HELLO",
-            Self::InitiatorSentHello(_) => "while waiting for WELCOME",
+            Self::InitiatorSentHello(..) => "while waiting for WELCOME",
             Self::AcceptorWaiting(_) => "while waiting for HELLO",
             Self::Joined => "after the join",
             Self::Closed => "after the close",
@@ -150,7 +165,7 @@ pub struct Connection {
 
 impl Connection {
     pub(crate) fn new(
-        side: Side,
+        peer: Peer,
         config: Arc<Config>,
         replay: Arc<ReplayCache>,
         nonce: [u8; NONCE_LEN],
@@ -158,9 +173,19 @@ impl Connection {
         unix_ms: u64,
         transport: Transport,
     ) -> Self {
-        let state = match side {
-            Side::Initiator => State::InitiatorStarting { nonce },
-            Side::Acceptor => State::AcceptorWaiting(AcceptorHandshake::new(nonce)),
+        let (side, state) = match peer {
+            Peer::Dialed(expected_peer) => (
+                Side::Initiator,
+                State::InitiatorStarting {
+                    nonce,
+                    expected_peer,
+                    own: replay.register_own(nonce),
+                },
+            ),
+            Peer::Accepted(source) => (
+                Side::Acceptor,
+                State::AcceptorWaiting(AcceptorHandshake::new(nonce).from_source(source)),
+            ),
         };
         let mut conn = Self {
             side,
@@ -413,18 +438,25 @@ impl Connection {
 
     /// Starts the join once the transport is ready (at once without TLS).
     fn advance_handshake(&mut self, now: Instant) {
-        if let State::InitiatorStarting { nonce } = self.state {
-            if self.transport.is_ready() {
-                let init = InitiatorHandshake::new(
-                    &self.config,
-                    nonce,
-                    self.clock.unix_ms(now),
-                    self.transport.channel_binding(),
-                );
-                self.send_queue
-                    .push_control(FrameKind::Hello, &init.hello().encode());
-                self.state = State::InitiatorSentHello(init);
-            }
+        if !matches!(self.state, State::InitiatorStarting { .. }) || !self.transport.is_ready() {
+            return;
+        }
+        if let State::InitiatorStarting {
+            nonce,
+            expected_peer,
+            own,
+        } = std::mem::replace(&mut self.state, State::Closed)
+        {
+            let init = InitiatorHandshake::new(
+                &self.config,
+                nonce,
+                self.clock.unix_ms(now),
+                self.transport.channel_binding(),
+            )
+            .expecting(expected_peer);
+            self.send_queue
+                .push_control(FrameKind::Hello, &init.hello().encode());
+            self.state = State::InitiatorSentHello(init, own);
         }
     }
 
@@ -439,7 +471,7 @@ impl Connection {
             (State::AcceptorWaiting(acceptor), FrameKind::Hello) => {
                 self.on_hello(acceptor, &frame.payload, now)
             }
-            (State::InitiatorSentHello(init), FrameKind::Welcome) => {
+            (State::InitiatorSentHello(init, _own), FrameKind::Welcome) => {
                 self.on_welcome(init, &frame.payload, now)
             }
             // A REJECT ends a join: any time before joined, and at a joined acceptor
@@ -529,12 +561,13 @@ impl Connection {
     /// With TLS and `node_id_in_cert`, the node id the peer joined with must be one of
     /// its certificate's names.
     fn authorize_identity(&self, peer: &PeerInfo) -> Result<(), Rejection> {
-        let required = self
+        let rule = self
             .config
             .tls
             .as_ref()
-            .is_some_and(|t| t.authorization.node_id_in_cert);
-        self.transport.authorize_node_id(&peer.node_id, required)
+            .filter(|t| t.authorization.node_id_in_cert)
+            .map(|t| t.authorization.node_id_names);
+        self.transport.authorize_node_id(&peer.node_id, rule)
     }
 
     fn joined(&mut self, mut peer: PeerInfo) {

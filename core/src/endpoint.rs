@@ -3,11 +3,12 @@
 //! never touches a socket.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{Config, ConfigError, Side};
-use crate::connection::Connection;
+use crate::config::{Config, ConfigError};
+use crate::connection::{Connection, Peer};
 use crate::join::ReplayCache;
 use crate::random::{OsRandom, RandomError, RandomSource};
 use crate::tls::config::TlsContext;
@@ -61,7 +62,10 @@ impl Endpoint {
     /// An endpoint drawing nonces from `random` (a seeded source in tests).
     pub fn with_random(config: Config, random: Arc<dyn RandomSource>) -> Result<Self, ConfigError> {
         let tls = config.compile()?.map(Arc::new);
-        let replay = Arc::new(ReplayCache::new(config.replay_cache_capacity));
+        let replay = Arc::new(ReplayCache::new(
+            config.replay_cache_capacity,
+            config.replay_cache_per_source,
+        ));
         Ok(Self {
             config: Arc::new(config),
             tls,
@@ -98,6 +102,19 @@ impl Endpoint {
         now: Instant,
         wall: SystemTime,
     ) -> Result<Connection, ConnectError> {
+        self.connect_expecting(server_name, None, now, wall)
+    }
+
+    /// [`Endpoint::connect`] to the node with node id `expected_peer`: a WELCOME from any
+    /// other node is refused (reject code 9), so a dialer learns when its address book
+    /// and the cluster disagree, or when something else answers at that address.
+    pub fn connect_expecting(
+        &self,
+        server_name: &str,
+        expected_peer: Option<&str>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Connection, ConnectError> {
         let transport = match &self.tls {
             None => Transport::Plain,
             Some(tls) => {
@@ -108,23 +125,36 @@ impl Endpoint {
                 Transport::Tls(Box::new(session))
             }
         };
-        self.connection(Side::Initiator, now, wall, transport)
+        let peer = Peer::Dialed(expected_peer.map(str::to_owned));
+        self.connection(peer, now, wall, transport)
     }
 
     /// A connection for a link this node accepted.
     pub fn accept(&self, now: Instant, wall: SystemTime) -> Result<Connection, ConnectError> {
+        self.accept_from(None, now, wall)
+    }
+
+    /// [`Endpoint::accept`] for a peer at `source` (the socket's peer address): a
+    /// plaintext join's nonce counts against that address's share of the replay cache
+    /// (`replay_cache_per_source`) rather than against the node id it claims.
+    pub fn accept_from(
+        &self,
+        source: Option<IpAddr>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Connection, ConnectError> {
         let transport = match &self.tls {
             None => Transport::Plain,
             Some(tls) => Transport::Tls(Box::new(
                 TlsSession::server(tls, unix_ms(wall)).map_err(ConnectError::Tls)?,
             )),
         };
-        self.connection(Side::Acceptor, now, wall, transport)
+        self.connection(Peer::Accepted(source), now, wall, transport)
     }
 
     fn connection(
         &self,
-        side: Side,
+        peer: Peer,
         now: Instant,
         wall: SystemTime,
         transport: Transport,
@@ -132,7 +162,7 @@ impl Endpoint {
         let mut nonce = [0u8; crate::join::NONCE_LEN];
         self.random.fill(&mut nonce).map_err(ConnectError::Random)?;
         Ok(Connection::new(
-            side,
+            peer,
             Arc::clone(&self.config),
             Arc::clone(&self.replay),
             nonce,

@@ -88,11 +88,16 @@ impl Transport {
         }
     }
 
-    /// Checks the peer's join node id against its certificate, when `required`.
-    pub(crate) fn authorize_node_id(&self, node_id: &str, required: bool) -> Result<(), Rejection> {
+    /// Checks the peer's join node id against its certificate's names, when a rule is
+    /// given (`node_id_in_cert`).
+    pub(crate) fn authorize_node_id(
+        &self,
+        node_id: &str,
+        rule: Option<crate::tls::NodeIdNames>,
+    ) -> Result<(), Rejection> {
         match self {
             Self::Plain => Ok(()),
-            Self::Tls(tls) => tls.authorize_node_id(node_id, required),
+            Self::Tls(tls) => tls.authorize_node_id(node_id, rule),
         }
     }
 }

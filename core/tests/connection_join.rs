@@ -67,13 +67,17 @@ fn code_3_a_tampered_hello_proof_fails_authentication() {
         flight[last] ^= 0x01;
     });
     let r = assert_acceptor_refused(&mut pair, RejectCode::AuthenticationFailed);
-    assert_eq!(
-        r.message,
-        format!(
-            "the HELLO's proof does not verify with the shared secret of key id {}",
-            secret(7).key_id()
-        )
-    );
+    assert_eq!(r.message, auth_failed_message());
+}
+
+/// What an acceptor says of a HELLO whose proof fails although it holds the key id named.
+fn auth_failed_message() -> String {
+    format!(
+        "the HELLO names key id {}, which this node holds, but its proof does not verify: the \
+         HELLO was forged (key ids are not secret), altered in transit or relayed from another \
+         connection, or the peer binds it to the TLS session differently",
+        secret(7).key_id()
+    )
 }
 
 /// Each field of a signed HELLO, changed by one bit in transit, and what the acceptor
@@ -122,10 +126,21 @@ fn code_4_unknown_key_when_the_secrets_differ() {
     assert_eq!(
         r.message,
         format!(
-            "no shared secret with key id {} is configured here (this node holds {})",
+            "no shared secret with key id {} is configured here",
             secret(7).key_id(),
-            secret(8).key_id()
         )
+    );
+    // The key id the acceptor holds stays in its own report, never on the wire.
+    let held = secret(8).key_id().to_string();
+    assert!(!concat(pair.sent(A))
+        .windows(held.len())
+        .any(|w| w == held.as_bytes()));
+    let local = error_of(pair.close_cause(A)).to_string();
+    assert!(
+        local.contains(&format!(
+            "not sent to the peer: this node holds key ids {held}"
+        )),
+        "{local}"
     );
 }
 
@@ -148,11 +163,16 @@ fn code_5_clock_skew_beyond_the_tolerance_reports_the_measured_skew() {
                 .build();
             pair.run();
             let r = assert_acceptor_refused(&mut pair, RejectCode::ClockSkew);
+            // A plaintext HELLO with a secret may be dated at most clock_ahead_tolerance
+            // ahead, since its nonce is remembered until its timestamp plus the tolerance.
+            let bound = if keyed_nodes && offset > 0 {
+                "30000 ms (clock_ahead_tolerance, for plaintext joins with a secret)"
+            } else {
+                "300000 ms (clock_skew_tolerance)"
+            };
             assert_eq!(
                 r.message,
-                format!(
-                    "the HELLO's clock is {words} this node's clock; the tolerance is 300000 ms"
-                )
+                format!("the HELLO's clock is {words} this node's clock; the tolerance is {bound}")
             );
             for side in [I, A] {
                 let shown = error_of(pair.close_cause(side)).to_string();
@@ -165,8 +185,14 @@ fn code_5_clock_skew_beyond_the_tolerance_reports_the_measured_skew() {
 
 #[test]
 fn clock_skew_of_exactly_the_tolerance_joins_and_one_ms_more_is_refused() {
+    // The acceptor lets a HELLO be as far ahead as behind, to test the tolerance alone.
+    let acceptor = || {
+        let mut c = keyed("node-b", 7);
+        c.clock_ahead_tolerance = c.clock_skew_tolerance;
+        c
+    };
     for (offset, skew) in [(300_010i64, 300_000i64), (-299_990, -300_000)] {
-        let mut pair = PairBuilder::new(keyed("node-a", 7), keyed("node-b", 7))
+        let mut pair = PairBuilder::new(keyed("node-a", 7), acceptor())
             .initiator_clock_offset_ms(offset)
             .build();
         pair.run();
@@ -179,13 +205,63 @@ fn clock_skew_of_exactly_the_tolerance_joins_and_one_ms_more_is_refused() {
         );
 
         let beyond = offset + offset.signum();
-        let mut pair = PairBuilder::new(keyed("node-a", 7), keyed("node-b", 7))
+        let mut pair = PairBuilder::new(keyed("node-a", 7), acceptor())
             .initiator_clock_offset_ms(beyond)
             .build();
         pair.run();
         let r = assert_acceptor_refused(&mut pair, RejectCode::ClockSkew);
         assert!(r.message.contains("is 300001 ms "), "{r}");
     }
+}
+
+#[test]
+fn a_plaintext_hello_with_a_secret_may_be_dated_at_most_clock_ahead_tolerance_ahead() {
+    // Default 30 s. The HELLO arrives 10 ms after it was stamped.
+    for (offset, joins) in [(30_010i64, true), (30_011, false)] {
+        let mut pair = PairBuilder::new(keyed("node-a", 7), keyed("node-b", 7))
+            .initiator_clock_offset_ms(offset)
+            .build();
+        pair.run();
+        if joins {
+            assert!(pair.joined(I) && pair.joined(A), "offset {offset}");
+        } else {
+            let r = assert_acceptor_refused(&mut pair, RejectCode::ClockSkew);
+            assert!(r.message.contains("30001 ms ahead"), "{r}");
+            assert!(r.message.contains("clock_ahead_tolerance"), "{r}");
+        }
+    }
+    // Without a secret no nonce is remembered, so only clock_skew_tolerance applies.
+    let mut pair = PairBuilder::new(plain("node-a"), plain("node-b"))
+        .initiator_clock_offset_ms(200_000)
+        .build();
+    pair.run();
+    assert!(pair.joined(I) && pair.joined(A));
+}
+
+#[test]
+fn one_node_in_a_reconnect_loop_uses_up_only_its_own_share_of_the_replay_cache() {
+    let mut config = keyed("node-b", 7);
+    config.replay_cache_per_source = 3;
+    let acceptor = endpoint(config, 100);
+    // Without a socket address, the budget is the node id's.
+    for seed in 1..=3 {
+        let mut pair =
+            PairBuilder::from_endpoints(endpoint(keyed("node-a", 7), seed), acceptor.clone())
+                .build();
+        pair.run();
+        assert!(pair.joined(A), "join {seed} of node-a");
+    }
+    let mut looping =
+        PairBuilder::from_endpoints(endpoint(keyed("node-a", 7), 4), acceptor.clone()).build();
+    looping.run();
+    let r = assert_acceptor_refused(&mut looping, RejectCode::Busy);
+    assert!(r.message.contains("replay_cache_per_source"), "{r}");
+    let mut other = PairBuilder::from_endpoints(endpoint(keyed("node-c", 7), 5), acceptor).build();
+    other.run();
+    assert!(
+        other.joined(I) && other.joined(A),
+        "another node still joins"
+    );
 }
 
 #[test]
@@ -236,10 +312,7 @@ fn code_6_replay_of_captured_hello_bytes_and_an_unverified_hello_is_not_remember
         error_of(pair.close_cause(A)),
         &ConnectionError::Join(JoinError::RefusedPeer(Rejection::new(
             RejectCode::AuthenticationFailed,
-            format!(
-                "the HELLO's proof does not verify with the shared secret of key id {}",
-                secret(7).key_id()
-            )
+            auth_failed_message()
         )))
     );
 
@@ -533,8 +606,9 @@ fn code_11_busy_when_the_replay_cache_is_full_of_live_nonces() {
     second.run();
     let r = assert_acceptor_refused(&mut second, RejectCode::Busy);
     assert!(
-        r.message
-            .starts_with("the replay cache is full (1 joins inside the clock-skew window)"),
+        r.message.starts_with(
+            "the replay cache is full (1 plaintext joins inside the clock-skew window)"
+        ),
         "{r}"
     );
 }

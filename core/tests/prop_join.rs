@@ -605,7 +605,8 @@ proptest! {
 
     /// (d) For arbitrary cluster names, node ids, secrets, max_frames, latencies and clock
     /// offsets, the join outcome is the one §5.5 / §5.6 prescribe, with the checks in
-    /// their order: cluster (7), secrets (1 / 2), key id (4), clock skew (5); otherwise
+    /// their order: cluster (7), secrets (1 / 2), key id (4), own node id (12), clock
+    /// skew (5, at most 30 s ahead for a plaintext join with a secret); otherwise
     /// both sides join and learn exactly the peer's node id, key id, max_frame and skew.
     /// A refusal reaches the other side as the same REJECT.
     #[test]
@@ -659,6 +660,10 @@ proptest! {
                 (None, Some(_)) => Some(RejectCode::SecretRequired),
                 (Some(_), None) => Some(RejectCode::NoSecret),
                 (Some(x), Some(y)) if x != y => Some(RejectCode::UnknownKey),
+                _ if node_i == node_a => Some(RejectCode::Reflected),
+                // A plaintext HELLO with a secret may be at most 30 s ahead (the default
+                // clock_ahead_tolerance): its nonce is remembered until timestamp + tolerance.
+                (Some(_), _) if skew_at_acceptor > AHEAD_MS as i64 => Some(RejectCode::ClockSkew),
                 _ if skew_at_acceptor.unsigned_abs() > TOLERANCE_MS => Some(RejectCode::ClockSkew),
                 _ => None,
             }

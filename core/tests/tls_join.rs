@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 use palisade_core::tls::{
-    Authorization, CertRefusal, NamePattern, TlsConfig, TlsConfigError, TlsError, TlsVersion,
+    Authorization, CertRefusal, NamePattern, NodeIdNames, TlsConfig, TlsConfigError, TlsError,
+    TlsVersion,
 };
 use palisade_core::{
     CloseCause, CloseReason, Config, ConfigError, ConnectionError, Endpoint, JoinError,
@@ -412,6 +413,72 @@ fn node_id_in_cert_refuses_a_node_id_the_certificate_does_not_name() {
         Some(CloseCause::Error(ConnectionError::Join(JoinError::RefusedPeer(r))))
             if r.code == RejectCode::IdentityNotAllowed
     ));
+}
+
+#[test]
+fn node_id_in_cert_matches_dns_names_exactly_never_case_folded_or_ip_names() {
+    let ca = TestCa::new("cluster CA");
+    let rules = Authorization {
+        node_id_in_cert: true,
+        ..Authorization::default()
+    };
+    let acceptor = || {
+        node(
+            "node-b",
+            with_rules(ca.tls(&ca.node("node-b")), rules.clone()),
+        )
+    };
+    let cert = ca.issue(&CertSpec::new("node-cn", &["node-1", "127.0.0.1"]));
+    for (claimed, joins) in [
+        ("node-1", true),
+        ("NODE-1", false),
+        ("127.0.0.1", false),
+        ("node-cn", false),
+    ] {
+        let pair = run(node(claimed, ca.tls(&cert)), acceptor(), |p| p);
+        assert_eq!(pair.joined(Side::Acceptor), joins, "node id {claimed:?}");
+        if !joins {
+            match pair.close_cause(Side::Acceptor) {
+                Some(CloseCause::Error(ConnectionError::Join(JoinError::RefusedPeer(r)))) => {
+                    assert_eq!(r.code, RejectCode::IdentityNotAllowed);
+                    assert!(r.message.contains("byte for byte"), "{}", r.message);
+                }
+                other => panic!("{claimed}: {other:?}"),
+            }
+        }
+    }
+    // SPIFFE-style URI names count only when asked for.
+    let spiffe = ca.issue(&CertSpec::new("x", &["node-2"]).uris(&["spiffe://prod/node-9"]));
+    for (names, joins) in [(NodeIdNames::Dns, false), (NodeIdNames::DnsAndUri, true)] {
+        let rules = Authorization {
+            node_id_names: names,
+            ..rules.clone()
+        };
+        let a = node("node-b", with_rules(ca.tls(&ca.node("node-b")), rules));
+        let pair = run(node("spiffe://prod/node-9", ca.tls(&spiffe)), a, |p| p);
+        assert_eq!(pair.joined(Side::Acceptor), joins, "{names:?}");
+    }
+}
+
+#[test]
+fn tls_joins_take_no_replay_cache_space_so_a_reconnect_storm_never_makes_the_node_busy() {
+    // The proofs are bound to each session's exporter value, so a recorded HELLO fails
+    // on any other session: the cache is not consulted, and a capacity of one is plenty.
+    let ca = TestCa::new("cluster CA");
+    let (i, mut a) = ca_pair(&ca);
+    a.replay_cache_capacity = 1;
+    a.replay_cache_per_source = 1;
+    let acceptor = Endpoint::new(a).unwrap();
+    let initiator = Endpoint::new(i).unwrap();
+    for n in 0..5 {
+        let mut pair = PairBuilder::from_endpoints(initiator.clone(), acceptor.clone()).build();
+        pair.run();
+        assert!(
+            pair.joined(Side::Acceptor) && pair.joined(Side::Initiator),
+            "join {n}: {:?}",
+            pair.close_cause(Side::Acceptor)
+        );
+    }
 }
 
 #[test]

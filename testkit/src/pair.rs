@@ -22,6 +22,7 @@ pub struct PairBuilder {
     initiator_clock_offset_ms: i64,
     wall_start_ms: u64,
     server_name: String,
+    expected_peer: Option<String>,
 }
 
 /// The simulated link's settings (one-way latency).
@@ -59,6 +60,7 @@ impl PairBuilder {
             initiator_clock_offset_ms: 0,
             wall_start_ms: EPOCH_MS,
             server_name: "localhost".to_owned(),
+            expected_peer: None,
         }
     }
 
@@ -87,6 +89,13 @@ impl PairBuilder {
         self
     }
 
+    /// The initiator dials expecting the node with this node id
+    /// ([`Endpoint::connect_expecting`]).
+    pub fn expect_peer(mut self, node_id: &str) -> Self {
+        self.expected_peer = Some(node_id.to_owned());
+        self
+    }
+
     /// Creates both connections at the same simulated instant.
     pub fn build(self) -> Pair {
         let start = Instant::now();
@@ -96,7 +105,12 @@ impl PairBuilder {
         };
         let make = |e: &Endpoint, side: Side, offset| {
             let made = match side {
-                Side::Initiator => e.connect(&self.server_name, start, wall(offset)),
+                Side::Initiator => e.connect_expecting(
+                    &self.server_name,
+                    self.expected_peer.as_deref(),
+                    start,
+                    wall(offset),
+                ),
                 Side::Acceptor => e.accept(start, wall(offset)),
             };
             match made {

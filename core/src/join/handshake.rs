@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::messages::{Auth, JoinHello, JoinWelcome, NONCE_LEN};
 use super::proof::{acceptor_proof, initiator_proof, proofs_match};
 use super::reject::{RejectCode, Rejection};
-use super::replay::{ReplayCache, ReplayError};
+use super::replay::{ReplayCache, ReplayError, ReplaySource};
 use super::secret::KeyId;
 use crate::config::Config;
 use crate::preface::PROTOCOL_VERSION;
@@ -50,6 +50,7 @@ fn refuse(code: RejectCode, message: impl Into<String>) -> Rejection {
 #[derive(Debug)]
 pub struct InitiatorHandshake {
     hello: JoinHello,
+    expected_peer: Option<String>,
 }
 
 impl InitiatorHandshake {
@@ -77,7 +78,17 @@ impl InitiatorHandshake {
                 proof,
             });
         }
-        Self { hello }
+        Self {
+            hello,
+            expected_peer: None,
+        }
+    }
+
+    /// Only a WELCOME from the node with this node id will be accepted: the caller
+    /// dialed that node, and any other answering is refused (reject code 9).
+    pub fn expecting(mut self, node_id: Option<String>) -> Self {
+        self.expected_peer = node_id;
+        self
     }
 
     /// The HELLO to send.
@@ -103,42 +114,70 @@ impl InitiatorHandshake {
                 ),
             ));
         }
-        let key_id = match (&config.keyring, &welcome.auth, &self.hello.auth) {
-            (Some(keyring), Some(theirs), Some(ours)) => {
-                if theirs.key_id != ours.key_id {
-                    return Err(refuse(
-                        RejectCode::AuthenticationFailed,
-                        format!(
-                            "the WELCOME's proof names key id {} but the HELLO used {}",
-                            theirs.key_id, ours.key_id
+        if welcome.node_id == config.node_id {
+            return Err(refuse(
+                RejectCode::Reflected,
+                format!(
+                    "the WELCOME carries this node's own node id {:?}: this node's HELLO was \
+                     answered by itself (a reflected join), or two nodes share a node id",
+                    welcome.node_id
+                ),
+            ));
+        }
+        let key_id =
+            match (&config.keyring, &welcome.auth, &self.hello.auth) {
+                (Some(keyring), Some(theirs), Some(ours)) => {
+                    if theirs.key_id != ours.key_id {
+                        return Err(refuse(
+                            RejectCode::AuthenticationFailed,
+                            format!(
+                                "the WELCOME names key id {} but this node's HELLO used {}: the \
+                             WELCOME does not answer this HELLO (forged, or relayed from another \
+                             connection)",
+                                theirs.key_id, ours.key_id
+                            ),
+                        ));
+                    }
+                    let secret = keyring.primary();
+                    let expected = acceptor_proof(secret, binding, &self.hello, welcome);
+                    if !proofs_match(&expected, &theirs.proof) {
+                        return Err(refuse(
+                            RejectCode::AuthenticationFailed,
+                            format!(
+                            "the WELCOME's proof does not verify with the secret of key id {}: \
+                             the acceptor does not hold that secret (a key id is not secret and \
+                             can be copied), or the WELCOME was altered or relayed from another \
+                             connection",
+                            ours.key_id
                         ),
-                    ));
+                        ));
+                    }
+                    Some(theirs.key_id)
                 }
-                let secret = keyring.primary();
-                let expected = acceptor_proof(secret, binding, &self.hello, welcome);
-                if !proofs_match(&expected, &theirs.proof) {
-                    return Err(refuse(
-                        RejectCode::AuthenticationFailed,
-                        "the WELCOME's proof does not verify: the acceptor does not hold this cluster's shared secret",
-                    ));
-                }
-                Some(theirs.key_id)
-            }
-            (Some(_), None, _) => {
-                return Err(refuse(
+                (Some(_), None, _) => return Err(refuse(
                     RejectCode::SecretRequired,
                     "the acceptor answered without a join proof; a node with a shared secret only \
                      joins peers that prove they hold it",
-                ))
-            }
-            (None, Some(_), _) | (Some(_), Some(_), None) => {
+                )),
+                (None, Some(_), _) | (Some(_), Some(_), None) => {
+                    return Err(refuse(
+                        RejectCode::Malformed,
+                        "the WELCOME carries a proof although the HELLO carried none",
+                    ))
+                }
+                (None, None, _) => None,
+            };
+        if let Some(expected) = &self.expected_peer {
+            if welcome.node_id != *expected {
                 return Err(refuse(
-                    RejectCode::Malformed,
-                    "the WELCOME carries a proof although the HELLO carried none",
-                ))
+                    RejectCode::IdentityNotAllowed,
+                    format!(
+                        "this node dialed {expected:?} but {:?} answered",
+                        welcome.node_id
+                    ),
+                ));
             }
-            (None, None, _) => None,
-        };
+        }
         Ok(PeerInfo {
             node_id: welcome.node_id.clone(),
             key_id,
@@ -153,16 +192,27 @@ impl InitiatorHandshake {
 #[derive(Debug)]
 pub struct AcceptorHandshake {
     nonce: [u8; NONCE_LEN],
+    source: Option<std::net::IpAddr>,
 }
 
 impl AcceptorHandshake {
     /// An acceptor that will answer with `nonce`.
     pub fn new(nonce: [u8; NONCE_LEN]) -> Self {
-        Self { nonce }
+        Self {
+            nonce,
+            source: None,
+        }
     }
 
-    /// Checks a HELLO received at wall time `now_ms`: version, cluster, proof, clock
-    /// skew, replay, in that order. On success returns the WELCOME to send and what was
+    /// The peer's address, when the caller knows it: a plaintext HELLO's nonce counts
+    /// against that address's share of the replay cache (else the peer's node id's).
+    pub fn from_source(mut self, source: Option<std::net::IpAddr>) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Checks a HELLO received at wall time `now_ms`: version, cluster, proof, own node
+    /// id, clock skew, reflection, replay, in that order (docs/PROTOCOL.md §5.5). On success returns the WELCOME to send and what was
     /// learned about the peer; on failure the refusal to send in a REJECT.
     pub fn read_hello(
         self,
@@ -203,22 +253,27 @@ impl AcceptorHandshake {
             (None, None) => None,
             (Some(keyring), Some(auth)) => {
                 let Some(secret) = keyring.get(auth.key_id) else {
+                    // The key ids held here would give anyone an offline check for guessing
+                    // a weak secret: they stay in this node's own error and log.
                     let held: Vec<String> = keyring.key_ids().map(|k| k.to_string()).collect();
                     return Err(refuse(
                         RejectCode::UnknownKey,
                         format!(
-                            "no shared secret with key id {} is configured here (this node holds {})",
-                            auth.key_id,
-                            held.join(", ")
+                            "no shared secret with key id {} is configured here",
+                            auth.key_id
                         ),
-                    ));
+                    )
+                    .with_local_detail(format!("this node holds key ids {}", held.join(", "))));
                 };
                 let expected = initiator_proof(secret, binding, hello);
                 if !proofs_match(&expected, &auth.proof) {
                     return Err(refuse(
                         RejectCode::AuthenticationFailed,
                         format!(
-                            "the HELLO's proof does not verify with the shared secret of key id {}",
+                            "the HELLO names key id {}, which this node holds, but its proof does \
+                             not verify: the HELLO was forged (key ids are not secret), altered in \
+                             transit or relayed from another connection, or the peer binds it to \
+                             the TLS session differently",
                             auth.key_id
                         ),
                     ));
@@ -227,22 +282,59 @@ impl AcceptorHandshake {
             }
         };
 
+        // Checked only once the proof verified, so it is no oracle for guessing node ids.
+        if hello.node_id == config.node_id {
+            return Err(refuse(
+                RejectCode::Reflected,
+                format!(
+                    "the HELLO carries this node's own node id {:?}: a join reflected back to \
+                     its sender, or two nodes configured with the same node_id",
+                    hello.node_id
+                ),
+            ));
+        }
+        // A proven HELLO without TLS is what the replay cache is for (with TLS the proof is
+        // bound to this session and worthless on any other). How far ahead such a HELLO
+        // may be dated bounds how long its nonce must be remembered.
+        let cached = secret.is_some() && binding.is_empty();
         let skew_ms = signed_skew(hello.timestamp_ms, now_ms);
         let tolerance = tolerance_ms(config.clock_skew_tolerance);
-        if skew_ms.unsigned_abs() > tolerance {
+        let (limit, setting) = if skew_ms > 0 && cached {
+            let ahead = tolerance_ms(config.clock_ahead_tolerance).min(tolerance);
+            (
+                ahead,
+                "clock_ahead_tolerance, for plaintext joins with a secret",
+            )
+        } else {
+            (tolerance, "clock_skew_tolerance")
+        };
+        if skew_ms.unsigned_abs() > limit {
             let direction = if skew_ms > 0 { "ahead of" } else { "behind" };
             return Err(refuse(
                 RejectCode::ClockSkew,
                 format!(
-                    "the HELLO's clock is {} ms {direction} this node's clock; the tolerance is {tolerance} ms",
+                    "the HELLO's clock is {} ms {direction} this node's clock; the tolerance is \
+                     {limit} ms ({setting})",
                     skew_ms.unsigned_abs(),
                 ),
             ));
         }
 
-        if secret.is_some() {
+        if replay.is_own(&hello.nonce) {
+            return Err(refuse(
+                RejectCode::Reflected,
+                "the HELLO carries the nonce of a HELLO this node sent: its own join was \
+                 reflected back to it",
+            ));
+        }
+
+        if cached {
             let expires = hello.timestamp_ms.saturating_add(tolerance);
-            match replay.admit(hello.nonce, expires, now_ms) {
+            let source = match self.source {
+                Some(addr) => ReplaySource::from_addr(addr),
+                None => ReplaySource::Node(hello.node_id.as_str().into()),
+            };
+            match replay.admit(hello.nonce, expires, now_ms, &source) {
                 Ok(()) => {}
                 Err(ReplayError::Replayed) => {
                     return Err(refuse(
@@ -254,9 +346,21 @@ impl AcceptorHandshake {
                     return Err(refuse(
                         RejectCode::Busy,
                         format!(
-                            "the replay cache is full ({} joins inside the clock-skew window); \
-                             raise replay_cache_capacity",
+                            "the replay cache is full ({} plaintext joins inside the clock-skew \
+                             window); raise replay_cache_capacity, or use TLS, which needs no \
+                             replay cache",
                             config.replay_cache_capacity
+                        ),
+                    ))
+                }
+                Err(ReplayError::SourceFull) => {
+                    return Err(refuse(
+                        RejectCode::Busy,
+                        format!(
+                            "this peer made {} plaintext joins inside the clock-skew window, its \
+                             share of the replay cache; retry later, raise \
+                             replay_cache_per_source, or use TLS",
+                            replay.per_source()
                         ),
                     ))
                 }
@@ -323,7 +427,7 @@ mod tests {
     ) {
         let ts = NOW.checked_add_signed(skew).unwrap();
         let init = InitiatorHandshake::new(i, [1; 32], ts, b"");
-        let cache = ReplayCache::new(8);
+        let cache = ReplayCache::new(8, 8);
         let res = AcceptorHandshake::new([2; 32]).read_hello(a, &cache, init.hello(), b"", NOW);
         (res, init)
     }
@@ -376,7 +480,7 @@ mod tests {
     fn a_wrong_proof_fails_authentication_and_a_resent_hello_is_a_replay() {
         let (i, a) = (config("a", Some(7)), config("b", Some(7)));
         let init = InitiatorHandshake::new(&i, [1; 32], NOW, b"");
-        let cache = ReplayCache::new(8);
+        let cache = ReplayCache::new(8, 8);
         let mut forged = init.hello().clone();
         forged.node_id = "mallory".into();
         let err = AcceptorHandshake::new([2; 32]).read_hello(&a, &cache, &forged, b"", NOW);
@@ -396,7 +500,7 @@ mod tests {
     fn a_proof_bound_to_one_channel_fails_on_another() {
         let (i, a) = (config("a", Some(7)), config("b", Some(7)));
         let init = InitiatorHandshake::new(&i, [1; 32], NOW, b"session one");
-        let cache = ReplayCache::new(8);
+        let cache = ReplayCache::new(8, 8);
         let err = AcceptorHandshake::new([2; 32]).read_hello(
             &a,
             &cache,

@@ -26,5 +26,6 @@ pub use messages::{
 pub use proof::{acceptor_proof, initiator_proof};
 pub(crate) use reject::truncate_utf8;
 pub use reject::{JoinError, RejectCode, Rejection, MAX_REASON_LEN};
-pub use replay::ReplayCache;
+pub(crate) use replay::OwnNonce;
+pub use replay::{ReplayCache, ReplaySource};
 pub use secret::{KeyId, Keyring, SecretError, SharedSecret, MIN_SECRET_LEN};

@@ -20,7 +20,8 @@ pub enum RejectCode {
     SecretRequired,
     /// 2: the refusing side has no shared secret, but the other side requires one.
     NoSecret,
-    /// 3: the proof does not verify: the two sides hold different secrets.
+    /// 3: the proof does not verify although it names a key id the refusing side holds:
+    /// the message was forged, altered or relayed from another connection.
     AuthenticationFailed,
     /// 4: the proof names a key id the refusing side does not hold.
     UnknownKey,
@@ -38,6 +39,10 @@ pub enum RejectCode {
     Malformed,
     /// 11: the refusing side is temporarily unable to accept joins (e.g. its replay cache is full).
     Busy,
+    /// 12: the join message carries the refusing node's own identity (its node id, or a
+    /// nonce of its own HELLO): a join reflected back to its sender, or two nodes
+    /// configured with the same node id.
+    Reflected,
     /// A code this version does not know.
     Other(u16),
 }
@@ -57,6 +62,7 @@ impl RejectCode {
             Self::IdentityNotAllowed => 9,
             Self::Malformed => 10,
             Self::Busy => 11,
+            Self::Reflected => 12,
             Self::Other(n) => n,
         }
     }
@@ -75,6 +81,7 @@ impl RejectCode {
             9 => Self::IdentityNotAllowed,
             10 => Self::Malformed,
             11 => Self::Busy,
+            12 => Self::Reflected,
             n => Self::Other(n),
         }
     }
@@ -93,6 +100,7 @@ impl RejectCode {
             Self::IdentityNotAllowed => "peer identity not allowed",
             Self::Malformed => "malformed join message",
             Self::Busy => "busy",
+            Self::Reflected => "reflected join",
             Self::Other(_) => "unknown reject code",
         }
     }
@@ -104,7 +112,10 @@ impl RejectCode {
                 "configure the same shared_secret on every node of the cluster"
             }
             Self::AuthenticationFailed => {
-                "the two nodes hold different shared secrets; give them the same one"
+                "the key ids match, so this is not a wrong secret: the join message was forged \
+                 (key ids are not secret), altered in transit or relayed from another \
+                 connection; look for a man in the middle, or a peer that binds the join to \
+                 its TLS session differently"
             }
             Self::UnknownKey => {
                 "the nodes share no secret: during a rotation, add the new secret to every node's \
@@ -121,6 +132,10 @@ impl RejectCode {
             }
             Self::Malformed => "the peer has a bug or is not a palisade node",
             Self::Busy => "retry later",
+            Self::Reflected => {
+                "give every node its own node_id; if they differ, someone is reflecting joins \
+                 back to their sender (a man in the middle)"
+            }
             Self::Other(_) => "upgrade this node to learn what the peer meant",
         }
     }
@@ -140,8 +155,11 @@ impl fmt::Display for RejectCode {
 pub struct Rejection {
     /// Why.
     pub code: RejectCode,
-    /// Details in words, e.g. the measured clock skew.
+    /// Details in words, e.g. the measured clock skew. Sent to the peer.
     pub message: String,
+    /// Details for this node's operator only, never sent: what would help an attacker
+    /// (e.g. the key ids this node holds) stays here.
+    pub local_detail: Option<String>,
 }
 
 impl Rejection {
@@ -149,7 +167,18 @@ impl Rejection {
     pub fn new(code: RejectCode, message: impl Into<String>) -> Self {
         let mut message = message.into();
         truncate_utf8(&mut message, MAX_REASON_LEN);
-        Self { code, message }
+        Self {
+            code,
+            message,
+            local_detail: None,
+        }
+    }
+
+    /// The same rejection with details shown to this node's operator (in errors and
+    /// logs) but never sent to the peer.
+    pub fn with_local_detail(mut self, detail: impl Into<String>) -> Self {
+        self.local_detail = Some(detail.into());
+        self
     }
 
     /// The REJECT body: `code (u16) ‖ lp16(message)`.
@@ -166,7 +195,11 @@ impl Rejection {
         let parse = |r: &mut Reader<'_>| -> Result<Self, FieldError> {
             let code = RejectCode::from_u16(r.u16("code")?);
             let message = r.text("message", MAX_REASON_LEN)?.to_owned();
-            Ok(Self { code, message })
+            Ok(Self {
+                code,
+                message,
+                local_detail: None,
+            })
         };
         parse(&mut r)
             .and_then(|rej| r.finish().map(|()| rej))
@@ -180,9 +213,13 @@ impl Rejection {
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.message.is_empty() {
-            write!(f, "{}", self.code)
+            write!(f, "{}", self.code)?;
         } else {
-            write!(f, "{}: {}", self.code, self.message)
+            write!(f, "{}: {}", self.code, self.message)?;
+        }
+        match &self.local_detail {
+            Some(detail) => write!(f, " [not sent to the peer: {detail}]"),
+            None => Ok(()),
         }
     }
 }
@@ -236,11 +273,23 @@ mod tests {
 
     #[test]
     fn codes_round_trip_through_their_wire_values() {
-        for n in 0..=12u16 {
+        for n in 0..=13u16 {
             assert_eq!(RejectCode::from_u16(n).to_u16(), n);
         }
         assert_eq!(RejectCode::from_u16(5), RejectCode::ClockSkew);
         assert_eq!(RejectCode::from_u16(999), RejectCode::Other(999));
+        assert_eq!(RejectCode::from_u16(12), RejectCode::Reflected);
+    }
+
+    #[test]
+    fn local_detail_is_shown_here_and_never_encoded() {
+        let r = Rejection::new(RejectCode::UnknownKey, "no such key")
+            .with_local_detail("this node holds 0011223344556677");
+        assert!(r.to_string().contains("0011223344556677"), "{r}");
+        let on_the_wire = Rejection::decode(&r.encode()).unwrap();
+        assert_eq!(on_the_wire.local_detail, None);
+        assert!(!on_the_wire.to_string().contains("0011223344556677"));
+        assert!(!r.encode().windows(4).any(|w| w == b"0011"));
     }
 
     #[test]
@@ -257,7 +306,7 @@ mod tests {
         let r = Rejection::new(RejectCode::AuthenticationFailed, "");
         let msg = JoinError::RefusedByPeer(r).to_string();
         assert!(
-            msg.contains("peer refused") && msg.contains("same one"),
+            msg.contains("peer refused") && msg.contains("not a wrong secret"),
             "{msg}"
         );
     }

@@ -85,9 +85,12 @@ pub struct Authorization {
     /// At least one of the peer certificate's names (DNS SANs, URI SANs, IP SANs; the CN
     /// when there is no SAN) must match one of these patterns. Empty: no allow-list.
     pub allowed_names: Vec<NamePattern>,
-    /// The node id the peer sends in its HELLO / WELCOME must be one of its
-    /// certificate's names. Refused with reject code 9 (identity not allowed).
+    /// The node id the peer sends in its HELLO / WELCOME must be, byte for byte, one of
+    /// its certificate's DNS names (the CN when it has no alternative name; see
+    /// `node_id_names`). Refused with reject code 9 (identity not allowed).
     pub node_id_in_cert: bool,
+    /// Which certificate names `node_id_in_cert` looks at (default: DNS names only).
+    pub node_id_names: super::NodeIdNames,
 }
 
 /// TLS settings for a node.

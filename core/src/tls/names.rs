@@ -45,6 +45,23 @@ impl CertNames {
             .any(|n| n.eq_ignore_ascii_case(name))
     }
 
+    /// Whether `node_id` is, byte for byte, one of the names `node_id_in_cert` accepts:
+    /// the DNS alternative names (and the URI ones with [`NodeIdNames::DnsAndUri`]), or
+    /// the common name when the certificate has no alternative name at all. Never an IP
+    /// alternative name, and never case-folded: a certificate for `node-1` does not make
+    /// its holder `NODE-1`, and one for 127.0.0.1 does not make it node `127.0.0.1`.
+    pub fn names_node(&self, node_id: &str, names: NodeIdNames) -> bool {
+        let no_san = self.dns.is_empty() && self.uris.is_empty() && self.ips.is_empty();
+        if no_san {
+            return self.common_name.as_deref() == Some(node_id);
+        }
+        let uris: &[String] = match names {
+            NodeIdNames::Dns => &[],
+            NodeIdNames::DnsAndUri => &self.uris,
+        };
+        self.dns.iter().chain(uris).any(|n| n == node_id)
+    }
+
     /// The DNS names, or the common name when there are no alternative names: what
     /// "shares a name with our own certificate" compares.
     pub(crate) fn host_names(&self) -> Vec<String> {
@@ -63,6 +80,18 @@ impl fmt::Display for CertNames {
         }
         f.write_str(&names.join(", "))
     }
+}
+
+/// Which certificate names `node_id_in_cert` compares a peer's node id with (always
+/// byte for byte; the common name only when the certificate has no alternative name).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeIdNames {
+    /// DNS alternative names (the default).
+    #[default]
+    Dns,
+    /// DNS and URI alternative names (SPIFFE ids as node ids).
+    DnsAndUri,
 }
 
 /// The parts of a certificate palisade reports and decides on.
@@ -237,5 +266,36 @@ mod tests {
         names.dns.push("node-1.svc".into());
         assert_eq!(names.for_authorization(), vec!["node-1.svc".to_string()]);
         assert!(!names.contains("node-1"));
+    }
+
+    #[test]
+    fn node_ids_match_dns_names_exactly_and_never_ips() {
+        let names = CertNames {
+            dns: vec!["node-1".into()],
+            uris: vec!["spiffe://prod/node-9".into()],
+            ips: vec![IpAddr::from([127, 0, 0, 1])],
+            common_name: Some("node-cn".into()),
+        };
+        assert!(names.names_node("node-1", NodeIdNames::Dns));
+        assert!(
+            !names.names_node("NODE-1", NodeIdNames::Dns),
+            "case is not folded"
+        );
+        assert!(
+            !names.names_node("127.0.0.1", NodeIdNames::Dns),
+            "IP SANs never count"
+        );
+        assert!(
+            !names.names_node("node-cn", NodeIdNames::Dns),
+            "no CN when there are SANs"
+        );
+        assert!(!names.names_node("spiffe://prod/node-9", NodeIdNames::Dns));
+        assert!(names.names_node("spiffe://prod/node-9", NodeIdNames::DnsAndUri));
+        let cn_only = CertNames {
+            common_name: Some("node-cn".into()),
+            ..CertNames::default()
+        };
+        assert!(cn_only.names_node("node-cn", NodeIdNames::Dns));
+        assert!(!cn_only.names_node("Node-CN", NodeIdNames::Dns));
     }
 }

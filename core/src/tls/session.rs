@@ -22,7 +22,7 @@ use rustls::{ClientConnection, Connection as RustlsConnection, ServerConnection,
 use super::config::TlsContext;
 use super::error::TlsError;
 use super::verify::PeerVerifier;
-use super::{TlsPeer, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN};
+use super::{NodeIdNames, TlsPeer, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN};
 use crate::join::{RejectCode, Rejection};
 use crate::preface::{self, PrefaceError};
 use crate::send_queue::SendQueue;
@@ -368,17 +368,26 @@ impl TlsSession {
 
     /// With `node_id_in_cert` on, refuses a peer whose join node id is not one of its
     /// certificate's names.
-    pub(crate) fn authorize_node_id(&self, node_id: &str, required: bool) -> Result<(), Rejection> {
-        if !required {
+    pub(crate) fn authorize_node_id(
+        &self,
+        node_id: &str,
+        rule: Option<NodeIdNames>,
+    ) -> Result<(), Rejection> {
+        let Some(rule) = rule else {
             return Ok(());
-        }
+        };
         let names = self.verifier.accepted().map(|a| &a.names);
         match names {
-            Some(names) if names.contains(node_id) => Ok(()),
+            Some(names) if names.names_node(node_id, rule) => Ok(()),
             _ => Err(Rejection::new(
                 RejectCode::IdentityNotAllowed,
                 format!(
-                    "node id {node_id:?} is not one of the peer certificate's names [{}]",
+                    "node id {node_id:?} is not, byte for byte, one of the peer certificate's \
+                     {} names [{}] (node_id_in_cert)",
+                    match rule {
+                        NodeIdNames::Dns => "DNS",
+                        NodeIdNames::DnsAndUri => "DNS or URI",
+                    },
                     names.map(|n| n.to_string()).unwrap_or_default()
                 ),
             )),

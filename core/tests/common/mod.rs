@@ -28,6 +28,9 @@ pub const EPOCH_MS: u64 = 1_767_225_600_000;
 
 /// The default clock-skew tolerance, in ms.
 pub const TOLERANCE_MS: u64 = 300_000;
+/// The default `clock_ahead_tolerance` in ms: how far ahead a plaintext HELLO with a
+/// secret may be dated.
+pub const AHEAD_MS: u64 = 30_000;
 
 /// Cases to run: `PROPTEST_CASES` when set (proptest's own variable), else `default`.
 ///
