@@ -7,12 +7,12 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use async_std::task::JoinHandle;
 use palisade_core::{Config, Endpoint};
-use palisade_driver::{establish, server_name_of, Acceptor, FailureHook, Runtime};
+use palisade_driver::{dialed, establish, Acceptor, FailureHook, Runtime};
 
 pub use palisade_driver::{Connection, Error, HandshakeFailure, RecvHalf, SendHalf};
 
@@ -153,8 +153,18 @@ pub async fn connect(addr: &str, config: Config) -> Result<Connection, Error> {
 
 /// Dials `addr` with an endpoint of your own and joins.
 pub async fn connect_with(endpoint: &Endpoint, addr: &str) -> Result<Connection, Error> {
+    connect_expecting(endpoint, addr, None).await
+}
+
+/// Dials `addr` and joins only if the node answering there has node id `expected_peer`
+/// (when given): any other node is refused with reject code 9.
+pub async fn connect_expecting(
+    endpoint: &Endpoint,
+    addr: &str,
+    expected_peer: Option<&str>,
+) -> Result<Connection, Error> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let conn = endpoint.connect(server_name_of(addr), Instant::now(), SystemTime::now())?;
+    let conn = dialed(endpoint, addr, expected_peer)?;
     establish(&AsyncStd, Socket(stream), conn).await
 }

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use palisade_core::{Config, Endpoint};
 use palisade_driver::listener::{accept_failed, ACCEPT_BACKLOG};
-use palisade_driver::{establish_blocking, server_name_of, FailureHook, Gate, HandshakeFailure};
+use palisade_driver::{dialed, establish_blocking, FailureHook, Gate, HandshakeFailure};
 
 pub use palisade_driver::{
     BlockingConnection as Connection, BlockingRecvHalf as RecvHalf, BlockingSendHalf as SendHalf,
@@ -142,8 +142,18 @@ pub fn connect(addr: &str, config: Config) -> Result<Connection, Error> {
 
 /// Dials `addr` with an endpoint of your own and joins.
 pub fn connect_with(endpoint: &Endpoint, addr: &str) -> Result<Connection, Error> {
+    connect_expecting(endpoint, addr, None)
+}
+
+/// Dials `addr` and joins only if the node answering there has node id `expected_peer`
+/// (when given): any other node is refused with reject code 9.
+pub fn connect_expecting(
+    endpoint: &Endpoint,
+    addr: &str,
+    expected_peer: Option<&str>,
+) -> Result<Connection, Error> {
     let stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
-    let conn = endpoint.connect(server_name_of(addr), Instant::now(), SystemTime::now())?;
+    let conn = dialed(endpoint, addr, expected_peer)?;
     establish_blocking(stream, conn)
 }

@@ -30,6 +30,18 @@ pub use driver::{Driver, Runtime};
 pub use error::{Error, HandshakeFailure};
 pub use listener::{Acceptor, FailureHook, Gate, Permit};
 
+/// The core connection for a link this node dials at `addr` (`host:port`; the host is the
+/// name TLS checks), expecting the node `expected_peer` when one is given: a WELCOME from
+/// any other node is refused (reject code 9).
+pub fn dialed(
+    endpoint: &palisade_core::Endpoint,
+    addr: &str,
+    expected_peer: Option<&str>,
+) -> Result<palisade_core::Connection, Error> {
+    let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
+    Ok(endpoint.connect_expecting(server_name_of(addr), expected_peer, now, wall)?)
+}
+
 /// The host part of `host:port` (brackets removed from an IPv6 literal): the name TLS
 /// checks the acceptor's certificate against.
 pub fn server_name_of(addr: &str) -> &str {
