@@ -131,7 +131,8 @@ fn accept_loop(
 
 fn handshake(endpoint: &Endpoint, stream: TcpStream) -> Result<Connection, Error> {
     stream.set_nodelay(true)?;
-    let conn = endpoint.accept(Instant::now(), SystemTime::now())?;
+    let source = stream.peer_addr().ok().map(|a| a.ip());
+    let conn = endpoint.accept_from(source, Instant::now(), SystemTime::now())?;
     establish_blocking(stream, conn)
 }
 

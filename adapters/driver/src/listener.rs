@@ -182,16 +182,20 @@ impl<R: Runtime> Acceptor<R> {
         let Some(permit) = self.gate.enter(peer_addr) else {
             return;
         };
-        let conn = match self.endpoint.accept(Instant::now(), SystemTime::now()) {
-            Ok(c) => c,
-            Err(e) => {
-                self.gate.report(HandshakeFailure {
-                    peer_addr,
-                    error: e.into(),
-                });
-                return;
-            }
-        };
+        let conn =
+            match self
+                .endpoint
+                .accept_from(Some(peer_addr.ip()), Instant::now(), SystemTime::now())
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    self.gate.report(HandshakeFailure {
+                        peer_addr,
+                        error: e.into(),
+                    });
+                    return;
+                }
+            };
         let this = self.clone();
         self.runtime.spawn(async move {
             let result = establish(&this.runtime, socket, conn).await;
