@@ -11,225 +11,23 @@
 //! connection binds with the no-context value.
 
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use palisade_core::frame::{FrameDecoder, FrameKind};
 use palisade_core::join::{initiator_proof, JoinHello, SharedSecret};
 use palisade_core::preface::PREFACE;
-use palisade_core::tls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use palisade_core::tls::pki_types::{ServerName, UnixTime};
 use palisade_core::tls::{
     Identity, TlsConfig, TrustAnchors, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN,
 };
 use palisade_core::{Config, Connection, Endpoint};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
-};
-use rustls::crypto::{
-    ring::default_provider, ActiveKeyExchange, CryptoProvider, GetRandomFailed, SecureRandom,
-    SupportedKxGroup,
-};
-use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
-use rustls::time_provider::TimeProvider;
-use rustls::{
-    ClientConfig, ClientConnection, KeyLog, NamedGroup, RootCertStore, ServerConfig,
-    ServerConnection, SupportedProtocolVersion,
-};
-use sha2::{Digest, Sha256};
+use rustls::SupportedProtocolVersion;
+use seeded_tls::{client, server, Captured, Logged, Pki, NOW_UNIX};
+
+mod seeded_tls;
 
 const SPEC: &str = include_str!("../../docs/PROTOCOL.md");
-
-/// 2026-01-01T00:00:00Z: the clock of every certificate check here.
-const NOW_UNIX: u64 = 1_767_225_600;
-
-/// rustls's randomness: SHA-256(seed ‖ counter) blocks, so each side's client/server
-/// random, session id and ephemeral keys are the same in every run.
-#[derive(Debug)]
-struct SeededRandom {
-    seed: &'static str,
-    counter: Mutex<u64>,
-}
-
-impl SecureRandom for SeededRandom {
-    fn fill(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
-        let mut counter = self.counter.lock().map_err(|_| GetRandomFailed)?;
-        for chunk in buf.chunks_mut(32) {
-            let block = Sha256::new()
-                .chain_update(self.seed)
-                .chain_update(counter.to_be_bytes())
-                .finalize();
-            chunk.copy_from_slice(&block[..chunk.len()]);
-            *counter += 1;
-        }
-        Ok(())
-    }
-}
-
-/// X25519 whose private keys come from the side's seeded randomness (ring draws its
-/// ephemeral keys from the OS and cannot be seeded).
-#[derive(Debug)]
-struct SeededX25519(&'static SeededRandom);
-
-struct ActiveX25519 {
-    secret: x25519_dalek::StaticSecret,
-    public: x25519_dalek::PublicKey,
-}
-
-impl SupportedKxGroup for SeededX25519 {
-    fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, rustls::Error> {
-        let mut bytes = [0u8; 32];
-        self.0.fill(&mut bytes)?;
-        let secret = x25519_dalek::StaticSecret::from(bytes);
-        let public = x25519_dalek::PublicKey::from(&secret);
-        Ok(Box::new(ActiveX25519 { secret, public }))
-    }
-
-    fn name(&self) -> NamedGroup {
-        NamedGroup::X25519
-    }
-}
-
-impl ActiveKeyExchange for ActiveX25519 {
-    fn complete(self: Box<Self>, peer: &[u8]) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
-        let peer: [u8; 32] = peer
-            .try_into()
-            .map_err(|_| rustls::PeerMisbehaved::InvalidKeyShare)?;
-        let shared = self
-            .secret
-            .diffie_hellman(&x25519_dalek::PublicKey::from(peer));
-        if !shared.was_contributory() {
-            return Err(rustls::PeerMisbehaved::InvalidKeyShare.into());
-        }
-        Ok(shared.as_bytes().as_slice().into())
-    }
-
-    fn pub_key(&self) -> &[u8] {
-        self.public.as_bytes()
-    }
-
-    fn group(&self) -> NamedGroup {
-        NamedGroup::X25519
-    }
-}
-
-/// The ring provider with seeded randomness and seeded X25519 (the only group offered).
-fn seeded_provider(seed: &'static str) -> Arc<CryptoProvider> {
-    let random: &'static SeededRandom = Box::leak(Box::new(SeededRandom {
-        seed,
-        counter: Mutex::new(0),
-    }));
-    let x25519: &'static SeededX25519 = Box::leak(Box::new(SeededX25519(random)));
-    Arc::new(CryptoProvider {
-        secure_random: random,
-        kx_groups: vec![x25519],
-        ..default_provider()
-    })
-}
-
-#[derive(Debug)]
-struct FixedTime;
-
-impl TimeProvider for FixedTime {
-    fn current_time(&self) -> Option<UnixTime> {
-        Some(UnixTime::since_unix_epoch(Duration::from_secs(NOW_UNIX)))
-    }
-}
-
-/// An Ed25519 key from a fixed seed (PKCS#8 v1: the RFC 8410 prefix, then the seed).
-fn ed25519(seed: u8) -> KeyPair {
-    let mut der = hex::decode("302e020100300506032b657004220420").unwrap();
-    der.extend([seed; 32]);
-    KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(der), &rcgen::PKCS_ED25519)
-        .unwrap()
-}
-
-fn params(name: &str, serial: u8) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, name);
-    params.distinguished_name = dn;
-    params.serial_number = Some(SerialNumber::from(vec![serial]));
-    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2030, 1, 1);
-    params
-}
-
-/// A CA and the two node certificates it signs, all fixed.
-struct Pki {
-    ca: CertificateDer<'static>,
-    /// (chain, PKCS#8 key) of node-a (client) and node-b (server).
-    nodes: [(Vec<CertificateDer<'static>>, Vec<u8>); 2],
-}
-
-impl Pki {
-    fn new() -> Self {
-        let ca_key = ed25519(1);
-        let mut ca = params("palisade vector CA", 1);
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_cert = ca.self_signed(&ca_key).unwrap().der().clone();
-        let issuer = Issuer::new(ca, ca_key);
-        let node = |name: &str, seed: u8| {
-            let key = ed25519(seed);
-            let mut p = params(name, seed);
-            p.subject_alt_names = vec![SanType::DnsName(name.try_into().unwrap())];
-            p.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
-            let cert = p.signed_by(&key, &issuer).unwrap().der().clone();
-            (vec![cert], key.serialize_der())
-        };
-        Self {
-            ca: ca_cert,
-            nodes: [node("node-a", 2), node("node-b", 3)],
-        }
-    }
-
-    fn roots(&self) -> Arc<RootCertStore> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.clone()).unwrap();
-        Arc::new(roots)
-    }
-
-    fn key(&self, i: usize) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(self.nodes[i].1.clone().into())
-    }
-}
-
-/// Everything rustls hands its `KeyLog`: (label, client_random, secret).
-#[derive(Debug, Default)]
-struct Captured(Mutex<Vec<(String, Vec<u8>, Vec<u8>)>>);
-
-impl KeyLog for Captured {
-    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
-        if let Ok(mut log) = self.0.lock() {
-            log.push((label.to_owned(), client_random.to_vec(), secret.to_vec()));
-        }
-    }
-}
-
-/// A server as palisade configures its acceptor (mutual TLS, extended master secret
-/// required, no resumption, no tickets), from seeded randomness.
-fn server(pki: &Pki, version: &'static SupportedProtocolVersion) -> ServerConnection {
-    let provider = seeded_provider("palisade exporter vector: server");
-    let verifier = WebPkiClientVerifier::builder_with_provider(pki.roots(), provider.clone())
-        .build()
-        .unwrap();
-    let mut config = ServerConfig::builder_with_details(provider, Arc::new(FixedTime))
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(pki.nodes[1].0.clone(), pki.key(1))
-        .unwrap();
-    config.session_storage = Arc::new(NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
-    config.require_ems = true;
-    ServerConnection::new(Arc::new(config)).unwrap()
-}
 
 /// What one replayed session produced.
 #[derive(Debug, PartialEq)]
@@ -237,7 +35,7 @@ struct Replay {
     /// Every flight, in order: (from the client?, bytes).
     transcript: Vec<(bool, Vec<u8>)>,
     suite: String,
-    keylog: Vec<(String, Vec<u8>, Vec<u8>)>,
+    keylog: Vec<Logged>,
     /// The exporter with palisade's label, no context (`None`), 32 bytes.
     no_context: Vec<u8>,
     /// The same with an empty context (`Some(&[])`).
@@ -245,16 +43,28 @@ struct Replay {
 }
 
 impl Replay {
+    fn logged(&self, label: &str) -> &Logged {
+        let found = self.keylog.iter().find(|l| l.label == label);
+        found.unwrap_or_else(|| panic!("rustls logged {label}"))
+    }
+
     fn secret(&self, label: &str) -> String {
-        let found = self.keylog.iter().find(|(l, _, _)| l == label);
-        hex::encode(&found.unwrap_or_else(|| panic!("rustls logged {label}")).2)
+        hex::encode(&self.logged(label).secret)
     }
 
     /// The 32-byte random of the first flight from one side: the record header (5),
     /// the handshake header (4) and legacy_version (2) precede it.
     fn random(&self, from_client: bool, handshake_type: u8) -> String {
-        let (_, flight) = self.transcript.iter().find(|(c, _)| *c == from_client).unwrap();
-        assert_eq!((flight[0], flight[5]), (22, handshake_type), "a Hello opens the flight");
+        let (_, flight) = self
+            .transcript
+            .iter()
+            .find(|(c, _)| *c == from_client)
+            .unwrap();
+        assert_eq!(
+            (flight[0], flight[5]),
+            (22, handshake_type),
+            "a Hello opens the flight"
+        );
         hex::encode(&flight[11..43])
     }
 }
@@ -304,20 +114,7 @@ fn pump(client: &mut rustls::Connection, server: &mut rustls::Connection) -> Vec
 fn replay(version: &'static SupportedProtocolVersion) -> Replay {
     let pki = Pki::new();
     let keylog = Arc::new(Captured::default());
-    let provider = seeded_provider("palisade exporter vector: client");
-    let mut config = ClientConfig::builder_with_details(provider, Arc::new(FixedTime))
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(pki.roots())
-        .with_client_auth_cert(pki.nodes[0].0.clone(), pki.key(0))
-        .unwrap();
-    config.resumption = rustls::client::Resumption::disabled();
-    config.require_ems = true;
-    config.key_log = keylog.clone();
-    let name = ServerName::try_from("node-b").unwrap();
-    let mut client: rustls::Connection = ClientConnection::new(Arc::new(config), name)
-        .unwrap()
-        .into();
+    let mut client: rustls::Connection = client(&pki, version, keylog.clone()).into();
     let mut server: rustls::Connection = server(&pki, version).into();
     let transcript = pump(&mut client, &mut server);
     assert!(!client.is_handshaking() && !server.is_handshaking());
@@ -356,13 +153,21 @@ fn check(prefix: &str, computed: Vec<(&str, String)>) {
             println!("{name} = {value}");
         }
     }
-    assert_eq!(spec_vectors(prefix), computed, "docs/PROTOCOL.md §9, `{prefix}*`");
+    assert_eq!(
+        spec_vectors(prefix),
+        computed,
+        "docs/PROTOCOL.md §9, `{prefix}*`"
+    );
 }
 
 #[test]
 fn a_tls13_session_replays_byte_for_byte_and_matches_the_spec_vectors() {
     let replay = replay(&rustls::version::TLS13);
-    assert_eq!(replay, self::replay(&rustls::version::TLS13), "deterministic");
+    assert_eq!(
+        replay,
+        self::replay(&rustls::version::TLS13),
+        "deterministic"
+    );
     // An absent context is the empty string in TLS 1.3 (RFC 8446 §7.5).
     assert_eq!(replay.no_context, replay.empty_context);
     check(
@@ -379,12 +184,20 @@ fn a_tls13_session_replays_byte_for_byte_and_matches_the_spec_vectors() {
 #[test]
 fn a_tls12_session_replays_byte_for_byte_and_matches_the_spec_vectors() {
     let replay = replay(&rustls::version::TLS12);
-    assert_eq!(replay, self::replay(&rustls::version::TLS12), "deterministic");
+    assert_eq!(
+        replay,
+        self::replay(&rustls::version::TLS12),
+        "deterministic"
+    );
     // RFC 5705: the context (and its length) is mixed in only when one is given.
     assert_ne!(replay.no_context, replay.empty_context);
     let client_random = replay.random(true, 1);
-    let logged = &replay.keylog.iter().find(|l| l.0 == "CLIENT_RANDOM").unwrap().1;
-    assert_eq!(hex::encode(logged), client_random);
+    let logged = &replay.logged("CLIENT_RANDOM").client_random;
+    assert_eq!(
+        hex::encode(logged),
+        client_random,
+        "the transcript's random"
+    );
     check(
         "tls12_",
         vec![
@@ -461,7 +274,11 @@ fn palisade_binds_its_proofs_to_the_no_context_exporter() {
         let (hello, server) = palisade_hello(version);
         let proof = hello.auth.as_ref().unwrap().proof;
         let expected = initiator_proof(&secret(), &export(&server, None), &hello);
-        assert_eq!(proof, expected, "{:?}: proof_I over the no-context exporter", version.version);
+        assert_eq!(
+            proof, expected,
+            "{:?}: proof_I over the no-context exporter",
+            version.version
+        );
         if version.version == rustls::ProtocolVersion::TLSv1_2 {
             let empty = initiator_proof(&secret(), &export(&server, Some(&[])), &hello);
             assert_ne!(proof, empty, "TLS 1.2: not the empty-context exporter");
