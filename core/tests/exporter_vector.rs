@@ -9,6 +9,8 @@
 //! Ed25519 certificates (deterministic signatures) from fixed keys, and a fixed clock —
 //! to show the spec's numbers are what rustls computes. It also shows that palisade's own
 //! connection binds with the no-context value.
+//!
+//! Run with `PALISADE_PRINT_VECTORS=1` to print the computed values.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -156,7 +158,10 @@ fn check(prefix: &str, computed: Vec<(&str, String)>) {
     assert_eq!(
         spec_vectors(prefix),
         computed,
-        "docs/PROTOCOL.md §9, `{prefix}*`"
+        "docs/PROTOCOL.md §9, `{prefix}*`: if the replay is still deterministic but a rustls \
+         upgrade changed its handshake bytes, the secrets and outputs change together; print \
+         them with PALISADE_PRINT_VECTORS=1 and replace the spec's, then run \
+         docs/check_vectors.py"
     );
 }
 
@@ -254,6 +259,11 @@ fn palisade_hello(version: &'static SupportedProtocolVersion) -> (JoinHello, rus
         }
         while pal.poll_event().is_some() {}
         if plain.len() > PREFACE.len() {
+            assert_eq!(
+                &plain[..PREFACE.len()],
+                &PREFACE[..],
+                "the stream's preface"
+            );
             let mut buf = BytesMut::from(&plain[PREFACE.len()..]);
             if let Some(frame) = FrameDecoder::new(1 << 16).decode(&mut buf).unwrap() {
                 assert_eq!(frame.kind, FrameKind::Hello);
