@@ -27,6 +27,7 @@ pub mod listener;
 pub use blocking::{establish_blocking, BlockingConnection, BlockingRecvHalf, BlockingSendHalf};
 pub use conn::{establish, Connection, RecvHalf, SendHalf};
 pub use driver::{Driver, Runtime};
+pub use link::REFUSAL_FLUSH;
 pub use error::{Error, HandshakeFailure};
 pub use listener::{Acceptor, FailureHook, Gate, Permit};
 
