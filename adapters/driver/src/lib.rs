@@ -27,8 +27,8 @@ pub mod listener;
 pub use blocking::{establish_blocking, BlockingConnection, BlockingRecvHalf, BlockingSendHalf};
 pub use conn::{establish, Connection, RecvHalf, SendHalf};
 pub use driver::{Driver, Runtime};
-pub use link::REFUSAL_FLUSH;
 pub use error::{Error, HandshakeFailure};
+pub use link::REFUSAL_FLUSH;
 pub use listener::{Acceptor, FailureHook, Gate, Permit};
 
 /// The host part of `host:port` (brackets removed from an IPv6 literal): the name TLS

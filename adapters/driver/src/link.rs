@@ -416,9 +416,7 @@ impl Link {
     /// side, or `within` passes. For a failed join, before reporting it (see
     /// [`REFUSAL_FLUSH`]).
     pub fn wait_write_closed(&self, within: Duration) {
-        let _ = self.wait_until(Some(Instant::now() + within), |l| {
-            l.poll_write_closed(None)
-        });
+        let _ = self.wait_until(Some(Instant::now() + within), |l| l.poll_write_closed(None));
     }
 
     /// What the join revealed about the peer (after the join).

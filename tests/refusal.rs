@@ -1,0 +1,803 @@
+//! Refusals reach the peer before the caller hears of them (issue 10, item 8).
+//!
+//! A program that exits on a failed join (a CLI, a test harness, a crash-only service)
+//! must still leave the peer the reason: the REJECT (inside TLS, then close_notify) and
+//! the end of the stream are with the peer's kernel by the time `connect` returns the
+//! error, or the listener's failure hook fires. Each check reads the peer's socket without
+//! blocking at that very moment: whatever arrives later does not count.
+//!
+//! The race this guards against is lost only now and then, when the driver's thread is
+//! slower than the caller's, so every scenario runs several rounds with both cores kept
+//! busy. Every wait is bounded; loopback only.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use palisade::frame::{self, FrameDecoder, FrameKind};
+use palisade::join::{Auth, JoinHello, JoinWelcome};
+use palisade::preface::{PREFACE, PROTOCOL_VERSION};
+use palisade::{CloseReason, Config, Endpoint, LinkError, RejectCode, Rejection, SharedSecret};
+use palisade_driver::{FailureHook, HandshakeFailure};
+use palisade_testkit::certs::{TestCa, TestIdentity};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ServerConfig, ServerConnection};
+
+const CLUSTER: &str = "refusal";
+/// Rounds per scenario: the race shows up in some rounds only.
+const ROUNDS: usize = 12;
+/// Longest any one join may take before the test calls it stuck.
+const BOUND: Duration = Duration::from_secs(10);
+
+// ----- test isolation and load -----
+
+/// The tests load the machine and measure time: one at a time.
+static ALONE: Mutex<()> = Mutex::new(());
+
+fn alone() -> MutexGuard<'static, ()> {
+    ALONE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Busy threads, one per core, for as long as this lives: a loaded machine is where the
+/// driver falls behind the caller.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let cores = thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own and waits at most `within` for it.
+fn bounded<T: Send + 'static>(
+    what: &str,
+    within: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(within)
+        .unwrap_or_else(|e| panic!("{what} did not finish within {within:?} ({e})"))
+}
+
+// ----- settings -----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tokio,
+    AsyncStd,
+    Smol,
+    Blocking,
+}
+
+struct Cluster {
+    ca: TestCa,
+    acceptor_id: TestIdentity,
+    member_id: TestIdentity,
+    secret: SharedSecret,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let ca = TestCa::new("refusal CA");
+        Self {
+            acceptor_id: ca.node("127.0.0.1"),
+            member_id: ca.node("member.refusal"),
+            ca,
+            secret: SharedSecret::new(vec![0x3c; 32]).expect("secret"),
+        }
+    }
+
+    fn node(&self, name: &str, tls: bool, id: &TestIdentity) -> Config {
+        let mut c = Config::new(CLUSTER, name).with_secret(self.secret.clone());
+        if tls {
+            c = c.with_tls(self.ca.tls(id));
+        }
+        c.handshake_timeout = BOUND;
+        c
+    }
+
+    fn dialer(&self, tls: bool) -> Config {
+        self.node("dialer", tls, &self.member_id)
+    }
+
+    fn listener(&self) -> Config {
+        self.node("listener", false, &self.acceptor_id)
+    }
+
+    /// A rustls server with the acceptor's certificate, for the foreign acceptor.
+    fn rustls_server(&self) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.acceptor_id.key_der.clone()));
+        let mut server = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(self.acceptor_id.chain.clone(), key)
+            .expect("server certificate");
+        server.send_tls13_tickets = 0;
+        Arc::new(server)
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+// ----- what a peer has received -----
+
+/// A frame the peer received, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Said {
+    Reject(Rejection),
+    Close(CloseReason),
+    Other(FrameKind),
+}
+
+/// Everything a peer's socket held at one moment.
+#[derive(Debug, Default)]
+struct Seen {
+    frames: Vec<Said>,
+    /// Bytes after the last whole frame.
+    partial: usize,
+    /// TLS only: the close_notify alert arrived.
+    close_notify: bool,
+    /// The TCP stream ended (FIN).
+    eof: bool,
+    /// Anything else: a reset, a TLS error.
+    trouble: Option<String>,
+}
+
+impl Seen {
+    /// Asserts the peer has the REJECT with `code` and nothing else, then the end of the
+    /// stream (TLS: close_notify first).
+    fn assert_refused(&self, code: RejectCode, tls: bool, what: &str) {
+        let codes: Vec<_> = self
+            .frames
+            .iter()
+            .map(|s| match s {
+                Said::Reject(r) => format!("REJECT {}", r.code.to_u16()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert!(
+            matches!(self.frames.as_slice(), [Said::Reject(r)] if r.code == code),
+            "{what}: the peer had {codes:?} (expected REJECT {}) when the failure was reported: {self:?}",
+            code.to_u16()
+        );
+        assert_eq!(self.partial, 0, "{what}: a frame was cut off: {self:?}");
+        assert!(self.trouble.is_none(), "{what}: {self:?}");
+        if tls {
+            assert!(self.close_notify, "{what}: no close_notify yet: {self:?}");
+        }
+        assert!(self.eof, "{what}: the stream had not ended yet: {self:?}");
+    }
+}
+
+/// Takes what `stream` holds right now, without waiting.
+fn take_now(stream: &TcpStream) -> (Vec<u8>, bool, Option<String>) {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut reader = stream;
+    stream.set_nonblocking(true).expect("nonblocking");
+    let (eof, trouble) = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break (true, None),
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break (false, None),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => break (false, Some(format!("read: {e}"))),
+        }
+    };
+    stream.set_nonblocking(false).expect("blocking");
+    (bytes, eof, trouble)
+}
+
+/// Splits a frame stream (after the preface, if `bytes` opens with one) into frames.
+fn frames_of(bytes: &[u8], seen: &mut Seen) {
+    let body = bytes.strip_prefix(&PREFACE[..]).unwrap_or(bytes);
+    let mut buf = BytesMut::from(body);
+    let mut dec = FrameDecoder::new(1 << 20);
+    loop {
+        match dec.decode(&mut buf) {
+            Ok(Some(f)) => seen.frames.push(match f.kind {
+                FrameKind::Reject => {
+                    Said::Reject(Rejection::decode(&f.payload).expect("REJECT body"))
+                }
+                FrameKind::Close => {
+                    Said::Close(CloseReason::decode(&f.payload).expect("CLOSE body"))
+                }
+                kind => Said::Other(kind),
+            }),
+            Ok(None) => break,
+            Err(e) => {
+                seen.trouble = Some(format!("frame: {e}"));
+                break;
+            }
+        }
+    }
+    seen.partial = buf.len();
+}
+
+/// What a plaintext peer holds right now.
+fn seen_plain(stream: &TcpStream) -> Seen {
+    let (bytes, eof, trouble) = take_now(stream);
+    let mut seen = Seen {
+        eof,
+        trouble,
+        ..Seen::default()
+    };
+    frames_of(&bytes, &mut seen);
+    seen
+}
+
+/// What a TLS peer (its socket and session) holds right now.
+fn seen_tls(stream: &TcpStream, tls: &mut ServerConnection) -> Seen {
+    let (bytes, eof, trouble) = take_now(stream);
+    let mut seen = Seen {
+        eof,
+        trouble,
+        ..Seen::default()
+    };
+    let mut plain = Vec::new();
+    let mut rest = &bytes[..];
+    loop {
+        if !rest.is_empty() {
+            if let Err(e) = tls.read_tls(&mut rest) {
+                seen.trouble = Some(format!("read_tls: {e}"));
+                break;
+            }
+        }
+        if let Err(e) = tls.process_new_packets() {
+            seen.trouble = Some(format!("TLS: {e}"));
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        match tls.reader().read(&mut buf) {
+            Ok(0) => {
+                seen.close_notify = true;
+                break;
+            }
+            Ok(n) => plain.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && !rest.is_empty() => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => {
+                seen.trouble = Some(format!("TLS read: {e}"));
+                break;
+            }
+        }
+    }
+    frames_of(&plain, &mut seen);
+    seen
+}
+
+// ----- a foreign acceptor that answers with a bad WELCOME -----
+
+/// What the WELCOME lacks.
+#[derive(Debug, Clone, Copy)]
+enum Bad {
+    /// A proof made without the secret: the dialer refuses with 3.
+    WrongProof,
+    /// No proof at all: the dialer refuses with 1.
+    NoProof,
+}
+
+impl Bad {
+    fn code(self) -> RejectCode {
+        match self {
+            Self::WrongProof => RejectCode::AuthenticationFailed,
+            Self::NoProof => RejectCode::SecretRequired,
+        }
+    }
+}
+
+/// The foreign acceptor's end of one link, handed over just before it writes the WELCOME.
+struct Recording {
+    stream: TcpStream,
+    tls: Option<ServerConnection>,
+}
+
+impl Recording {
+    fn seen(&mut self) -> Seen {
+        match &mut self.tls {
+            Some(tls) => seen_tls(&self.stream, tls),
+            None => seen_plain(&self.stream),
+        }
+    }
+}
+
+/// The HELLO at the start of `bytes` (the preface, then one whole HELLO frame), if all
+/// of it is there.
+fn hello_in(bytes: &[u8]) -> Option<JoinHello> {
+    let body = bytes.strip_prefix(&PREFACE[..])?;
+    let mut buf = BytesMut::from(body);
+    let f = FrameDecoder::new(1 << 20)
+        .decode(&mut buf)
+        .expect("the dialer's frames")?;
+    assert_eq!(f.kind, FrameKind::Hello, "the dialer's first frame");
+    Some(JoinHello::decode(&f.payload).expect("the dialer's HELLO"))
+}
+
+/// Accepts one dialer, reads its HELLO, and answers with a bad WELCOME; hands its end of
+/// the link to `handover` just before the WELCOME goes out.
+fn answer_badly(
+    listener: &TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    bad: Bad,
+    handover: Sender<Recording>,
+) {
+    let (mut stream, _) = listener.accept().expect("accept");
+    stream.set_read_timeout(Some(BOUND)).expect("read timeout");
+    let mut session = tls.map(|c| ServerConnection::new(c).expect("TLS session"));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let hello = loop {
+        if let Some(hello) = hello_in(&got) {
+            break hello;
+        }
+        match &mut session {
+            None => {
+                let n = stream.read(&mut buf).expect("read HELLO");
+                assert!(n > 0, "the dialer left before its HELLO");
+                got.extend_from_slice(&buf[..n]);
+            }
+            Some(s) => {
+                s.complete_io(&mut stream).expect("TLS handshake");
+                loop {
+                    match s.reader().read(&mut buf) {
+                        Ok(0) => panic!("the dialer left before its HELLO"),
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("TLS read: {e}"),
+                    }
+                }
+            }
+        }
+    };
+    let welcome = JoinWelcome {
+        version: hello.version,
+        node_id: "foreign".into(),
+        timestamp_ms: unix_ms(),
+        nonce: [0x42; 32],
+        max_frame: hello.max_frame,
+        auth: match bad {
+            Bad::WrongProof => hello.auth.map(|a| Auth {
+                key_id: a.key_id,
+                proof: [0; 32],
+            }),
+            Bad::NoProof => None,
+        },
+    };
+    let mut reply = BytesMut::from(&PREFACE[..]);
+    frame::encode(FrameKind::Welcome, &welcome.encode(), &mut reply);
+    let wire = match &mut session {
+        None => reply.to_vec(),
+        Some(s) => {
+            s.writer().write_all(&reply).expect("TLS write");
+            let mut wire = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut wire).expect("write_tls");
+            }
+            wire
+        }
+    };
+    let recording = Recording {
+        stream: stream.try_clone().expect("clone"),
+        tls: session,
+    };
+    handover.send(recording).expect("handover");
+    stream.write_all(&wire).expect("write WELCOME");
+}
+
+/// Dials `addr` with adapter `kind`; at the moment `connect` returns, takes what the
+/// foreign acceptor holds, then drops everything (the runtime too) as an exiting program
+/// would.
+fn dial(
+    kind: Kind,
+    addr: String,
+    config: Config,
+    handover: Receiver<Recording>,
+) -> (Result<(), LinkError>, Seen) {
+    let observe = move |result: Result<(), LinkError>| {
+        let mut rec = handover
+            .try_recv()
+            .expect("connect returned before the acceptor wrote its WELCOME");
+        (result, rec.seen())
+    };
+    match kind {
+        Kind::Tokio => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let result = rt.block_on(palisade::tokio::connect(&addr, config));
+            let out = observe(result.map(drop));
+            drop(rt);
+            out
+        }
+        Kind::AsyncStd => {
+            let result = async_std::task::block_on(palisade::async_std::connect(&addr, config));
+            observe(result.map(drop))
+        }
+        Kind::Smol => {
+            let result = smol::block_on(palisade::smol::connect(&addr, config));
+            observe(result.map(drop))
+        }
+        Kind::Blocking => {
+            let result = palisade::blocking::connect(&addr, config);
+            observe(result.map(drop))
+        }
+    }
+}
+
+/// The dialer refuses a bad WELCOME: by the time `connect` returns the error, the foreign
+/// acceptor has the REJECT (TLS: inside TLS, then close_notify) and EOF.
+fn dialer_refusal_arrives_first(kind: Kind, tls: bool) {
+    let _alone = alone();
+    let cluster = Cluster::new();
+    let server = tls.then(|| cluster.rustls_server());
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
+    let _load = Load::start();
+    for round in 0..ROUNDS {
+        let bad = if round % 2 == 0 {
+            Bad::WrongProof
+        } else {
+            Bad::NoProof
+        };
+        let (tx, rx) = mpsc::channel();
+        let l = listener.try_clone().expect("clone listener");
+        let s = server.clone();
+        let acceptor = thread::spawn(move || answer_badly(&l, s, bad, tx));
+        let (addr, config) = (addr.clone(), cluster.dialer(tls));
+        let (result, seen) = bounded("connect", BOUND, move || dial(kind, addr, config, rx));
+        acceptor.join().expect("the foreign acceptor failed");
+        let err = result.expect_err("the dialer joined a foreign acceptor");
+        assert_eq!(err.reject_code(), Some(bad.code()), "{kind:?}: {err}");
+        let what = format!("{kind:?}, TLS {tls}, round {round}, {bad:?}");
+        seen.assert_refused(bad.code(), tls, &what);
+    }
+}
+
+#[test]
+fn tokio_dialer_refusal_reaches_the_acceptor_before_connect_returns() {
+    dialer_refusal_arrives_first(Kind::Tokio, false);
+}
+
+#[test]
+fn tokio_dialer_refusal_over_tls_reaches_the_acceptor_before_connect_returns() {
+    dialer_refusal_arrives_first(Kind::Tokio, true);
+}
+
+#[test]
+fn async_std_dialer_refusal_reaches_the_acceptor_before_connect_returns() {
+    dialer_refusal_arrives_first(Kind::AsyncStd, false);
+}
+
+#[test]
+fn async_std_dialer_refusal_over_tls_reaches_the_acceptor_before_connect_returns() {
+    dialer_refusal_arrives_first(Kind::AsyncStd, true);
+}
+
+#[test]
+fn smol_dialer_refusal_reaches_the_acceptor_before_connect_returns() {
+    dialer_refusal_arrives_first(Kind::Smol, false);
+}
+
+#[test]
+fn smol_dialer_refusal_over_tls_reaches_the_acceptor_before_connect_returns() {
+    dialer_refusal_arrives_first(Kind::Smol, true);
+}
+
+#[test]
+fn blocking_dialer_refusal_reaches_the_acceptor_before_connect_returns() {
+    dialer_refusal_arrives_first(Kind::Blocking, false);
+}
+
+#[test]
+fn blocking_dialer_refusal_over_tls_reaches_the_acceptor_before_connect_returns() {
+    dialer_refusal_arrives_first(Kind::Blocking, true);
+}
+
+// ----- the acceptor side: a listener refuses a HELLO -----
+
+/// A listener of any adapter (kept alive with its runtime).
+enum Listening {
+    Tokio {
+        // Dropped before the runtime that runs it.
+        listener: palisade::tokio::Listener,
+        _rt: tokio::runtime::Runtime,
+    },
+    AsyncStd(palisade::async_std::Listener),
+    Smol(palisade::smol::Listener),
+    Blocking(palisade::blocking::Listener),
+}
+
+impl Listening {
+    fn bind(kind: Kind, endpoint: Endpoint, hook: FailureHook) -> Self {
+        let at = "127.0.0.1:0";
+        match kind {
+            Kind::Tokio => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                let l = rt
+                    .block_on(palisade::tokio::Listener::bind_with(
+                        at,
+                        endpoint,
+                        Some(hook),
+                    ))
+                    .expect("bind");
+                Self::Tokio {
+                    listener: l,
+                    _rt: rt,
+                }
+            }
+            Kind::AsyncStd => Self::AsyncStd(
+                async_std::task::block_on(palisade::async_std::Listener::bind_with(
+                    at,
+                    endpoint,
+                    Some(hook),
+                ))
+                .expect("bind"),
+            ),
+            Kind::Smol => Self::Smol(
+                smol::block_on(palisade::smol::Listener::bind_with(
+                    at,
+                    endpoint,
+                    Some(hook),
+                ))
+                .expect("bind"),
+            ),
+            Kind::Blocking => Self::Blocking(
+                palisade::blocking::Listener::bind_with(at, endpoint, Some(hook)).expect("bind"),
+            ),
+        }
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            Self::Tokio { listener, .. } => listener.local_addr(),
+            Self::AsyncStd(l) => l.local_addr(),
+            Self::Smol(l) => l.local_addr(),
+            Self::Blocking(l) => l.local_addr(),
+        }
+    }
+}
+
+/// A HELLO that names this cluster's key but carries a proof made without the secret.
+fn forged_hello(cluster: &Cluster, round: usize) -> Vec<u8> {
+    static NONCE: AtomicU64 = AtomicU64::new(1);
+    let mut nonce = [0u8; 32];
+    nonce[..8].copy_from_slice(&NONCE.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    nonce[8..16].copy_from_slice(&unix_ms().to_be_bytes());
+    let hello = JoinHello {
+        version: PROTOCOL_VERSION,
+        cluster_name: CLUSTER.into(),
+        node_id: format!("raw-{round}"),
+        timestamp_ms: unix_ms(),
+        nonce,
+        max_frame: 1 << 20,
+        auth: Some(Auth {
+            key_id: cluster.secret.key_id(),
+            proof: [0; 32],
+        }),
+    };
+    let mut out = BytesMut::from(&PREFACE[..]);
+    frame::encode(FrameKind::Hello, &hello.encode(), &mut out);
+    out.to_vec()
+}
+
+/// A listener refuses a forged HELLO: by the time its failure hook fires, the raw peer
+/// has the REJECT (3) and EOF.
+fn listener_refusal_arrives_first(kind: Kind) {
+    let _alone = alone();
+    let cluster = Cluster::new();
+    // The raw peers' sockets by address, for the hook to look at.
+    let peers: Arc<Mutex<HashMap<SocketAddr, TcpStream>>> = Arc::default();
+    let (tx, rx) = mpsc::channel::<(SocketAddr, Seen)>();
+    let tx = Mutex::new(tx);
+    let hook: FailureHook = {
+        let peers = Arc::clone(&peers);
+        Arc::new(move |f: &HandshakeFailure| {
+            let stream = peers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&f.peer_addr);
+            if let Some(stream) = stream {
+                let seen = seen_plain(&stream);
+                let _ = tx
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .send((f.peer_addr, seen));
+            }
+        })
+    };
+    let endpoint = Endpoint::new(cluster.listener()).expect("listener config");
+    let listening = Listening::bind(kind, endpoint, hook);
+    let addr = listening.local_addr();
+    let _load = Load::start();
+    // The listener's side of the race is narrower (its hook runs right where the driver
+    // would go on to write): more rounds.
+    for round in 0..4 * ROUNDS {
+        let mut raw = TcpStream::connect_timeout(&addr, BOUND).expect("raw connect");
+        let local = raw.local_addr().expect("local addr");
+        peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(local, raw.try_clone().expect("clone"));
+        raw.write_all(&forged_hello(&cluster, round))
+            .expect("send HELLO");
+        let (peer, seen) = rx
+            .recv_timeout(BOUND)
+            .unwrap_or_else(|_| panic!("{kind:?}: the hook reported no failure within {BOUND:?}"));
+        assert_eq!(peer, local, "{kind:?}: the hook reported another peer");
+        seen.assert_refused(
+            RejectCode::AuthenticationFailed,
+            false,
+            &format!("{kind:?} listener, round {round}"),
+        );
+    }
+    drop(listening);
+}
+
+#[test]
+fn tokio_listener_refusal_reaches_the_peer_before_the_hook_fires() {
+    listener_refusal_arrives_first(Kind::Tokio);
+}
+
+#[test]
+fn async_std_listener_refusal_reaches_the_peer_before_the_hook_fires() {
+    listener_refusal_arrives_first(Kind::AsyncStd);
+}
+
+#[test]
+fn smol_listener_refusal_reaches_the_peer_before_the_hook_fires() {
+    listener_refusal_arrives_first(Kind::Smol);
+}
+
+#[test]
+fn blocking_listener_refusal_reaches_the_peer_before_the_hook_fires() {
+    listener_refusal_arrives_first(Kind::Blocking);
+}
+
+// ----- a peer that never reads -----
+
+/// A dialer's socket whose peer never reads, its send buffer already full: the join
+/// cannot even send its HELLO.
+fn clogged_socket() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dialer = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+    let (peer, _) = l.accept().expect("accept");
+    dialer.set_nonblocking(true).expect("nonblocking");
+    let chunk = vec![0u8; 64 * 1024];
+    // The kernel keeps growing the peer's receive buffer for a while (a few MiB): full
+    // means no byte taken for 300 ms.
+    let until = Instant::now() + BOUND;
+    let mut stuck_since: Option<Instant> = None;
+    let mut full = false;
+    while Instant::now() < until {
+        match (&dialer).write(&chunk) {
+            Ok(_) => stuck_since = None,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let since = *stuck_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_millis(300) {
+                    full = true;
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("filling the socket: {e}"),
+        }
+    }
+    assert!(full, "the socket never filled");
+    dialer.set_nonblocking(false).expect("blocking");
+    (dialer, peer)
+}
+
+/// The join times out (its HELLO cannot be written) and the CLOSE it owes cannot be
+/// written either: the error still comes about a second after the timeout
+/// (`palisade_driver::REFUSAL_FLUSH`).
+fn stuck_peer_does_not_hold_connect(kind: Kind) {
+    let _alone = alone();
+    let cluster = Cluster::new();
+    let mut config = cluster.dialer(false);
+    let timeout = Duration::from_millis(300);
+    config.handshake_timeout = timeout;
+    let endpoint = Endpoint::new(config).expect("config");
+    let (dialer, peer) = clogged_socket();
+    let conn = endpoint
+        .connect("127.0.0.1", Instant::now(), SystemTime::now())
+        .expect("connect");
+    let start = Instant::now();
+    let result = bounded("establish", BOUND, move || match kind {
+        Kind::Blocking => palisade_driver::establish_blocking(dialer, conn).map(drop),
+        Kind::AsyncStd => async_std::task::block_on(palisade_driver::establish(
+            &palisade::async_std::AsyncStd,
+            async_std::net::TcpStream::from(dialer),
+            conn,
+        ))
+        .map(drop),
+        Kind::Smol => smol::block_on(async {
+            let socket = smol::net::TcpStream::try_from(dialer).expect("smol socket");
+            palisade_driver::establish(&palisade::smol::Smol, socket, conn).await
+        })
+        .map(drop),
+        Kind::Tokio => {
+            unreachable!("the tokio adapter's socket type is its own; it shares this driver")
+        }
+    });
+    let took = start.elapsed();
+    let err = result.expect_err("joined a peer that never answered");
+    assert!(
+        matches!(&err, LinkError::Link(e) if e.to_string().contains("handshake")),
+        "{kind:?}: expected the handshake timeout, got {err}"
+    );
+    assert!(
+        took >= timeout,
+        "{kind:?}: failed after {took:?}, before the handshake timeout"
+    );
+    // A caller waits at most ~1 s (REFUSAL_FLUSH) past the failure for a peer that does
+    // not read, never the driver's whole flush deadline (5 s).
+    let limit = timeout + Duration::from_secs(2);
+    assert!(
+        took < limit,
+        "{kind:?}: a peer that does not read held the failed join for {took:?} (limit {limit:?})"
+    );
+    drop(peer);
+}
+
+#[test]
+fn blocking_connect_is_not_held_by_a_peer_that_never_reads() {
+    stuck_peer_does_not_hold_connect(Kind::Blocking);
+}
+
+#[test]
+fn async_std_connect_is_not_held_by_a_peer_that_never_reads() {
+    stuck_peer_does_not_hold_connect(Kind::AsyncStd);
+}
+
+#[test]
+fn smol_connect_is_not_held_by_a_peer_that_never_reads() {
+    stuck_peer_does_not_hold_connect(Kind::Smol);
+}
