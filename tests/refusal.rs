@@ -23,7 +23,9 @@ use bytes::BytesMut;
 use palisade::frame::{self, FrameDecoder, FrameKind};
 use palisade::join::{Auth, JoinHello, JoinWelcome};
 use palisade::preface::{PREFACE, PROTOCOL_VERSION};
-use palisade::{CloseReason, Config, Endpoint, LinkError, RejectCode, Rejection, SharedSecret};
+use palisade::{
+    CloseCode, CloseReason, Config, Endpoint, LinkError, RejectCode, Rejection, SharedSecret,
+};
 use palisade_driver::{FailureHook, HandshakeFailure};
 use palisade_testkit::certs::{TestCa, TestIdentity};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -185,22 +187,31 @@ struct Seen {
     trouble: Option<String>,
 }
 
+/// What a failed join owes the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    Reject(RejectCode),
+    Close(CloseCode),
+}
+
+impl Said {
+    fn owed(&self) -> Option<Owed> {
+        match self {
+            Said::Reject(r) => Some(Owed::Reject(r.code)),
+            Said::Close(c) => Some(Owed::Close(c.code)),
+            Said::Other(_) => None,
+        }
+    }
+}
+
 impl Seen {
-    /// Asserts the peer has the REJECT with `code` and nothing else, then the end of the
+    /// Asserts the peer has what it is `owed` and nothing else, then the end of the
     /// stream (TLS: close_notify first).
-    fn assert_refused(&self, code: RejectCode, tls: bool, what: &str) {
-        let codes: Vec<_> = self
-            .frames
-            .iter()
-            .map(|s| match s {
-                Said::Reject(r) => format!("REJECT {}", r.code.to_u16()),
-                other => format!("{other:?}"),
-            })
-            .collect();
+    fn assert_owed(&self, owed: Owed, tls: bool, what: &str) {
+        let had: Vec<_> = self.frames.iter().map(Said::owed).collect();
         assert!(
-            matches!(self.frames.as_slice(), [Said::Reject(r)] if r.code == code),
-            "{what}: the peer had {codes:?} (expected REJECT {}) when the failure was reported: {self:?}",
-            code.to_u16()
+            had == [Some(owed)],
+            "{what}: the peer had {had:?} (expected {owed:?}) when the failure was reported: {self:?}"
         );
         assert_eq!(self.partial, 0, "{what}: a frame was cut off: {self:?}");
         assert!(self.trouble.is_none(), "{what}: {self:?}");
@@ -310,20 +321,31 @@ fn seen_tls(stream: &TcpStream, tls: &mut ServerConnection) -> Seen {
 
 // ----- a foreign acceptor that answers with a bad WELCOME -----
 
-/// What the WELCOME lacks.
+/// How the foreign acceptor answers the HELLO.
 #[derive(Debug, Clone, Copy)]
 enum Bad {
-    /// A proof made without the secret: the dialer refuses with 3.
+    /// A WELCOME with a proof made without the secret: the dialer refuses with 3.
     WrongProof,
-    /// No proof at all: the dialer refuses with 1.
+    /// A WELCOME without a proof: the dialer refuses with 1.
     NoProof,
+    /// A DATA frame instead of a WELCOME: the dialer refuses with 10.
+    Data,
+    /// Nothing: the dialer's handshake times out and it owes a CLOSE (4).
+    Silent,
 }
 
+/// The dialer's handshake timeout in the `Silent` rounds.
+const SILENT_TIMEOUT: Duration = Duration::from_millis(200);
+
 impl Bad {
-    fn code(self) -> RejectCode {
+    const ALL: [Bad; 4] = [Bad::WrongProof, Bad::NoProof, Bad::Data, Bad::Silent];
+
+    fn owed(self) -> Owed {
         match self {
-            Self::WrongProof => RejectCode::AuthenticationFailed,
-            Self::NoProof => RejectCode::SecretRequired,
+            Self::WrongProof => Owed::Reject(RejectCode::AuthenticationFailed),
+            Self::NoProof => Owed::Reject(RejectCode::SecretRequired),
+            Self::Data => Owed::Reject(RejectCode::Malformed),
+            Self::Silent => Owed::Close(CloseCode::HandshakeTimeout),
         }
     }
 }
@@ -402,11 +424,17 @@ fn answer_badly(
                 key_id: a.key_id,
                 proof: [0; 32],
             }),
-            Bad::NoProof => None,
+            _ => None,
         },
     };
     let mut reply = BytesMut::from(&PREFACE[..]);
-    frame::encode(FrameKind::Welcome, &welcome.encode(), &mut reply);
+    match bad {
+        Bad::WrongProof | Bad::NoProof => {
+            frame::encode(FrameKind::Welcome, &welcome.encode(), &mut reply)
+        }
+        Bad::Data => frame::encode(FrameKind::Data, b"too early", &mut reply),
+        Bad::Silent => reply.clear(),
+    }
     let wire = match &mut session {
         None => reply.to_vec(),
         Some(s) => {
@@ -478,22 +506,28 @@ fn dialer_refusal_arrives_first(kind: Kind, tls: bool) {
     let addr = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
     let _load = Load::start();
     for round in 0..ROUNDS {
-        let bad = if round % 2 == 0 {
-            Bad::WrongProof
-        } else {
-            Bad::NoProof
-        };
+        let bad = Bad::ALL[round % Bad::ALL.len()];
         let (tx, rx) = mpsc::channel();
         let l = listener.try_clone().expect("clone listener");
         let s = server.clone();
         let acceptor = thread::spawn(move || answer_badly(&l, s, bad, tx));
-        let (addr, config) = (addr.clone(), cluster.dialer(tls));
+        let (addr, mut config) = (addr.clone(), cluster.dialer(tls));
+        if matches!(bad, Bad::Silent) {
+            config.handshake_timeout = SILENT_TIMEOUT;
+        }
         let (result, seen) = bounded("connect", BOUND, move || dial(kind, addr, config, rx));
         acceptor.join().expect("the foreign acceptor failed");
         let err = result.expect_err("the dialer joined a foreign acceptor");
-        assert_eq!(err.reject_code(), Some(bad.code()), "{kind:?}: {err}");
         let what = format!("{kind:?}, TLS {tls}, round {round}, {bad:?}");
-        seen.assert_refused(bad.code(), tls, &what);
+        let told = err.to_string();
+        match (bad, bad.owed()) {
+            (Bad::WrongProof | Bad::NoProof, Owed::Reject(code)) => {
+                assert_eq!(err.reject_code(), Some(code), "{what}: {err}")
+            }
+            (Bad::Data, _) => assert!(told.contains("DATA frame"), "{what}: {err}"),
+            _ => assert!(told.contains("handshake"), "{what}: {err}"),
+        }
+        seen.assert_owed(bad.owed(), tls, &what);
     }
 }
 
@@ -672,8 +706,8 @@ fn listener_refusal_arrives_first(kind: Kind) {
             .recv_timeout(BOUND)
             .unwrap_or_else(|_| panic!("{kind:?}: the hook reported no failure within {BOUND:?}"));
         assert_eq!(peer, local, "{kind:?}: the hook reported another peer");
-        seen.assert_refused(
-            RejectCode::AuthenticationFailed,
+        seen.assert_owed(
+            Owed::Reject(RejectCode::AuthenticationFailed),
             false,
             &format!("{kind:?} listener, round {round}"),
         );
