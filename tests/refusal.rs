@@ -28,8 +28,8 @@ use palisade::{
 };
 use palisade_driver::{FailureHook, HandshakeFailure};
 use palisade_testkit::certs::{TestCa, TestIdentity};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
 const CLUSTER: &str = "refusal";
 /// Rounds per scenario: the race shows up in some rounds only.
@@ -138,8 +138,23 @@ impl Cluster {
         self.node("dialer", tls, &self.member_id)
     }
 
-    fn listener(&self) -> Config {
-        self.node("listener", false, &self.acceptor_id)
+    fn listener(&self, tls: bool) -> Config {
+        self.node("listener", tls, &self.acceptor_id)
+    }
+
+    /// A rustls client with a member's certificate, for the raw peer of a TLS listener.
+    fn rustls_client(&self) -> Arc<ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.cert.clone()).expect("CA");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.member_id.key_der.clone()));
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(self.member_id.chain.clone(), key)
+            .expect("client certificate");
+        Arc::new(client)
     }
 
     /// A rustls server with the acceptor's certificate, for the foreign acceptor.
@@ -280,7 +295,7 @@ fn seen_plain(stream: &TcpStream) -> Seen {
 }
 
 /// What a TLS peer (its socket and session) holds right now.
-fn seen_tls(stream: &TcpStream, tls: &mut ServerConnection) -> Seen {
+fn seen_tls(stream: &TcpStream, tls: &mut rustls::Connection) -> Seen {
     let (bytes, eof, trouble) = take_now(stream);
     let mut seen = Seen {
         eof,
@@ -350,10 +365,11 @@ impl Bad {
     }
 }
 
-/// The foreign acceptor's end of one link, handed over just before it writes the WELCOME.
+/// A peer's end of one link (the socket, and the TLS session when there is one), as the
+/// palisade side's failure is reported.
 struct Recording {
     stream: TcpStream,
-    tls: Option<ServerConnection>,
+    tls: Option<rustls::Connection>,
 }
 
 impl Recording {
@@ -448,7 +464,7 @@ fn answer_badly(
     };
     let recording = Recording {
         stream: stream.try_clone().expect("clone"),
-        tls: session,
+        tls: session.map(rustls::Connection::Server),
     };
     handover.send(recording).expect("handover");
     stream.write_all(&wire).expect("write WELCOME");
@@ -662,24 +678,48 @@ fn forged_hello(cluster: &Cluster, round: usize) -> Vec<u8> {
     out.to_vec()
 }
 
+/// A raw peer of a TLS listener: connects, completes the TLS handshake with a member's
+/// certificate, and returns the socket with `plain` encrypted, ready to write.
+fn tls_peer(
+    addr: SocketAddr,
+    client: &Arc<ClientConfig>,
+    plain: &[u8],
+) -> (TcpStream, ClientConnection, Vec<u8>) {
+    let mut stream = TcpStream::connect_timeout(&addr, BOUND).expect("raw connect");
+    stream.set_read_timeout(Some(BOUND)).expect("read timeout");
+    let name = ServerName::try_from("127.0.0.1").expect("server name");
+    let mut tls = ClientConnection::new(Arc::clone(client), name).expect("TLS session");
+    while tls.is_handshaking() {
+        tls.complete_io(&mut stream)
+            .expect("TLS handshake with the listener");
+    }
+    tls.writer().write_all(plain).expect("TLS write");
+    let mut wire = Vec::new();
+    while tls.wants_write() {
+        tls.write_tls(&mut wire).expect("write_tls");
+    }
+    (stream, tls, wire)
+}
+
 /// A listener refuses a forged HELLO: by the time its failure hook fires, the raw peer
-/// has the REJECT (3) and EOF.
-fn listener_refusal_arrives_first(kind: Kind) {
+/// has the REJECT (3) and EOF (TLS: the REJECT inside TLS, close_notify, EOF).
+fn listener_refusal_arrives_first(kind: Kind, tls: bool) {
     let _alone = alone();
     let cluster = Cluster::new();
-    // The raw peers' sockets by address, for the hook to look at.
-    let peers: Arc<Mutex<HashMap<SocketAddr, TcpStream>>> = Arc::default();
+    let client = cluster.rustls_client();
+    // The raw peers' ends by address, for the hook to look at.
+    let peers: Arc<Mutex<HashMap<SocketAddr, Recording>>> = Arc::default();
     let (tx, rx) = mpsc::channel::<(SocketAddr, Seen)>();
     let tx = Mutex::new(tx);
     let hook: FailureHook = {
         let peers = Arc::clone(&peers);
         Arc::new(move |f: &HandshakeFailure| {
-            let stream = peers
+            let peer = peers
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&f.peer_addr);
-            if let Some(stream) = stream {
-                let seen = seen_plain(&stream);
+            if let Some(mut peer) = peer {
+                let seen = peer.seen();
                 let _ = tx
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -687,29 +727,39 @@ fn listener_refusal_arrives_first(kind: Kind) {
             }
         })
     };
-    let endpoint = Endpoint::new(cluster.listener()).expect("listener config");
+    let endpoint = Endpoint::new(cluster.listener(tls)).expect("listener config");
     let listening = Listening::bind(kind, endpoint, hook);
     let addr = listening.local_addr();
     let _load = Load::start();
     // The listener's side of the race is narrower (its hook runs right where the driver
     // would go on to write): more rounds.
     for round in 0..4 * ROUNDS {
-        let mut raw = TcpStream::connect_timeout(&addr, BOUND).expect("raw connect");
+        let hello = forged_hello(&cluster, round);
+        let (mut raw, session, wire) = if tls {
+            let (raw, session, wire) = tls_peer(addr, &client, &hello);
+            (raw, Some(rustls::Connection::Client(session)), wire)
+        } else {
+            let raw = TcpStream::connect_timeout(&addr, BOUND).expect("raw connect");
+            (raw, None, hello)
+        };
         let local = raw.local_addr().expect("local addr");
+        let recording = Recording {
+            stream: raw.try_clone().expect("clone"),
+            tls: session,
+        };
         peers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(local, raw.try_clone().expect("clone"));
-        raw.write_all(&forged_hello(&cluster, round))
-            .expect("send HELLO");
+            .insert(local, recording);
+        raw.write_all(&wire).expect("send HELLO");
         let (peer, seen) = rx
             .recv_timeout(BOUND)
             .unwrap_or_else(|_| panic!("{kind:?}: the hook reported no failure within {BOUND:?}"));
         assert_eq!(peer, local, "{kind:?}: the hook reported another peer");
         seen.assert_owed(
             Owed::Reject(RejectCode::AuthenticationFailed),
-            false,
-            &format!("{kind:?} listener, round {round}"),
+            tls,
+            &format!("{kind:?} listener, TLS {tls}, round {round}"),
         );
     }
     drop(listening);
@@ -717,22 +767,42 @@ fn listener_refusal_arrives_first(kind: Kind) {
 
 #[test]
 fn tokio_listener_refusal_reaches_the_peer_before_the_hook_fires() {
-    listener_refusal_arrives_first(Kind::Tokio);
+    listener_refusal_arrives_first(Kind::Tokio, false);
+}
+
+#[test]
+fn tokio_listener_refusal_over_tls_reaches_the_peer_before_the_hook_fires() {
+    listener_refusal_arrives_first(Kind::Tokio, true);
 }
 
 #[test]
 fn async_std_listener_refusal_reaches_the_peer_before_the_hook_fires() {
-    listener_refusal_arrives_first(Kind::AsyncStd);
+    listener_refusal_arrives_first(Kind::AsyncStd, false);
+}
+
+#[test]
+fn async_std_listener_refusal_over_tls_reaches_the_peer_before_the_hook_fires() {
+    listener_refusal_arrives_first(Kind::AsyncStd, true);
 }
 
 #[test]
 fn smol_listener_refusal_reaches_the_peer_before_the_hook_fires() {
-    listener_refusal_arrives_first(Kind::Smol);
+    listener_refusal_arrives_first(Kind::Smol, false);
+}
+
+#[test]
+fn smol_listener_refusal_over_tls_reaches_the_peer_before_the_hook_fires() {
+    listener_refusal_arrives_first(Kind::Smol, true);
 }
 
 #[test]
 fn blocking_listener_refusal_reaches_the_peer_before_the_hook_fires() {
-    listener_refusal_arrives_first(Kind::Blocking);
+    listener_refusal_arrives_first(Kind::Blocking, false);
+}
+
+#[test]
+fn blocking_listener_refusal_over_tls_reaches_the_peer_before_the_hook_fires() {
+    listener_refusal_arrives_first(Kind::Blocking, true);
 }
 
 // ----- a peer that never reads -----
