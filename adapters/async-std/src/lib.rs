@@ -147,6 +147,11 @@ impl Drop for Listener {
 }
 
 /// Dials `addr` (`host:port`; the host is the name TLS checks) and joins.
+///
+/// A failed join is returned only once the refusal owed to the peer (REJECT or CLOSE,
+/// TLS close_notify, end of stream) is with the socket, or after at most
+/// `palisade_driver::REFUSAL_FLUSH` (1 s) for a peer that does not read; see
+/// `palisade_driver::establish`.
 pub async fn connect(addr: &str, config: Config) -> Result<Connection, Error> {
     connect_with(&Endpoint::new(config)?, addr).await
 }

@@ -15,7 +15,7 @@ use palisade_core::{CloseCode, CloseReason, PeerInfo};
 
 use crate::driver::{FLUSH_AFTER_CLOSE, LINGER, READ_BUF};
 use crate::error::Error;
-use crate::link::Link;
+use crate::link::{Link, REFUSAL_FLUSH};
 
 /// Longest a reader thread blocks in `read` before it looks at the link again.
 const MAX_READ_WAIT: Duration = Duration::from_secs(1);
@@ -173,6 +173,7 @@ fn run_reader(shared: &Shared, mut socket: TcpStream) {
     // Shut our side, then read until the peer's EOF (bounded) so our last bytes are not
     // destroyed by a reset.
     let _ = socket.shutdown(Shutdown::Write);
+    shared.link.write_closed();
     let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
     let until = Instant::now() + LINGER;
     while Instant::now() < until {
@@ -226,6 +227,12 @@ pub struct BlockingRecvHalf {
 
 /// Starts the reader thread for `conn` over `socket` and waits for the join (the
 /// handshake deadline bounds the wait).
+///
+/// When the join fails, the error is returned only once what the peer is owed (a REJECT
+/// or CLOSE, then TLS close_notify) has been written and the socket's write side shut,
+/// or [`REFUSAL_FLUSH`] has passed (a peer that does not read): a caller that exits on
+/// the error still leaves the peer the reason, not a bare EOF. A successful join returns
+/// at once.
 pub fn establish_blocking(
     socket: TcpStream,
     conn: palisade_core::Connection,
@@ -244,7 +251,15 @@ pub fn establish_blocking(
     thread::Builder::new()
         .name("palisade-reader".into())
         .spawn(move || run_reader(&reader, socket))?;
-    let peer = shared.link.wait(|l| l.poll_joined(None))?;
+    let peer = match shared.link.wait(|l| l.poll_joined(None)) {
+        Ok(peer) => peer,
+        Err(e) => {
+            // What the peer is owed reaches the socket before the caller hears of the
+            // failure (and may exit).
+            shared.link.wait_write_closed(REFUSAL_FLUSH);
+            return Err(e);
+        }
+    };
     Ok(BlockingConnection {
         send: BlockingSendHalf {
             owner: Arc::clone(&owner),

@@ -2,10 +2,11 @@
 //! `close`, `peer`, splittable into halves that work from different tasks, with the
 //! `futures` `Stream` / `Sink` traits (which tokio-stream and tokio-util users also use).
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -15,7 +16,7 @@ use palisade_core::{CloseCode, CloseReason, PeerInfo};
 
 use crate::driver::{Driver, Runtime};
 use crate::error::Error;
-use crate::link::Link;
+use crate::link::{Link, REFUSAL_FLUSH};
 
 /// Closes the link when the application has dropped every handle on it.
 #[derive(Debug)]
@@ -53,6 +54,12 @@ pub struct RecvHalf {
 }
 
 /// Starts the driver for `conn` over `socket` and waits for the join.
+///
+/// When the join fails, the error is returned only once what the peer is owed (a REJECT
+/// or CLOSE, then TLS close_notify) has been written and the socket's write side shut,
+/// or [`REFUSAL_FLUSH`] has passed (a peer that does not read): a caller that exits on
+/// the error still leaves the peer the reason, not a bare EOF. A successful join returns
+/// at once.
 pub async fn establish<S, R>(
     runtime: &R,
     socket: S,
@@ -65,7 +72,13 @@ where
     let link = Arc::new(Link::new(conn));
     let owner = Arc::new(Owner(Arc::clone(&link)));
     runtime.spawn(Driver::new(Arc::clone(&link), socket, runtime.clone()));
-    let peer = poll_fn(|cx| link.poll_joined(Some(cx))).await?;
+    let peer = match poll_fn(|cx| link.poll_joined(Some(cx))).await {
+        Ok(peer) => peer,
+        Err(e) => {
+            write_closed_within(runtime, &link, REFUSAL_FLUSH).await;
+            return Err(e);
+        }
+    };
     Ok(Connection {
         send: SendHalf {
             owner: Arc::clone(&owner),
@@ -74,6 +87,20 @@ where
         recv: RecvHalf { owner },
         peer,
     })
+}
+
+/// Waits until the driver has written its last bytes and shut the socket's write side,
+/// or `within` passes.
+async fn write_closed_within<R: Runtime>(runtime: &R, link: &Link, within: Duration) {
+    let mut sleep = Box::pin(runtime.sleep_until(Instant::now() + within));
+    poll_fn(|cx| {
+        if link.poll_write_closed(Some(cx)).is_ready() || sleep.as_mut().poll(cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 impl Connection {

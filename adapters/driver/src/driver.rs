@@ -218,6 +218,7 @@ where
             }
             Phase::Closing => match Pin::new(&mut self.socket).poll_close(cx) {
                 Poll::Ready(_) => {
+                    self.link.write_closed();
                     self.phase = Phase::Lingering(Instant::now() + LINGER);
                     progress = true;
                 }

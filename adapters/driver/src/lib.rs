@@ -28,6 +28,7 @@ pub use blocking::{establish_blocking, BlockingConnection, BlockingRecvHalf, Blo
 pub use conn::{establish, Connection, RecvHalf, SendHalf};
 pub use driver::{Driver, Runtime};
 pub use error::{Error, HandshakeFailure};
+pub use link::REFUSAL_FLUSH;
 pub use listener::{Acceptor, FailureHook, Gate, Permit};
 
 /// The core connection for a link this node dials at `addr` (`host:port`; the host is the

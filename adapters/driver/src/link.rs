@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use palisade_core::{CloseCause, CloseReason, Connection, Event, PeerInfo, SendError};
@@ -19,6 +19,18 @@ use crate::error::Error;
 
 /// Most bytes [`Link::output`] takes from the core per call.
 const OUTPUT_BATCH: usize = 64 * 1024;
+
+/// Longest a failed join waits, before `connect` / `establish` report the failure, for the
+/// driver to write what the peer is owed (REJECT or CLOSE, TLS close_notify) and shut the
+/// socket's write side.
+///
+/// Why so short: the refusal is at most ~1.1 KiB, written into a socket that carried only
+/// the handshake, so the kernel takes it at once from any peer that is alive; the wait is
+/// scheduling latency (well under 10 ms even on a loaded machine). It runs out only
+/// against a peer whose receive window is closed, and waiting longer for such a peer
+/// gains nothing while it holds up a caller that wants to retry or exit. The driver
+/// itself keeps trying for up to its flush deadline after this.
+pub const REFUSAL_FLUSH: Duration = Duration::from_secs(1);
 
 /// Wakers of the tasks waiting for one kind of change.
 #[derive(Debug, Default)]
@@ -47,6 +59,9 @@ struct Inner {
     /// The `Closed` event, once the application side has seen it.
     ended: Option<CloseCause>,
     io_error: Option<(io::ErrorKind, String)>,
+    /// The driver has written everything it will write and shut the socket's write
+    /// side (or gave up on a peer that does not read).
+    write_closed: bool,
     /// The socket is shut and the driver has stopped.
     finished: bool,
     /// Counts changes the application side may wait for (for blocking waits).
@@ -80,6 +95,7 @@ impl Link {
                 peer: None,
                 ended: None,
                 io_error: None,
+                write_closed: false,
                 finished: false,
                 generation: 0,
                 sleepers: 0,
@@ -217,6 +233,14 @@ impl Link {
     /// Whether the link is over (bytes owed to the peer may remain).
     pub fn is_closed(&self) -> bool {
         self.lock().conn.is_closed()
+    }
+
+    /// The driver has written its last bytes (or given up on them) and shut the
+    /// socket's write side: whatever the peer was owed is with the kernel now.
+    pub fn write_closed(&self) {
+        let mut g = self.lock();
+        g.write_closed = true;
+        self.app_changed(&mut g);
     }
 
     /// The driver shut the socket and stopped.
@@ -373,6 +397,26 @@ impl Link {
             g.app.register(cx.waker());
         }
         Poll::Pending
+    }
+
+    /// Ready once the driver has written its last bytes and shut the socket's write side
+    /// (see [`Link::write_closed`]), or has stopped.
+    pub fn poll_write_closed(&self, cx: Option<&Context<'_>>) -> Poll<()> {
+        let mut g = self.lock();
+        if g.write_closed || g.finished {
+            return Poll::Ready(());
+        }
+        if let Some(cx) = cx {
+            g.app.register(cx.waker());
+        }
+        Poll::Pending
+    }
+
+    /// Blocks until the driver has written its last bytes and shut the socket's write
+    /// side, or `within` passes. For a failed join, before reporting it (see
+    /// [`REFUSAL_FLUSH`]).
+    pub fn wait_write_closed(&self, within: Duration) {
+        let _ = self.wait_until(Some(Instant::now() + within), |l| l.poll_write_closed(None));
     }
 
     /// What the join revealed about the peer (after the join).
