@@ -143,7 +143,17 @@ pub fn connect(addr: &str, config: Config) -> Result<Connection, Error> {
 /// Dials `addr` with an endpoint of your own and joins.
 pub fn connect_with(endpoint: &Endpoint, addr: &str) -> Result<Connection, Error> {
     let stream = TcpStream::connect(addr)?;
+    connect_stream(endpoint, stream, server_name_of(addr))
+}
+
+/// Joins over a stream the caller connected (say, from a chosen source address);
+/// `server_name` is the name TLS checks.
+pub fn connect_stream(
+    endpoint: &Endpoint,
+    stream: TcpStream,
+    server_name: &str,
+) -> Result<Connection, Error> {
     stream.set_nodelay(true)?;
-    let conn = endpoint.connect(server_name_of(addr), Instant::now(), SystemTime::now())?;
+    let conn = endpoint.connect(server_name, Instant::now(), SystemTime::now())?;
     establish_blocking(stream, conn)
 }
