@@ -16,7 +16,7 @@
 //! flood is capped by count and time.
 //!
 //! ```text
-//! cargo bench --bench floods                          # 12 s per phase
+//! cargo bench --bench floods                          # 8 s per phase
 //! PALISADE_BENCH_QUICK=1 cargo bench --bench floods   # 5 s per phase
 //! ```
 
@@ -393,7 +393,7 @@ fn main() {
     let dur = if quick_env() {
         Duration::from_secs(5)
     } else {
-        Duration::from_secs(12)
+        Duration::from_secs(8)
     };
     let (server, clients, attack) = (runtime(2), runtime(1), runtime(1));
     let certs = Certs::new("palisade flood bench CA");
