@@ -10,6 +10,8 @@
 //! - [`driver::Driver`]: the socket loop for async runtimes over `futures-io`, generic
 //!   over a [`driver::Runtime`] (sleep + spawn);
 //! - [`conn`]: the async application handle, its halves, `Stream` and `Sink`;
+//! - [`admission`]: which accepted sockets get a handshake at all (per-source caps and
+//!   token buckets, backoff, oldest-first eviction), before any TLS or HMAC work;
 //! - [`listener`]: concurrent handshakes for accepted sockets, bounded, with failures
 //!   reported and the accept loop undisturbed;
 //! - [`blocking`]: the same for blocking std sockets (reader thread + writer lock);
@@ -17,6 +19,7 @@
 //!
 //! An adapter crate then holds only its runtime's socket, timer and spawn calls.
 
+pub mod admission;
 pub mod blocking;
 pub mod conn;
 pub mod driver;
@@ -24,6 +27,7 @@ pub mod error;
 pub mod link;
 pub mod listener;
 
+pub use admission::{AdmissionError, AdmissionLimits, AdmissionStats};
 pub use blocking::{establish_blocking, BlockingConnection, BlockingRecvHalf, BlockingSendHalf};
 pub use conn::{establish, Connection, RecvHalf, SendHalf};
 pub use driver::{Driver, Runtime};
