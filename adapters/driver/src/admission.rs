@@ -373,6 +373,15 @@ impl Admission {
         }))
     }
 
+    /// Admission control with `limits` as they are (for defaults known to validate).
+    pub(crate) fn unchecked(limits: AdmissionLimits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            state: Mutex::default(),
+            counters: Counters::default(),
+        })
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &AdmissionLimits {
         &self.limits

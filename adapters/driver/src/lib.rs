@@ -27,12 +27,12 @@ pub mod error;
 pub mod link;
 pub mod listener;
 
-pub use admission::{AdmissionError, AdmissionLimits, AdmissionStats};
-pub use blocking::{establish_blocking, BlockingConnection, BlockingRecvHalf, BlockingSendHalf};
-pub use conn::{establish, Connection, RecvHalf, SendHalf};
+pub use admission::{AdmissionError, AdmissionLimits, AdmissionStats, Permit};
+pub use blocking::{establish_blocking, establish_blocking_admitted, BlockingConnection, BlockingRecvHalf, BlockingSendHalf};
+pub use conn::{establish, establish_admitted, Connection, RecvHalf, SendHalf};
 pub use driver::{Driver, Runtime};
 pub use error::{Error, HandshakeFailure};
-pub use listener::{Acceptor, FailureHook, Gate, Permit};
+pub use listener::{Acceptor, FailureHook, Gate};
 
 /// The host part of `host:port` (brackets removed from an IPv6 literal): the name TLS
 /// checks the acceptor's certificate against.

@@ -214,6 +214,12 @@ impl Link {
         self.lock().conn.is_drained()
     }
 
+    /// Whether the link ever joined (it may be over now).
+    pub fn ever_joined(&self) -> bool {
+        let g = self.lock();
+        g.peer.is_some() || g.conn.peer().is_some()
+    }
+
     /// Whether the link is over (bytes owed to the peer may remain).
     pub fn is_closed(&self) -> bool {
         self.lock().conn.is_closed()

@@ -16,7 +16,10 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-pub use palisade_driver::{Connection, Error, HandshakeFailure, RecvHalf, SendHalf};
+pub use palisade_driver::{
+    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure,
+    RecvHalf, SendHalf,
+};
 
 /// tokio's sleep and spawn, on the runtime current when the listener or connection was
 /// made.
@@ -106,9 +109,20 @@ impl Listener {
         endpoint: Endpoint,
         on_failure: Option<FailureHook>,
     ) -> Result<Self, Error> {
+        Self::bind_with_limits(addr, endpoint, on_failure, AdmissionLimits::default()).await
+    }
+
+    /// [`Listener::bind_with`] with admission limits of your own (per-source caps and
+    /// rates, backoff, the cap on connections that have not joined).
+    pub async fn bind_with_limits(
+        addr: impl ToSocketAddrs,
+        endpoint: Endpoint,
+        on_failure: Option<FailureHook>,
+        limits: AdmissionLimits,
+    ) -> Result<Self, Error> {
+        let acceptor = Acceptor::with_limits(endpoint, runtime(), on_failure, limits)?;
         let socket = TcpListener::bind(addr).await?;
         let local_addr = socket.local_addr()?;
-        let acceptor = Acceptor::new(endpoint, runtime(), on_failure);
         let handler = acceptor.clone();
         let accept_loop = tokio::spawn(async move {
             loop {
@@ -143,9 +157,14 @@ impl Listener {
         self.local_addr
     }
 
-    /// Handshakes in progress now.
+    /// Handshakes in progress now (connections that have not joined).
     pub fn handshakes_in_progress(&self) -> usize {
         self.acceptor.handshakes_in_progress()
+    }
+
+    /// The admission counters (refusals, evictions, backoffs, joins).
+    pub fn stats(&self) -> AdmissionStats {
+        self.acceptor.stats()
     }
 }
 
