@@ -98,7 +98,7 @@ where
         let weak = Arc::downgrade(&link);
         permit.on_evict(move || {
             if let Some(link) = weak.upgrade() {
-                link.close(CloseReason::new(
+                link.abort(CloseReason::new(
                     CloseCode::ShuttingDown,
                     "too many connections are waiting to join; this one, the oldest, was closed",
                 ));

@@ -189,6 +189,11 @@ where
     }
 
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.link.is_aborted() {
+            // Evicted: the socket goes now (so the listener's file descriptors stay
+            // within its cap), nothing is owed to a peer that never spoke in time.
+            return Poll::Ready(false);
+        }
         let mut progress = false;
         match self.phase {
             Phase::Open => {
