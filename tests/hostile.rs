@@ -797,7 +797,7 @@ fn a_connection_flood_is_capped_and_drains(kind: Kind) {
         "{kind:?}: {f:?}"
     );
     assert!(f.text.contains("max_unjoined"), "{kind:?}: {f:?}");
-    assert!(extra.untouched(), "{kind:?}: the newcomer was closed");
+    // (The newcomer stays: it is closed at its deadline with the rest, below.)
     // While the flood fills every place a member still joins (the next oldest goes).
     let took = server.assert_serves(cluster.member(false, "member-during-flood"));
     assert!(took < FAST, "{kind:?}: a member during the flood took {took:?}");

@@ -275,17 +275,19 @@ impl Connection {
     /// The deadline returned by `poll_timeout` may have passed. Calling it early, or more
     /// than once, does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(deadline) = self.first_bytes_deadline {
-            if now >= deadline && !self.is_closed() {
-                self.fail(ConnectionError::FirstBytesTimeout {
-                    after: self.config.first_bytes_timeout,
-                });
-            }
-        }
+        // The join deadline first: when both have passed (first_bytes_timeout at or
+        // above handshake_timeout), that is the one that applies.
         if let Some(deadline) = self.handshake_deadline {
             if now >= deadline && !self.is_joined() && !self.is_closed() {
                 self.fail(ConnectionError::HandshakeTimeout {
                     after: self.config.handshake_timeout,
+                });
+            }
+        }
+        if let Some(deadline) = self.first_bytes_deadline {
+            if now >= deadline && !self.is_closed() {
+                self.fail(ConnectionError::FirstBytesTimeout {
+                    after: self.config.first_bytes_timeout,
                 });
             }
         }
