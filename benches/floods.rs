@@ -10,7 +10,8 @@
 //! - `replay-cache flood`: one node holding the secret joins in a plaintext reconnect
 //!   loop as fast as it can (each join puts a nonce into the replay cache).
 //!
-//! Legitimate peers dial from 100 addresses (127.0.1.1 …), four at a time; a refused
+//! Legitimate peers dial from 250 addresses (127.0.1.1 …, so no one address exceeds the
+//! default new_connection_rate_per_source), four at a time; a refused
 //! attempt is retried after 20 ms and its wait counts from the first attempt. Each phase
 //! gets a fresh listener (a fresh replay cache). All traffic stays on 127.0.0.0/8; every
 //! flood is capped by count and time.
@@ -37,7 +38,7 @@ mod common;
 /// Legitimate peers joining at once.
 const LEGIT_TASKS: usize = 4;
 /// Source addresses the legitimate peers dial from, in turn.
-const LEGIT_SOURCES: u32 = 100;
+const LEGIT_SOURCES: u32 = 250;
 /// Pause before a refused legitimate peer tries again.
 const RETRY: Duration = Duration::from_millis(20);
 /// Silent connections the slot-exhaustion attacker opens first, then per second.
@@ -283,7 +284,14 @@ struct Row {
     flood: String,
 }
 
-fn run_phase(server: &Runtime, clients: &Runtime, attack: &Runtime, phase: &Phase, certs: &Certs, dur: Duration) -> Row {
+fn run_phase(
+    server: &Runtime,
+    clients: &Runtime,
+    attack: &Runtime,
+    phase: &Phase,
+    certs: &Certs,
+    dur: Duration,
+) -> Row {
     let (client_cfg, server_cfg) = certs.palisade(phase.tls);
     let listener = server.block_on(async {
         palisade::tokio::Listener::bind("127.0.0.1:0", server_cfg)
@@ -307,20 +315,39 @@ fn run_phase(server: &Runtime, clients: &Runtime, attack: &Runtime, phase: &Phas
         Flood::None => {}
         Flood::Slots => {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            attack.spawn(slot_flood(to, stop.clone(), c1.clone(), c2.clone(), tx, cap(SLOT_FLOOD_PER_S)));
+            attack.spawn(slot_flood(
+                to,
+                stop.clone(),
+                c1.clone(),
+                c2.clone(),
+                tx,
+                cap(SLOT_FLOOD_PER_S),
+            ));
             let _ = attack.block_on(rx);
         }
         Flood::Hellos => {
             let hello = Arc::new(first_flight(client_cfg.clone()));
             for _ in 0..HELLO_FLOOD_TASKS {
-                attack.spawn(hello_flood(to, hello.clone(), stop.clone(), c1.clone(), cap(10_000)));
+                attack.spawn(hello_flood(
+                    to,
+                    hello.clone(),
+                    stop.clone(),
+                    c1.clone(),
+                    cap(10_000),
+                ));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         Flood::Replays => {
             let endpoint = Endpoint::new(client_cfg.clone()).expect("endpoint");
             for _ in 0..REPLAY_FLOOD_TASKS {
-                attack.spawn(replay_flood(endpoint.clone(), to, stop.clone(), c1.clone(), cap(10_000)));
+                attack.spawn(replay_flood(
+                    endpoint.clone(),
+                    to,
+                    stop.clone(),
+                    c1.clone(),
+                    cap(10_000),
+                ));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -331,7 +358,15 @@ fn run_phase(server: &Runtime, clients: &Runtime, attack: &Runtime, phase: &Phas
     let endpoint = Endpoint::new(client_cfg).expect("endpoint");
     let started = Instant::now();
     let tasks: Vec<_> = (0..LEGIT_TASKS)
-        .map(|t| clients.spawn(legit_loop(t, endpoint.clone(), to, stop.clone(), legit.clone())))
+        .map(|t| {
+            clients.spawn(legit_loop(
+                t,
+                endpoint.clone(),
+                to,
+                stop.clone(),
+                legit.clone(),
+            ))
+        })
         .collect();
     std::thread::sleep(dur);
     stop.store(true, Ordering::Relaxed);
@@ -364,7 +399,11 @@ fn run_phase(server: &Runtime, clients: &Runtime, attack: &Runtime, phase: &Phas
     let legit = legit.lock().unwrap();
     let mut waits = legit.waits.clone();
     waits.sort();
-    let max = waits.last().copied().unwrap_or_default().max(legit.stuck_wait);
+    let max = waits
+        .last()
+        .copied()
+        .unwrap_or_default()
+        .max(legit.stuck_wait);
     Row {
         name: phase.name,
         joins_per_s: waits.len() as f64 / elapsed.as_secs_f64(),

@@ -62,7 +62,10 @@ fn assert_joins_from(server: &Server, from: Ipv4Addr, config: palisade::Config) 
             server.failures.all()
         );
     }
-    assert!(took < FAST, "{kind:?}: member {name} from {from} took {took:?}");
+    assert!(
+        took < FAST,
+        "{kind:?}: member {name} from {from} took {took:?}"
+    );
     let accepted = server.accept(1, FAST);
     assert_eq!(accepted[0].0.peer().node_id, name, "{kind:?}");
     assert_eq!(accepted[0].1.ip(), from, "{kind:?}");
@@ -101,8 +104,15 @@ fn one_source_over_its_cap_is_closed_at_once_and_another_joins(kind: Kind) {
         );
         assert!(f.text.contains("max_unjoined_per_source"), "{f:?}");
     }
-    assert!(flood[..8].iter().all(Raw::untouched), "{kind:?}: the first 8 stay");
-    assert_joins_from(&server, ip(3), cluster.member(true, "member-beside-a-flood"));
+    assert!(
+        flood[..8].iter().all(Raw::untouched),
+        "{kind:?}: the first 8 stay"
+    );
+    assert_joins_from(
+        &server,
+        ip(3),
+        cluster.member(true, "member-beside-a-flood"),
+    );
     let stats = server.stats();
     assert_eq!(stats.refused_per_source_cap, 12, "{kind:?}: {stats:?}");
     assert_eq!(stats.joined, 1, "{kind:?}: {stats:?}");
@@ -126,7 +136,11 @@ fn a_full_listener_evicts_the_oldest_for_a_legitimate_peer(kind: Kind) {
         assert!(eventually(FAST, || server.handshakes_in_progress() == flood.len()));
     }
     // A legitimate peer from another address joins at once: the oldest attacker goes.
-    assert_joins_from(&server, ip(3), cluster.member(true, "member-into-a-full-listener"));
+    assert_joins_from(
+        &server,
+        ip(3),
+        cluster.member(true, "member-into-a-full-listener"),
+    );
     // The member's place is free again once it joined: the next attacker socket takes
     // it, the three after that evict the next three oldest, in order.
     for _ in 0..4 {
@@ -213,7 +227,10 @@ fn a_source_over_its_connection_rate_is_closed_at_admission(kind: Kind) {
     assert_refused_at_once(&mut over, &format!("{kind:?}: a connection over the rate"));
     let f = server.failures.of(over.local, FAST);
     assert!(
-        matches!(f.admission, Some(AdmissionError::ConnectionRate { burst: 3, .. })),
+        matches!(
+            f.admission,
+            Some(AdmissionError::ConnectionRate { burst: 3, .. })
+        ),
         "{kind:?}: {f:?}"
     );
     assert!(f.text.contains("new_connection_rate_per_source"), "{f:?}");
@@ -221,7 +238,11 @@ fn a_source_over_its_connection_rate_is_closed_at_admission(kind: Kind) {
     for raw in &admitted {
         raw.wait_unread(palisade::preface::PREFACE.len(), FAST);
     }
-    assert_joins_from(&server, ip(3), cluster.member(false, "member-beside-a-fast-dialer"));
+    assert_joins_from(
+        &server,
+        ip(3),
+        cluster.member(false, "member-beside-a-fast-dialer"),
+    );
     assert_eq!(server.stats().refused_rate, 1);
 }
 
@@ -256,10 +277,18 @@ fn a_source_with_repeated_failed_joins_is_backed_off(kind: Kind) {
     );
     assert!(f.text.contains("source_backoff"), "{f:?}");
     // Another source joins meanwhile.
-    assert_joins_from(&server, ip(3), cluster.member(false, "member-beside-a-backoff"));
+    assert_joins_from(
+        &server,
+        ip(3),
+        cluster.member(false, "member-beside-a-backoff"),
+    );
     // After the backoff, the source may join again.
     thread::sleep(backoff.saturating_sub(backed_off_at.elapsed()) + Duration::from_millis(100));
-    assert_joins_from(&server, ip(2), cluster.member(false, "member-after-the-backoff"));
+    assert_joins_from(
+        &server,
+        ip(2),
+        cluster.member(false, "member-after-the-backoff"),
+    );
     assert_eq!(server.stats().refused_backoff, 1);
 }
 
@@ -282,7 +311,11 @@ fn listener_sockets_stay_within_the_cap_under_a_flood(kind: Kind) {
     };
     let server = Server::start_with_limits(kind, patient(&cluster, false), limits);
     // Let the listener settle (threads, runtime) before the baseline.
-    assert_joins_from(&server, ip(3), cluster.member(false, "member-before-the-flood"));
+    assert_joins_from(
+        &server,
+        ip(3),
+        cluster.member(false, "member-before-the-flood"),
+    );
     thread::sleep(Duration::from_millis(300));
     let baseline = open_fds();
     // The blocking adapter holds two descriptors per socket (the reader's and the
@@ -323,5 +356,9 @@ fn listener_sockets_stay_within_the_cap_under_a_flood(kind: Kind) {
         let since = raw.opened.elapsed();
         raw.read_until_closed(since + FAST);
     }
-    assert_joins_from(&server, ip(9), cluster.member(false, "member-after-the-flood"));
+    assert_joins_from(
+        &server,
+        ip(9),
+        cluster.member(false, "member-after-the-flood"),
+    );
 }

@@ -800,7 +800,10 @@ fn a_connection_flood_is_capped_and_drains(kind: Kind) {
     // (The newcomer stays: it is closed at its deadline with the rest, below.)
     // While the flood fills every place a member still joins (the next oldest goes).
     let took = server.assert_serves(cluster.member(false, "member-during-flood"));
-    assert!(took < FAST, "{kind:?}: a member during the flood took {took:?}");
+    assert!(
+        took < FAST,
+        "{kind:?}: a member during the flood took {took:?}"
+    );
     let f = server.failures.of(flood[1].local, FAST);
     assert!(
         matches!(f.admission, Some(AdmissionError::Evicted { .. })),

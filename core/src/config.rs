@@ -234,7 +234,11 @@ mod tests {
                 setting: "first_bytes_timeout"
             })
         );
-        assert!(c.validate().unwrap_err().to_string().contains("first_bytes_timeout"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("first_bytes_timeout"));
         // Longer than the join deadline is allowed: the join deadline fires first.
         c.first_bytes_timeout = Duration::from_secs(60);
         assert_eq!(c.validate(), Ok(()));

@@ -22,7 +22,9 @@ use palisade::{
     CloseReason, Config, ConnectionError, Endpoint, FrameDecoder, FrameKind, LinkError, PeerInfo,
     RejectCode, Rejection, SharedSecret,
 };
-use palisade_driver::{AdmissionError, AdmissionLimits, AdmissionStats, FailureHook, HandshakeFailure};
+use palisade_driver::{
+    AdmissionError, AdmissionLimits, AdmissionStats, FailureHook, HandshakeFailure,
+};
 use palisade_testkit::certs::{TestCa, TestIdentity};
 
 /// Which adapter runs the listener (and the members that dial it).
@@ -450,11 +452,15 @@ impl Server {
                     .await
                     .expect("a join from a source address did not finish in time")
             }),
-            Kind::Blocking => bounded("a blocking join from a source address", JOIN_BOUND, move || {
-                let stream = connect_from(from, to)?;
-                palisade::blocking::connect_stream(&endpoint, stream, "127.0.0.1")
-                    .map(Conn::Blocking)
-            }),
+            Kind::Blocking => bounded(
+                "a blocking join from a source address",
+                JOIN_BOUND,
+                move || {
+                    let stream = connect_from(from, to)?;
+                    palisade::blocking::connect_stream(&endpoint, stream, "127.0.0.1")
+                        .map(Conn::Blocking)
+                },
+            ),
         };
         (result, start.elapsed())
     }

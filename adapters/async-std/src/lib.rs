@@ -15,8 +15,8 @@ use palisade_core::{Config, Endpoint};
 use palisade_driver::{establish, server_name_of, Acceptor, FailureHook, Runtime};
 
 pub use palisade_driver::{
-    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure,
-    RecvHalf, SendHalf,
+    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure, RecvHalf,
+    SendHalf,
 };
 
 /// async-std's sleep and spawn.

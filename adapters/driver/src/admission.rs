@@ -442,7 +442,11 @@ impl Admission {
     /// Decides on a connection from `peer` accepted at `now`: a [`Permit`] for its
     /// handshake, or why it is to be closed at once. May evict the oldest unjoined
     /// connection (closing it) to make room.
-    pub fn admit(self: &Arc<Self>, peer: SocketAddr, now: Instant) -> Result<Permit, AdmissionError> {
+    pub fn admit(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<Permit, AdmissionError> {
         let limits = &self.limits;
         let source = source_of(peer.ip());
         let mut state = self.lock();
@@ -555,7 +559,10 @@ impl Admission {
         }
         // Empty: back off, and start afresh once the backoff is over.
         src.backoff_until = Some(now + limits.source_backoff);
-        src.failures = Bucket::full(limits.failed_join_burst_per_source, now + limits.source_backoff);
+        src.failures = Bucket::full(
+            limits.failed_join_burst_per_source,
+            now + limits.source_backoff,
+        );
         bump(&self.counters.backoffs);
         Some(limits.source_backoff)
     }
@@ -691,7 +698,10 @@ mod tests {
         assert_eq!(permits[0].failed(now), None);
         assert_eq!(a.stats().failed, 0);
         assert_eq!(a.stats().evicted, 1);
-        assert!(permits[0].eviction_error().to_string().contains("max_unjoined"));
+        assert!(permits[0]
+            .eviction_error()
+            .to_string()
+            .contains("max_unjoined"));
     }
 
     #[test]
@@ -722,7 +732,9 @@ mod tests {
         assert!(matches!(err, AdmissionError::ConnectionRate { .. }));
         assert!(err.to_string().contains("new_connection_rate_per_source"));
         assert!(a.admit(peer("10.0.0.2:1"), t0).is_ok());
-        assert!(a.admit(peer("10.0.0.1:9"), t0 + Duration::from_secs(1)).is_ok());
+        assert!(a
+            .admit(peer("10.0.0.1:9"), t0 + Duration::from_secs(1))
+            .is_ok());
     }
 
     #[test]
@@ -734,11 +746,17 @@ mod tests {
         assert_eq!(p.failed(t0), None);
         assert_eq!(p.failed(t0), Some(Duration::from_secs(10)));
         drop(p);
-        let err = a.admit(peer("10.0.0.1:2"), t0 + Duration::from_secs(5)).unwrap_err();
-        assert!(matches!(err, AdmissionError::Backoff { remaining, .. } if remaining == Duration::from_secs(5)));
+        let err = a
+            .admit(peer("10.0.0.1:2"), t0 + Duration::from_secs(5))
+            .unwrap_err();
+        assert!(
+            matches!(err, AdmissionError::Backoff { remaining, .. } if remaining == Duration::from_secs(5))
+        );
         assert!(err.to_string().contains("source_backoff"));
         assert!(a.admit(peer("10.0.0.2:1"), t0).is_ok());
-        assert!(a.admit(peer("10.0.0.1:3"), t0 + Duration::from_secs(10)).is_ok());
+        assert!(a
+            .admit(peer("10.0.0.1:3"), t0 + Duration::from_secs(10))
+            .is_ok());
         assert_eq!(a.stats().backoffs, 1);
     }
 
@@ -783,7 +801,11 @@ mod tests {
         );
         let mut l = limits();
         l.max_tracked_sources = 4;
-        assert!(l.validate().unwrap_err().to_string().contains("max_unjoined"));
+        assert!(l
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_unjoined"));
         assert_eq!(AdmissionLimits::default().validate(), Ok(()));
     }
 }

@@ -28,7 +28,10 @@ pub mod link;
 pub mod listener;
 
 pub use admission::{AdmissionError, AdmissionLimits, AdmissionStats, Permit};
-pub use blocking::{establish_blocking, establish_blocking_admitted, BlockingConnection, BlockingRecvHalf, BlockingSendHalf};
+pub use blocking::{
+    establish_blocking, establish_blocking_admitted, BlockingConnection, BlockingRecvHalf,
+    BlockingSendHalf,
+};
 pub use conn::{establish, establish_admitted, Connection, RecvHalf, SendHalf};
 pub use driver::{Driver, Runtime};
 pub use error::{Error, HandshakeFailure};

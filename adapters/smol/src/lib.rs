@@ -13,8 +13,8 @@ use smol::net::{AsyncToSocketAddrs, TcpListener, TcpStream};
 use smol::Task;
 
 pub use palisade_driver::{
-    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure,
-    RecvHalf, SendHalf,
+    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure, RecvHalf,
+    SendHalf,
 };
 
 /// smol's timer and its global executor.

@@ -17,8 +17,8 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 pub use palisade_driver::{
-    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure,
-    RecvHalf, SendHalf,
+    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure, RecvHalf,
+    SendHalf,
 };
 
 /// tokio's sleep and spawn, on the runtime current when the listener or connection was
