@@ -10,7 +10,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_io::{AsyncRead, AsyncWrite};
-use palisade_core::Endpoint;
+use palisade_core::{Endpoint, RejectCode};
 
 use crate::admission::{Admission, AdmissionLimits, AdmissionStats, Permit};
 use crate::conn::{establish_admitted, Connection};
@@ -127,11 +127,17 @@ impl Gate {
     }
 
     /// Reports how an admitted handshake ended in failure: counts it against the peer's
-    /// source (unless we evicted it; then it is reported as an eviction), maybe starting
+    /// source (unless we evicted it, reported as an eviction, or refused it as busy),
+    /// maybe starting
     /// a backoff, logs it and tells the hook.
     pub fn handshake_failed(&self, permit: &Permit, peer_addr: SocketAddr, error: Error) {
+        // Refusing a join because this node is busy (its replay cache is full) is not
+        // the peer's doing.
+        let ours = error.reject_code() == Some(RejectCode::Busy);
         let error = if permit.was_evicted() {
             Error::Admission(permit.eviction_error())
+        } else if ours {
+            error
         } else {
             if let Some(backoff) = permit.failed(Instant::now()) {
                 tracing::warn!(
