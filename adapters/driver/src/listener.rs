@@ -128,8 +128,7 @@ impl Gate {
 
     /// Reports how an admitted handshake ended in failure: counts it against the peer's
     /// source (unless we evicted it, reported as an eviction, or refused it as busy),
-    /// maybe starting
-    /// a backoff, logs it and tells the hook.
+    /// maybe starting a backoff; logs it and tells the hook.
     pub fn handshake_failed(&self, permit: &Permit, peer_addr: SocketAddr, error: Error) {
         // Refusing a join because this node is busy (its replay cache is full) is not
         // the peer's doing.
