@@ -34,6 +34,7 @@ for_both_listeners!(
     a_source_over_its_connection_rate_is_closed_at_admission,
     a_source_with_repeated_failed_joins_is_backed_off,
     listener_sockets_stay_within_the_cap_under_a_flood,
+    sockets_that_timed_out_unjoined_are_let_go_at_once,
 );
 
 /// Long enough that no attacker socket times out while a test looks at it.
@@ -360,5 +361,45 @@ fn listener_sockets_stay_within_the_cap_under_a_flood(kind: Kind) {
         &server,
         ip(9),
         cluster.member(false, "member-after-the-flood"),
+    );
+}
+
+fn sockets_that_timed_out_unjoined_are_let_go_at_once(kind: Kind) {
+    // Alone: counts this process's file descriptors.
+    let _machine = exclusive();
+    let cluster = Cluster::new();
+    let first_bytes = Duration::from_millis(500);
+    let mut config = cluster.listener(false, Duration::from_secs(5));
+    config.first_bytes_timeout = first_bytes;
+    let server = Server::start(kind, config);
+    assert_joins_from(
+        &server,
+        ip(3),
+        cluster.member(false, "member-before-the-silence"),
+    );
+    thread::sleep(Duration::from_millis(300));
+    let per_socket = match kind {
+        Kind::Tokio => 1,
+        Kind::Blocking => 2,
+    };
+    let baseline = open_fds();
+    // Silent peers that never close their end: the listener's linger (reading until the
+    // peer's EOF) would wait for them as long as it is allowed to.
+    let mut silent: Vec<Raw> = (0..20).map(|_| Raw::connect_from(&server, ip(2))).collect();
+    for raw in &mut silent {
+        raw.read_until_closed(first_bytes + LATE);
+    }
+    let closed_at = Instant::now();
+    let slack = 4;
+    let let_go = eventually(Duration::from_millis(700), || {
+        open_fds().saturating_sub(baseline + silent.len()) <= slack
+    });
+    let held = open_fds().saturating_sub(baseline + silent.len());
+    assert!(
+        let_go,
+        "{kind:?}: {:?} after the first-bytes deadline the listener still held {held} \
+         descriptors for {} silent sockets ({per_socket} each) that never joined",
+        closed_at.elapsed(),
+        silent.len()
     );
 }
