@@ -27,6 +27,7 @@ use palisade::{
     LinkError, PrefaceError, RejectCode,
 };
 use palisade_driver::listener::MAX_HANDSHAKES;
+use palisade_driver::AdmissionError;
 use palisade_testkit::certs::TestCa;
 
 /// Handshake timeout of the listeners in the deadline tests.
@@ -781,39 +782,52 @@ fn a_connection_flood_is_capped_and_drains(kind: Kind) {
         "{kind:?}: the flood took {opened:?} to open"
     );
 
-    // One too many: closed at once, without a word, and reported.
+    // One too many: the OLDEST is evicted (closed at once, reported as an eviction),
+    // the newcomer takes its place.
     let mut extra = Raw::connect(&server);
-    let closed = extra.read_until_closed(FAST);
-    assert!(closed.reply.is_empty(), "{kind:?}: {closed:?}");
-    let f = server.failures.of(extra.local, FAST);
-    assert!(
-        f.io.is_some() && f.text.contains("handshakes already in progress"),
+    let within = flood[0].opened.elapsed() + FAST;
+    let evicted = flood[0].read_until_closed(within);
+    assert!(evicted.after_open < hold, "{kind:?}: {evicted:?}");
+    let f = server.failures.of(flood[0].local, FAST);
+    assert_eq!(
+        f.admission,
+        Some(AdmissionError::Evicted {
+            limit: MAX_HANDSHAKES
+        }),
         "{kind:?}: {f:?}"
     );
-    // While the gate is full a member is turned away at once too (not queued).
-    let (joined, took) = server.join(cluster.member(false, "member-during-flood"));
+    assert!(f.text.contains("max_unjoined"), "{kind:?}: {f:?}");
+    // (The newcomer stays: it is closed at its deadline with the rest, below.)
+    // While the flood fills every place a member still joins (the next oldest goes).
+    let took = server.assert_serves(cluster.member(false, "member-during-flood"));
     assert!(
-        joined.is_err() && took < FAST,
-        "{kind:?}: a member during the flood: {joined:?} after {took:?}"
+        took < FAST,
+        "{kind:?}: a member during the flood took {took:?}"
+    );
+    let f = server.failures.of(flood[1].local, FAST);
+    assert!(
+        matches!(f.admission, Some(AdmissionError::Evicted { .. })),
+        "{kind:?}: {f:?}"
     );
 
-    // The flood drains at its deadline.
-    for raw in &mut flood {
+    // The rest of the flood drains at its deadline.
+    for raw in flood.iter_mut().skip(2).chain([&mut extra]) {
         let closed = raw.read_until_closed(hold + LATE + Duration::from_secs(1));
         assert!(
             closed.after_open >= hold,
             "{kind:?}: closed before the deadline"
         );
     }
-    let failures = server.failures.at_least(MAX_HANDSHAKES + 2, FAST);
+    let failures = server.failures.at_least(MAX_HANDSHAKES + 1, FAST);
     let timeouts = failures
         .iter()
         .filter(|f| matches!(f.link, Some(ConnectionError::HandshakeTimeout { .. })))
         .count();
-    assert_eq!(timeouts, MAX_HANDSHAKES, "{kind:?}");
+    assert_eq!(timeouts, MAX_HANDSHAKES - 1, "{kind:?}");
     server.assert_no_handshake_left();
     server.assert_serves(cluster.member(false, "member-after-flood"));
-    assert_eq!(server.failures.all().len(), MAX_HANDSHAKES + 2);
+    assert_eq!(server.failures.all().len(), MAX_HANDSHAKES + 1);
+    assert_eq!(server.stats().evicted, 2, "{kind:?}");
 }
 
 // ----- a peer that will not stop -----

@@ -40,6 +40,11 @@ pub struct Config {
     pub clock_ahead_tolerance: Duration,
     /// Time from the start of a link to joined before it is closed (default 10 s).
     pub handshake_timeout: Duration,
+    /// Acceptor side: time from the start of a link to the peer's first byte (its
+    /// ClientHello or preface) before it is closed (default 2 s). Short, so silent
+    /// sockets cannot hold a listener's slots for the whole `handshake_timeout`; a value
+    /// above `handshake_timeout` has no effect (that deadline comes first).
+    pub first_bytes_timeout: Duration,
     /// Bytes of outgoing frames buffered before `send` reports the buffer full
     /// (default 1 MiB). A single frame is always accepted into an empty buffer.
     pub send_buffer_limit: usize,
@@ -69,6 +74,7 @@ impl Config {
             clock_skew_tolerance: Duration::from_secs(300),
             clock_ahead_tolerance: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
+            first_bytes_timeout: Duration::from_secs(2),
             send_buffer_limit: 1024 * 1024,
             recv_buffer_limit: 1024 * 1024,
             replay_cache_capacity: 16 * 1024,
@@ -121,6 +127,7 @@ impl Config {
             ("handshake_timeout", self.handshake_timeout),
             ("clock_skew_tolerance", self.clock_skew_tolerance),
             ("clock_ahead_tolerance", self.clock_ahead_tolerance),
+            ("first_bytes_timeout", self.first_bytes_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration { setting });
@@ -229,5 +236,25 @@ mod tests {
                 setting: "handshake_timeout"
             })
         );
+    }
+
+    #[test]
+    fn first_bytes_timeout_must_be_positive() {
+        let mut c = Config::new("prod", "a");
+        c.first_bytes_timeout = Duration::ZERO;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroDuration {
+                setting: "first_bytes_timeout"
+            })
+        );
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("first_bytes_timeout"));
+        // Longer than the join deadline is allowed: the join deadline fires first.
+        c.first_bytes_timeout = Duration::from_secs(60);
+        assert_eq!(c.validate(), Ok(()));
     }
 }

@@ -151,6 +151,10 @@ pub struct Connection {
     replay: Arc<ReplayCache>,
     clock: WallClock,
     handshake_deadline: Option<Instant>,
+    /// Acceptor only: when a peer that has sent nothing at all is given up on (cleared
+    /// by its first byte). A silent socket then holds a listener's slot for
+    /// `first_bytes_timeout`, not the whole `handshake_timeout`.
+    first_bytes_deadline: Option<Instant>,
     transport: Transport,
     decoder: FrameDecoder,
     /// Frame-stream bytes received and not yet decoded.
@@ -191,6 +195,10 @@ impl Connection {
             side,
             decoder: FrameDecoder::new(config.max_frame),
             handshake_deadline: now.checked_add(config.handshake_timeout),
+            first_bytes_deadline: match side {
+                Side::Acceptor => now.checked_add(config.first_bytes_timeout),
+                Side::Initiator => None,
+            },
             config,
             replay,
             clock: WallClock::new(now, unix_ms),
@@ -260,6 +268,9 @@ impl Connection {
         if self.is_closed() {
             return input.len();
         }
+        if !input.is_empty() {
+            self.first_bytes_deadline = None;
+        }
         let room = self.recv_room();
         let unix_ms = self.clock.unix_ms(now);
         let outcome = match self.transport.read(input, &mut self.recv, room, unix_ms) {
@@ -289,10 +300,19 @@ impl Connection {
     /// The deadline returned by `poll_timeout` may have passed. Calling it early, or more
     /// than once, does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // The join deadline first: when both have passed (first_bytes_timeout at or
+        // above handshake_timeout), that is the one that applies.
         if let Some(deadline) = self.handshake_deadline {
             if now >= deadline && !self.is_joined() && !self.is_closed() {
                 self.fail(ConnectionError::HandshakeTimeout {
                     after: self.config.handshake_timeout,
+                });
+            }
+        }
+        if let Some(deadline) = self.first_bytes_deadline {
+            if now >= deadline && !self.is_closed() {
+                self.fail(ConnectionError::FirstBytesTimeout {
+                    after: self.config.first_bytes_timeout,
                 });
             }
         }
@@ -372,7 +392,10 @@ impl Connection {
         if self.is_joined() || self.is_closed() {
             None
         } else {
-            self.handshake_deadline
+            match (self.first_bytes_deadline, self.handshake_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         }
     }
 
@@ -608,6 +631,7 @@ impl Connection {
     fn finish(&mut self, cause: CloseCause) {
         self.state = State::Closed;
         self.handshake_deadline = None;
+        self.first_bytes_deadline = None;
         self.close_cause = Some(cause.clone());
         self.events.push(Event::Closed(cause));
     }

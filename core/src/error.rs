@@ -36,6 +36,11 @@ pub enum ConnectionError {
         /// The configured timeout.
         after: Duration,
     },
+    /// The peer sent not one byte within the first-bytes timeout (acceptor side).
+    FirstBytesTimeout {
+        /// The configured timeout.
+        after: Duration,
+    },
     /// The peer closed the stream without a CLOSE frame.
     UnexpectedEof {
         /// Whether the link had joined.
@@ -66,7 +71,9 @@ impl ConnectionError {
                 CloseCode::FrameTooLarge
             }
             Self::Frame(_) => CloseCode::ProtocolError,
-            Self::HandshakeTimeout { .. } => CloseCode::HandshakeTimeout,
+            Self::HandshakeTimeout { .. } | Self::FirstBytesTimeout { .. } => {
+                CloseCode::HandshakeTimeout
+            }
             Self::Random(_) => CloseCode::InternalError,
             Self::Join(_) | Self::UnexpectedEof { .. } | Self::Tls(_) => return None,
         };
@@ -89,6 +96,12 @@ impl fmt::Display for ConnectionError {
                 f,
                 "the peer did not complete the join within {} ms (handshake_timeout); it may be \
                  stalled, overloaded, or not a palisade node",
+                after.as_millis()
+            ),
+            Self::FirstBytesTimeout { after } => write!(
+                f,
+                "the peer sent nothing for {} ms after connecting; raise first_bytes_timeout if \
+                 peers are that slow",
                 after.as_millis()
             ),
             Self::UnexpectedEof { joined: false } => f.write_str(

@@ -477,6 +477,8 @@ proptest! {
         let make = |node: &str| {
             let mut c = Config::new("prod", node);
             c.handshake_timeout = Duration::from_millis(timeout_ms);
+            // Only the join deadline here (the first-bytes one is tested on its own).
+            c.first_bytes_timeout = c.handshake_timeout;
             if with_secret { c.with_secret(secret(3)) } else { c }
         };
         let mut pair = PairBuilder::with_seed(make("a"), make("b"), seed)

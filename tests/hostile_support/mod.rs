@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Barrier, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
@@ -22,7 +22,9 @@ use palisade::{
     CloseReason, Config, ConnectionError, Endpoint, FrameDecoder, FrameKind, LinkError, PeerInfo,
     RejectCode, Rejection, SharedSecret,
 };
-use palisade_driver::{FailureHook, HandshakeFailure};
+use palisade_driver::{
+    AdmissionError, AdmissionLimits, AdmissionStats, FailureHook, HandshakeFailure,
+};
 use palisade_testkit::certs::{TestCa, TestIdentity};
 
 /// Which adapter runs the listener (and the members that dial it).
@@ -119,6 +121,9 @@ impl Cluster {
             c = c.with_tls(self.ca.tls(&self.listener_id));
         }
         c.handshake_timeout = handshake_timeout;
+        // The first-bytes deadline has tests of its own (tests/admission.rs); here only
+        // the join deadline applies.
+        c.first_bytes_timeout = handshake_timeout;
         c
     }
 
@@ -202,6 +207,8 @@ pub struct Failure {
     pub io: Option<ErrorKind>,
     /// `HandshakeFailure::reject_code()`.
     pub code: Option<RejectCode>,
+    /// The admission error, when admission control closed the connection.
+    pub admission: Option<AdmissionError>,
     pub text: String,
     pub at: Instant,
 }
@@ -222,11 +229,16 @@ impl Failures {
                 LinkError::Io(e) => (None, Some(e.kind())),
                 _ => (None, None),
             };
+            let admission = match &f.error {
+                LinkError::Admission(e) => Some(e.clone()),
+                _ => None,
+            };
             let failure = Failure {
                 peer: f.peer_addr,
                 link,
                 io,
                 code: f.reject_code(),
+                admission,
                 text: f.to_string(),
                 at: Instant::now(),
             };
@@ -332,8 +344,27 @@ pub struct Server {
     pub failures: Arc<Failures>,
 }
 
+/// Admission limits that stay out of the way of tests about other things, which open
+/// hundreds of connections (many of them failing) from 127.0.0.1: no per-source cap
+/// below the global one, rates no test reaches. The global cap keeps its default.
+pub fn relaxed_limits() -> AdmissionLimits {
+    AdmissionLimits {
+        max_unjoined_per_source: usize::MAX,
+        new_connection_rate_per_source: 1e6,
+        new_connection_burst_per_source: 1_000_000,
+        failed_join_rate_per_source: 1e6,
+        failed_join_burst_per_source: 1_000_000,
+        ..AdmissionLimits::default()
+    }
+}
+
 impl Server {
+    /// A listener with [`relaxed_limits`].
     pub fn start(kind: Kind, config: Config) -> Self {
+        Self::start_with_limits(kind, config, relaxed_limits())
+    }
+
+    pub fn start_with_limits(kind: Kind, config: Config, limits: AdmissionLimits) -> Self {
         let failures = Arc::new(Failures::default());
         let endpoint = Endpoint::new(config).expect("listener config");
         let hook = Some(failures.hook());
@@ -345,17 +376,23 @@ impl Server {
                     .build()
                     .expect("tokio runtime");
                 let l = rt
-                    .block_on(palisade::tokio::Listener::bind_with(
+                    .block_on(palisade::tokio::Listener::bind_with_limits(
                         "127.0.0.1:0",
                         endpoint,
                         hook,
+                        limits,
                     ))
                     .expect("bind");
                 (Listener::Tokio(l), Some(rt))
             }
             Kind::Blocking => {
-                let l = palisade::blocking::Listener::bind_with("127.0.0.1:0", endpoint, hook)
-                    .expect("bind");
+                let l = palisade::blocking::Listener::bind_with_limits(
+                    "127.0.0.1:0",
+                    endpoint,
+                    hook,
+                    limits,
+                )
+                .expect("bind");
                 (Listener::Blocking(Arc::new(l)), None)
             }
         };
@@ -386,6 +423,46 @@ impl Server {
             Listener::Tokio(l) => l.handshakes_in_progress(),
             Listener::Blocking(l) => l.handshakes_in_progress(),
         }
+    }
+
+    pub fn stats(&self) -> AdmissionStats {
+        match &self.listener {
+            Listener::Tokio(l) => l.stats(),
+            Listener::Blocking(l) => l.stats(),
+        }
+    }
+
+    /// Dials the listener from source address `from` (in 127.0.0.0/8) with the palisade
+    /// client of the listener's adapter.
+    pub fn join_from(&self, from: Ipv4Addr, config: Config) -> (Result<Conn, LinkError>, Duration) {
+        let endpoint = Endpoint::new(config).expect("member config");
+        let start = Instant::now();
+        let to = self.local;
+        let result = match self.kind {
+            Kind::Tokio => self.rt().block_on(async move {
+                let attempt = async {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    socket.bind(SocketAddr::new(from.into(), 0))?;
+                    let stream = socket.connect(to).await?;
+                    palisade::tokio::connect_stream(&endpoint, stream, "127.0.0.1", None)
+                        .await
+                        .map(Conn::Tokio)
+                };
+                tokio::time::timeout(JOIN_BOUND, attempt)
+                    .await
+                    .expect("a join from a source address did not finish in time")
+            }),
+            Kind::Blocking => bounded(
+                "a blocking join from a source address",
+                JOIN_BOUND,
+                move || {
+                    let stream = connect_from(from, to)?;
+                    palisade::blocking::connect_stream(&endpoint, stream, "127.0.0.1", None)
+                        .map(Conn::Blocking)
+                },
+            ),
+        };
+        (result, start.elapsed())
     }
 
     /// Asserts that no handshake is left in progress (waiting a little for the last
@@ -600,7 +677,31 @@ pub struct Raw {
     pub sent: Instant,
 }
 
+/// A std TCP connection to `to` from source address `from` (std cannot bind before
+/// connecting; socket2 can).
+pub fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from.into(), 0).into())?;
+    socket.connect_timeout(&to.into(), Duration::from_secs(5))?;
+    Ok(socket.into())
+}
+
 impl Raw {
+    /// A raw connection from source address `from` (in 127.0.0.0/8).
+    pub fn connect_from(server: &Server, from: Ipv4Addr) -> Self {
+        let opened = Instant::now();
+        let stream = connect_from(from, server.local).expect("raw connect");
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().expect("local addr");
+        Self {
+            stream,
+            local,
+            opened,
+            sent: opened,
+        }
+    }
+
     pub fn connect(server: &Server) -> Self {
         // Before the connect: the listener may accept (and start its handshake clock)
         // before connect() returns here.

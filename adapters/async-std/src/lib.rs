@@ -12,9 +12,12 @@ use std::time::Instant;
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use async_std::task::JoinHandle;
 use palisade_core::{Config, Endpoint};
-use palisade_driver::{dialed, establish, Acceptor, FailureHook, Runtime};
+use palisade_driver::{dialed, establish, server_name_of, Acceptor, FailureHook, Runtime};
 
-pub use palisade_driver::{Connection, Error, HandshakeFailure, RecvHalf, SendHalf};
+pub use palisade_driver::{
+    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure, RecvHalf,
+    SendHalf,
+};
 
 /// async-std's sleep and spawn.
 #[derive(Debug, Clone, Copy)]
@@ -95,9 +98,20 @@ impl Listener {
         endpoint: Endpoint,
         on_failure: Option<FailureHook>,
     ) -> Result<Self, Error> {
+        Self::bind_with_limits(addr, endpoint, on_failure, AdmissionLimits::default()).await
+    }
+
+    /// [`Listener::bind_with`] with admission limits of your own (per-source caps and
+    /// rates, backoff, the cap on connections that have not joined).
+    pub async fn bind_with_limits(
+        addr: impl ToSocketAddrs,
+        endpoint: Endpoint,
+        on_failure: Option<FailureHook>,
+        limits: AdmissionLimits,
+    ) -> Result<Self, Error> {
+        let acceptor = Acceptor::with_limits(endpoint, AsyncStd, on_failure, limits)?;
         let socket = TcpListener::bind(addr).await?;
         let local_addr = socket.local_addr()?;
-        let acceptor = Acceptor::new(endpoint, AsyncStd, on_failure);
         let handler = acceptor.clone();
         let accept_loop = async_std::task::spawn(async move {
             loop {
@@ -132,9 +146,14 @@ impl Listener {
         self.local_addr
     }
 
-    /// Handshakes in progress now.
+    /// Handshakes in progress now (connections that have not joined).
     pub fn handshakes_in_progress(&self) -> usize {
         self.acceptor.handshakes_in_progress()
+    }
+
+    /// The admission counters (refusals, evictions, backoffs, joins).
+    pub fn stats(&self) -> AdmissionStats {
+        self.acceptor.stats()
     }
 }
 
@@ -170,6 +189,6 @@ pub async fn connect_expecting(
 ) -> Result<Connection, Error> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let conn = dialed(endpoint, addr, expected_peer)?;
+    let conn = dialed(endpoint, server_name_of(addr), expected_peer)?;
     establish(&AsyncStd, Socket(stream), conn).await
 }

@@ -12,11 +12,14 @@ use std::time::{Instant, SystemTime};
 
 use palisade_core::{Config, Endpoint};
 use palisade_driver::listener::{accept_failed, ACCEPT_BACKLOG};
-use palisade_driver::{dialed, establish_blocking, FailureHook, Gate, HandshakeFailure};
+use palisade_driver::{
+    dialed, establish_blocking, establish_blocking_admitted, server_name_of, FailureHook, Gate,
+    Permit,
+};
 
 pub use palisade_driver::{
-    BlockingConnection as Connection, BlockingRecvHalf as RecvHalf, BlockingSendHalf as SendHalf,
-    Error,
+    AdmissionError, AdmissionLimits, AdmissionStats, BlockingConnection as Connection,
+    BlockingRecvHalf as RecvHalf, BlockingSendHalf as SendHalf, Error,
 };
 
 /// Accepts palisade links; every handshake runs on a thread of its own.
@@ -40,10 +43,21 @@ impl Listener {
         endpoint: Endpoint,
         on_failure: Option<FailureHook>,
     ) -> Result<Self, Error> {
+        Self::bind_with_limits(addr, endpoint, on_failure, AdmissionLimits::default())
+    }
+
+    /// [`Listener::bind_with`] with admission limits of your own (per-source caps and
+    /// rates, backoff, the cap on connections that have not joined).
+    pub fn bind_with_limits(
+        addr: impl ToSocketAddrs,
+        endpoint: Endpoint,
+        on_failure: Option<FailureHook>,
+        limits: AdmissionLimits,
+    ) -> Result<Self, Error> {
+        let gate = Gate::with_limits(on_failure, limits)?;
         let socket = TcpListener::bind(addr)?;
         let local_addr = socket.local_addr()?;
         let (tx, rx) = sync_channel(ACCEPT_BACKLOG);
-        let gate = Gate::new(on_failure);
         let stop = Arc::new(AtomicBool::new(false));
         let (g, s) = (gate.clone(), Arc::clone(&stop));
         thread::Builder::new()
@@ -70,9 +84,14 @@ impl Listener {
         self.local_addr
     }
 
-    /// Handshakes in progress now.
+    /// Handshakes in progress now (connections that have not joined).
     pub fn handshakes_in_progress(&self) -> usize {
         self.gate.in_progress()
+    }
+
+    /// The admission counters (refusals, evictions, backoffs, joins).
+    pub fn stats(&self) -> AdmissionStats {
+        self.gate.stats()
     }
 }
 
@@ -105,23 +124,23 @@ fn accept_loop(
         let Ok(peer_addr) = stream.peer_addr() else {
             continue;
         };
+        // Refused: the stream is dropped (closed) here, before any TLS or HMAC work.
         let Some(permit) = gate.enter(peer_addr) else {
             continue;
         };
         let (endpoint, gate, ready) = (endpoint.clone(), gate.clone(), ready.clone());
         let spawned = thread::Builder::new()
             .name("palisade-handshake".into())
-            .spawn(move || {
-                let result = handshake(&endpoint, stream);
-                drop(permit);
-                match result {
-                    Ok(conn) => match ready.try_send((conn, peer_addr)) {
+            .spawn(move || match handshake(&endpoint, stream, &permit) {
+                Ok(conn) => {
+                    permit.joined();
+                    match ready.try_send((conn, peer_addr)) {
                         Ok(()) => {}
                         Err(TrySendError::Full(_)) => gate.backlog_full(peer_addr),
                         Err(TrySendError::Disconnected(_)) => {}
-                    },
-                    Err(error) => gate.report(HandshakeFailure { peer_addr, error }),
+                    }
                 }
+                Err(error) => gate.handshake_failed(&permit, peer_addr, error),
             });
         if let Err(e) = spawned {
             tracing::warn!(target: "palisade", "cannot start a handshake thread: {e}");
@@ -129,11 +148,11 @@ fn accept_loop(
     }
 }
 
-fn handshake(endpoint: &Endpoint, stream: TcpStream) -> Result<Connection, Error> {
+fn handshake(endpoint: &Endpoint, stream: TcpStream, permit: &Permit) -> Result<Connection, Error> {
     stream.set_nodelay(true)?;
     let source = stream.peer_addr().ok().map(|a| a.ip());
     let conn = endpoint.accept_from(source, Instant::now(), SystemTime::now())?;
-    establish_blocking(stream, conn)
+    establish_blocking_admitted(stream, conn, permit.clone())
 }
 
 /// Dials `addr` (`host:port`; the host is the name TLS checks) and joins.
@@ -159,7 +178,18 @@ pub fn connect_expecting(
     expected_peer: Option<&str>,
 ) -> Result<Connection, Error> {
     let stream = TcpStream::connect(addr)?;
+    connect_stream(endpoint, stream, server_name_of(addr), expected_peer)
+}
+
+/// Joins over a stream the caller connected (say, from a chosen source address);
+/// `server_name` is the name TLS checks.
+pub fn connect_stream(
+    endpoint: &Endpoint,
+    stream: TcpStream,
+    server_name: &str,
+    expected_peer: Option<&str>,
+) -> Result<Connection, Error> {
     stream.set_nodelay(true)?;
-    let conn = dialed(endpoint, addr, expected_peer)?;
+    let conn = dialed(endpoint, server_name, expected_peer)?;
     establish_blocking(stream, conn)
 }

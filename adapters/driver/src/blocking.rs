@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use palisade_core::{CloseCode, CloseReason, PeerInfo};
 
-use crate::driver::{FLUSH_AFTER_CLOSE, LINGER, READ_BUF};
+use crate::admission::Permit;
+use crate::driver::{closing_bounds, READ_BUF};
 use crate::error::Error;
 use crate::link::{Link, REFUSAL_FLUSH};
 
@@ -123,7 +124,8 @@ fn run_reader(shared: &Shared, mut socket: TcpStream) {
         }
         let now = Instant::now();
         let deadline = if shared.link.is_closed() {
-            Some(*give_up_at.get_or_insert(now + FLUSH_AFTER_CLOSE))
+            let flush = closing_bounds(shared.link.ever_joined()).1;
+            Some(*give_up_at.get_or_insert(now + flush))
         } else {
             shared.link.deadline()
         };
@@ -175,7 +177,7 @@ fn run_reader(shared: &Shared, mut socket: TcpStream) {
     let _ = socket.shutdown(Shutdown::Write);
     shared.link.write_closed();
     let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
-    let until = Instant::now() + LINGER;
+    let until = Instant::now() + closing_bounds(shared.link.ever_joined()).0;
     while Instant::now() < until {
         match socket.read(&mut buf) {
             Ok(0) => break,
@@ -237,6 +239,24 @@ pub fn establish_blocking(
     socket: TcpStream,
     conn: palisade_core::Connection,
 ) -> Result<BlockingConnection, Error> {
+    establish_inner(socket, conn, None)
+}
+
+/// [`establish_blocking`] for a connection a listener admitted: the reader thread holds
+/// `permit` until the socket is closed, and an eviction shuts the socket at once.
+pub fn establish_blocking_admitted(
+    socket: TcpStream,
+    conn: palisade_core::Connection,
+    permit: Permit,
+) -> Result<BlockingConnection, Error> {
+    establish_inner(socket, conn, Some(permit))
+}
+
+fn establish_inner(
+    socket: TcpStream,
+    conn: palisade_core::Connection,
+    permit: Option<Permit>,
+) -> Result<BlockingConnection, Error> {
     let writer = socket.try_clone()?;
     writer.set_write_timeout(Some(WRITE_SLICE))?;
     let shared = Arc::new(Shared {
@@ -247,10 +267,30 @@ pub fn establish_blocking(
         }),
     });
     let owner = Arc::new(Owner(Arc::clone(&shared)));
+    if let Some(permit) = &permit {
+        let weak = Arc::downgrade(&shared);
+        permit.on_evict(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.link.close(CloseReason::new(
+                    CloseCode::ShuttingDown,
+                    "too many connections are waiting to join; this one, the oldest, was closed",
+                ));
+                let _ = shared.flush(false);
+                // Wakes the reader thread out of its blocking read at once.
+                let w = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = w.stream.shutdown(Shutdown::Both);
+            }
+        });
+    }
     let reader = Arc::clone(&shared);
     thread::Builder::new()
         .name("palisade-reader".into())
-        .spawn(move || run_reader(&reader, socket))?;
+        .spawn(move || {
+            run_reader(&reader, socket);
+            // The listener's slot is given back once this thread's socket is closed.
+            drop(reader);
+            drop(permit);
+        })?;
     let peer = match shared.link.wait(|l| l.poll_joined(None)) {
         Ok(peer) => peer,
         Err(e) => {

@@ -14,6 +14,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use futures_sink::Sink;
 use palisade_core::{CloseCode, CloseReason, PeerInfo};
 
+use crate::admission::Permit;
 use crate::driver::{Driver, Runtime};
 use crate::error::Error;
 use crate::link::{Link, REFUSAL_FLUSH};
@@ -69,9 +70,49 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     R: Runtime,
 {
+    establish_inner(runtime, socket, conn, None).await
+}
+
+/// [`establish`] for a connection a listener admitted: the driver holds `permit` until
+/// the socket is closed (so the listener's slot count bounds its sockets), and an
+/// eviction closes the link at once.
+pub async fn establish_admitted<S, R>(
+    runtime: &R,
+    socket: S,
+    conn: palisade_core::Connection,
+    permit: Permit,
+) -> Result<Connection, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    establish_inner(runtime, socket, conn, Some(permit)).await
+}
+
+async fn establish_inner<S, R>(
+    runtime: &R,
+    socket: S,
+    conn: palisade_core::Connection,
+    permit: Option<Permit>,
+) -> Result<Connection, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
     let link = Arc::new(Link::new(conn));
     let owner = Arc::new(Owner(Arc::clone(&link)));
-    runtime.spawn(Driver::new(Arc::clone(&link), socket, runtime.clone()));
+    if let Some(permit) = &permit {
+        let weak = Arc::downgrade(&link);
+        permit.on_evict(move || {
+            if let Some(link) = weak.upgrade() {
+                link.abort(CloseReason::new(
+                    CloseCode::ShuttingDown,
+                    "too many connections are waiting to join; this one, the oldest, was closed",
+                ));
+            }
+        });
+    }
+    runtime.spawn(Driver::new(Arc::clone(&link), socket, runtime.clone()).holding(permit));
     let peer = match poll_fn(|cx| link.poll_joined(Some(cx))).await {
         Ok(peer) => peer,
         Err(e) => {

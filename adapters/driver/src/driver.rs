@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use futures_io::{AsyncRead, AsyncWrite};
 
+use crate::admission::Permit;
 use crate::link::Link;
 
 /// What an async runtime provides: a sleep and a way to run tasks.
@@ -58,6 +59,25 @@ pub const LINGER: Duration = Duration::from_secs(2);
 /// does not read before the socket is shut anyway.
 pub const FLUSH_AFTER_CLOSE: Duration = Duration::from_secs(5);
 
+/// [`LINGER`] for a link that never joined. What it owes the peer (a REJECT, a CLOSE)
+/// is a few bytes written at once; a peer that is told reads them and closes within a
+/// round trip. Seconds of lingering would let a flood of refused sockets hold file
+/// descriptors long after their listener slot was given back.
+pub const UNJOINED_LINGER: Duration = Duration::from_millis(250);
+
+/// [`FLUSH_AFTER_CLOSE`] for a link that never joined: a peer that does not take a
+/// few bytes of REJECT or CLOSE is not waited for.
+pub const UNJOINED_FLUSH: Duration = Duration::from_millis(500);
+
+/// The linger and flush bounds for a link: short unless it ever joined.
+pub(crate) fn closing_bounds(joined: bool) -> (Duration, Duration) {
+    if joined {
+        (LINGER, FLUSH_AFTER_CLOSE)
+    } else {
+        (UNJOINED_LINGER, UNJOINED_FLUSH)
+    }
+}
+
 /// Polls before the driver yields to other tasks even when it could go on.
 const BUDGET: usize = 32;
 
@@ -81,6 +101,9 @@ pub struct Driver<S, R: Runtime> {
     phase: Phase,
     /// When the link was seen closed with bytes still to write.
     give_up_at: Option<Instant>,
+    /// The listener's slot for this socket, given back when the driver (and with it the
+    /// socket, dropped first) is gone.
+    _permit: Option<Permit>,
 }
 
 impl<S, R: Runtime> std::fmt::Debug for Driver<S, R> {
@@ -107,7 +130,14 @@ where
             sleep: None,
             phase: Phase::Open,
             give_up_at: None,
+            _permit: None,
         }
+    }
+
+    /// Holds `permit` until the socket is closed.
+    pub fn holding(mut self, permit: Option<Permit>) -> Self {
+        self._permit = permit;
+        self
     }
 
     /// Writes queued bytes; `Ok(true)` if any were written.
@@ -159,6 +189,11 @@ where
     }
 
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.link.is_aborted() {
+            // Evicted: the socket goes now (so the listener's file descriptors stay
+            // within its cap), nothing is owed to a peer that never spoke in time.
+            return Poll::Ready(false);
+        }
         let mut progress = false;
         match self.phase {
             Phase::Open => {
@@ -200,9 +235,10 @@ where
                 }
                 if self.link.is_closed() {
                     // Over, but the peer is not taking our last bytes: not forever.
+                    let flush = closing_bounds(self.link.ever_joined()).1;
                     let until = *self
                         .give_up_at
-                        .get_or_insert_with(|| Instant::now() + FLUSH_AFTER_CLOSE);
+                        .get_or_insert_with(|| Instant::now() + flush);
                     if self.timer(cx, Some(until)) {
                         self.out.clear();
                         self.phase = Phase::Closing;
@@ -219,7 +255,8 @@ where
             Phase::Closing => match Pin::new(&mut self.socket).poll_close(cx) {
                 Poll::Ready(_) => {
                     self.link.write_closed();
-                    self.phase = Phase::Lingering(Instant::now() + LINGER);
+                    let linger = closing_bounds(self.link.ever_joined()).0;
+                    self.phase = Phase::Lingering(Instant::now() + linger);
                     progress = true;
                 }
                 Poll::Pending => {}

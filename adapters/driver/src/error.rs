@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
+use crate::admission::AdmissionError;
 use palisade_core::{
     CloseCause, ConfigError, ConnectError, ConnectionError, JoinError, RejectCode, Rejection,
     SendError,
@@ -29,6 +30,9 @@ pub enum Error {
     NoAddress(String),
     /// The frame cannot be sent (larger than the peer's max_frame, or not joined).
     Send(SendError),
+    /// A listener's admission control closed the connection (before any TLS or HMAC
+    /// work, or by evicting it), or its limits cannot work.
+    Admission(AdmissionError),
 }
 
 impl Error {
@@ -68,6 +72,7 @@ impl fmt::Display for Error {
             Self::Closed(cause) => write!(f, "the link is closed ({cause})"),
             Self::NoAddress(addr) => write!(f, "{addr:?} resolves to no socket address"),
             Self::Send(e) => e.fmt(f),
+            Self::Admission(e) => e.fmt(f),
         }
     }
 }
@@ -79,6 +84,7 @@ impl std::error::Error for Error {
             Self::Config(e) => Some(e),
             Self::Setup(e) => Some(e),
             Self::Link(e) => Some(e),
+            Self::Admission(e) => Some(e),
             _ => None,
         }
     }
@@ -87,6 +93,12 @@ impl std::error::Error for Error {
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         Self::Io(e)
+    }
+}
+
+impl From<AdmissionError> for Error {
+    fn from(e: AdmissionError) -> Self {
+        Self::Admission(e)
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`driver::Driver`]: the socket loop for async runtimes over `futures-io`, generic
 //!   over a [`driver::Runtime`] (sleep + spawn);
 //! - [`conn`]: the async application handle, its halves, `Stream` and `Sink`;
+//! - [`admission`]: which accepted sockets get a handshake at all (per-source caps and
+//!   token buckets, backoff, oldest-first eviction), before any TLS or HMAC work;
 //! - [`listener`]: concurrent handshakes for accepted sockets, bounded, with failures
 //!   reported and the accept loop undisturbed;
 //! - [`blocking`]: the same for blocking std sockets (reader thread + writer lock);
@@ -17,6 +19,7 @@
 //!
 //! An adapter crate then holds only its runtime's socket, timer and spawn calls.
 
+pub mod admission;
 pub mod blocking;
 pub mod conn;
 pub mod driver;
@@ -24,23 +27,27 @@ pub mod error;
 pub mod link;
 pub mod listener;
 
-pub use blocking::{establish_blocking, BlockingConnection, BlockingRecvHalf, BlockingSendHalf};
-pub use conn::{establish, Connection, RecvHalf, SendHalf};
+pub use admission::{AdmissionError, AdmissionLimits, AdmissionStats, Permit};
+pub use blocking::{
+    establish_blocking, establish_blocking_admitted, BlockingConnection, BlockingRecvHalf,
+    BlockingSendHalf,
+};
+pub use conn::{establish, establish_admitted, Connection, RecvHalf, SendHalf};
 pub use driver::{Driver, Runtime};
 pub use error::{Error, HandshakeFailure};
 pub use link::REFUSAL_FLUSH;
-pub use listener::{Acceptor, FailureHook, Gate, Permit};
+pub use listener::{Acceptor, FailureHook, Gate};
 
-/// The core connection for a link this node dials at `addr` (`host:port`; the host is the
-/// name TLS checks), expecting the node `expected_peer` when one is given: a WELCOME from
+/// The core connection for a link this node dials by `server_name` (the name TLS checks),
+/// expecting the node `expected_peer` when one is given: a WELCOME from
 /// any other node is refused (reject code 9).
 pub fn dialed(
     endpoint: &palisade_core::Endpoint,
-    addr: &str,
+    server_name: &str,
     expected_peer: Option<&str>,
 ) -> Result<palisade_core::Connection, Error> {
     let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
-    Ok(endpoint.connect_expecting(server_name_of(addr), expected_peer, now, wall)?)
+    Ok(endpoint.connect_expecting(server_name, expected_peer, now, wall)?)
 }
 
 /// The host part of `host:port` (brackets removed from an IPv6 literal): the name TLS

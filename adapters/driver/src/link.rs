@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -80,6 +81,9 @@ struct Inner {
 pub struct Link {
     inner: Mutex<Inner>,
     changed: Condvar,
+    /// Closed by the listener to make room: the socket is dropped at once, no linger.
+    /// Outside the lock: the driver checks it on every step.
+    aborted: AtomicBool,
 }
 
 /// What the application side gets from [`Link::poll_recv`].
@@ -103,6 +107,7 @@ impl Link {
                 driver: Waiters::default(),
             }),
             changed: Condvar::new(),
+            aborted: AtomicBool::new(false),
         }
     }
 
@@ -228,6 +233,26 @@ impl Link {
     /// the socket can be shut down.
     pub fn is_drained(&self) -> bool {
         self.lock().conn.is_drained()
+    }
+
+    /// Ends the link at once (an eviction): the core is closed with `reason` and the
+    /// driver drops the socket without flushing or lingering.
+    pub fn abort(&self, reason: CloseReason) {
+        self.aborted.store(true, Ordering::Release);
+        let mut g = self.lock();
+        g.conn.close(reason);
+        self.all_changed(&mut g);
+    }
+
+    /// Whether [`Link::abort`] was called.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    /// Whether the link ever joined (it may be over now).
+    pub fn ever_joined(&self) -> bool {
+        let g = self.lock();
+        g.peer.is_some() || g.conn.peer().is_some()
     }
 
     /// Whether the link is over (bytes owed to the peer may remain).

@@ -5,15 +5,15 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_io::{AsyncRead, AsyncWrite};
-use palisade_core::Endpoint;
+use palisade_core::{Endpoint, RejectCode};
 
-use crate::conn::{establish, Connection};
+use crate::admission::{Admission, AdmissionLimits, AdmissionStats, Permit};
+use crate::conn::{establish_admitted, Connection};
 use crate::driver::Runtime;
 use crate::error::{Error, HandshakeFailure};
 
@@ -44,67 +44,113 @@ pub fn accept_failed(err: &std::io::Error) -> Duration {
     }
 }
 
-/// Handshakes a listener runs at once; sockets beyond this are closed at once (and
-/// reported), so a flood of connections cannot exhaust memory.
+/// The default cap on handshakes in progress (connections that have not joined):
+/// [`AdmissionLimits::max_unjoined`]'s default. Past it, the oldest is evicted.
 pub const MAX_HANDSHAKES: usize = 1024;
 
 /// Joined links waiting for `accept`, bounded like a socket backlog.
 pub const ACCEPT_BACKLOG: usize = 1024;
 
-/// Called for every handshake a listener gives up on.
+/// Called for every handshake a listener gives up on, and for every connection its
+/// admission control closes (`Error::Admission`).
 pub type FailureHook = Arc<dyn Fn(&HandshakeFailure) + Send + Sync>;
 
-/// Counts handshakes in progress, refuses past [`MAX_HANDSHAKES`], and reports
-/// failures. Shared by the async and the blocking listeners.
-#[derive(Clone, Default)]
+/// Admission control in front of every handshake, and the failure report. Shared by
+/// the async and the blocking listeners.
+#[derive(Clone)]
 pub struct Gate {
-    in_flight: Arc<AtomicUsize>,
+    admission: Arc<Admission>,
     hook: Option<FailureHook>,
 }
 
-/// One handshake's place at the [`Gate`]; freed on drop.
-#[derive(Debug)]
-pub struct Permit(Arc<AtomicUsize>);
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new(None)
     }
 }
 
 impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gate")
-            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .field("admission", &self.admission)
             .finish_non_exhaustive()
     }
 }
 
 impl Gate {
-    /// A gate calling `hook` for every failure (and logging it).
+    /// A gate with the default [`AdmissionLimits`], calling `hook` for every failure
+    /// (and logging it).
     pub fn new(hook: Option<FailureHook>) -> Self {
+        // The defaults validate (a unit test checks it).
         Self {
-            in_flight: Arc::default(),
+            admission: Admission::unchecked(AdmissionLimits::default()),
             hook,
         }
     }
 
-    /// Handshakes in progress now.
-    pub fn in_progress(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+    /// A gate with `limits` (refused when they cannot work).
+    pub fn with_limits(hook: Option<FailureHook>, limits: AdmissionLimits) -> Result<Self, Error> {
+        Ok(Self {
+            admission: Admission::new(limits)?,
+            hook,
+        })
     }
 
-    /// A place for one more handshake, or `None` (reported) when all are taken.
+    /// Connections that have not joined now.
+    pub fn in_progress(&self) -> usize {
+        self.admission.unjoined()
+    }
+
+    /// The admission counters.
+    pub fn stats(&self) -> AdmissionStats {
+        self.admission.stats()
+    }
+
+    /// A place for a handshake with `peer_addr`, or `None` (reported) when admission
+    /// control closes it: drop the socket at once. May evict the oldest unjoined
+    /// connection.
     pub fn enter(&self, peer_addr: SocketAddr) -> Option<Permit> {
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_HANDSHAKES {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            let error = Error::Io(std::io::Error::other(format!(
-                "{MAX_HANDSHAKES} handshakes already in progress; connection dropped"
-            )));
-            self.report(HandshakeFailure { peer_addr, error });
-            return None;
+        match self.admission.admit(peer_addr, Instant::now()) {
+            Ok(permit) => Some(permit),
+            Err(e) => {
+                // A flood is refused thousands of times a second: the counters and the
+                // hook see each one, the log only at debug level (backoffs starting and
+                // evictions are logged as warnings).
+                tracing::debug!(target: "palisade", peer = %peer_addr, "{e}");
+                self.notify(&HandshakeFailure {
+                    peer_addr,
+                    error: Error::Admission(e),
+                });
+                None
+            }
         }
-        Some(Permit(Arc::clone(&self.in_flight)))
+    }
+
+    /// Reports how an admitted handshake ended in failure: counts it against the peer's
+    /// source (unless we evicted it, reported as an eviction, or refused it as busy),
+    /// maybe starting a backoff; logs it and tells the hook.
+    pub fn handshake_failed(&self, permit: &Permit, peer_addr: SocketAddr, error: Error) {
+        // Refusing a join because this node is busy (its replay cache is full) is not
+        // the peer's doing.
+        let ours = error.reject_code() == Some(RejectCode::Busy);
+        let error = if permit.was_evicted() {
+            Error::Admission(permit.eviction_error())
+        } else if ours {
+            error
+        } else {
+            if let Some(backoff) = permit.failed(Instant::now()) {
+                tracing::warn!(
+                    target: "palisade",
+                    source = %permit.source(),
+                    "{} failed to join too often; its connections are refused for {} ms \
+                     (failed_join_rate_per_source, failed_join_burst_per_source, source_backoff)",
+                    permit.source(),
+                    backoff.as_millis()
+                );
+            }
+            error
+        };
+        self.report(HandshakeFailure { peer_addr, error });
     }
 
     /// Logs a failed handshake (tracing, target `palisade`) and tells the hook.
@@ -115,8 +161,12 @@ impl Gate {
             code = ?failure.reject_code(),
             "{failure}"
         );
+        self.notify(&failure);
+    }
+
+    fn notify(&self, failure: &HandshakeFailure) {
         if let Some(hook) = &self.hook {
-            hook(&failure);
+            hook(failure);
         }
     }
 
@@ -153,7 +203,8 @@ impl<R: Runtime> std::fmt::Debug for Acceptor<R> {
 }
 
 impl<R: Runtime> Acceptor<R> {
-    /// An acceptor making links with `endpoint`'s settings.
+    /// An acceptor making links with `endpoint`'s settings and the default
+    /// [`AdmissionLimits`].
     pub fn new(endpoint: Endpoint, runtime: R, hook: Option<FailureHook>) -> Self {
         Self {
             endpoint,
@@ -163,9 +214,29 @@ impl<R: Runtime> Acceptor<R> {
         }
     }
 
-    /// Handshakes in progress now.
+    /// An acceptor with admission limits of your own.
+    pub fn with_limits(
+        endpoint: Endpoint,
+        runtime: R,
+        hook: Option<FailureHook>,
+        limits: AdmissionLimits,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            endpoint,
+            runtime,
+            queue: Arc::default(),
+            gate: Gate::with_limits(hook, limits)?,
+        })
+    }
+
+    /// Handshakes in progress now (connections that have not joined).
     pub fn handshakes_in_progress(&self) -> usize {
         self.gate.in_progress()
+    }
+
+    /// The admission counters.
+    pub fn stats(&self) -> AdmissionStats {
+        self.gate.stats()
     }
 
     /// Reports an accept error of the listening socket; returns how long the accept
@@ -174,7 +245,8 @@ impl<R: Runtime> Acceptor<R> {
         accept_failed(err)
     }
 
-    /// Takes an accepted socket: its handshake runs in a task of its own.
+    /// Takes an accepted socket: admission control first (a refused socket is dropped,
+    /// closed at once), then its handshake runs in a task of its own.
     pub fn handle<S>(&self, socket: S, peer_addr: SocketAddr)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -198,11 +270,13 @@ impl<R: Runtime> Acceptor<R> {
             };
         let this = self.clone();
         self.runtime.spawn(async move {
-            let result = establish(&this.runtime, socket, conn).await;
-            drop(permit);
-            match result {
-                Ok(conn) => this.push(conn, peer_addr),
-                Err(error) => this.gate.report(HandshakeFailure { peer_addr, error }),
+            // The driver holds a clone of the permit until the socket is closed.
+            match establish_admitted(&this.runtime, socket, conn, permit.clone()).await {
+                Ok(conn) => {
+                    permit.joined();
+                    this.push(conn, peer_addr);
+                }
+                Err(error) => this.gate.handshake_failed(&permit, peer_addr, error),
             }
         });
     }

@@ -8,11 +8,14 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use palisade_core::{Config, Endpoint};
-use palisade_driver::{dialed, establish, Acceptor, FailureHook, Runtime};
+use palisade_driver::{dialed, establish, server_name_of, Acceptor, FailureHook, Runtime};
 use smol::net::{AsyncToSocketAddrs, TcpListener, TcpStream};
 use smol::Task;
 
-pub use palisade_driver::{Connection, Error, HandshakeFailure, RecvHalf, SendHalf};
+pub use palisade_driver::{
+    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure, RecvHalf,
+    SendHalf,
+};
 
 /// smol's timer and its global executor.
 #[derive(Debug, Clone, Copy)]
@@ -54,9 +57,20 @@ impl Listener {
         endpoint: Endpoint,
         on_failure: Option<FailureHook>,
     ) -> Result<Self, Error> {
+        Self::bind_with_limits(addr, endpoint, on_failure, AdmissionLimits::default()).await
+    }
+
+    /// [`Listener::bind_with`] with admission limits of your own (per-source caps and
+    /// rates, backoff, the cap on connections that have not joined).
+    pub async fn bind_with_limits(
+        addr: impl AsyncToSocketAddrs,
+        endpoint: Endpoint,
+        on_failure: Option<FailureHook>,
+        limits: AdmissionLimits,
+    ) -> Result<Self, Error> {
+        let acceptor = Acceptor::with_limits(endpoint, Smol, on_failure, limits)?;
         let socket = TcpListener::bind(addr).await?;
         let local_addr = socket.local_addr()?;
-        let acceptor = Acceptor::new(endpoint, Smol, on_failure);
         let handler = acceptor.clone();
         let accept_loop = smol::spawn(async move {
             loop {
@@ -91,9 +105,14 @@ impl Listener {
         self.local_addr
     }
 
-    /// Handshakes in progress now.
+    /// Handshakes in progress now (connections that have not joined).
     pub fn handshakes_in_progress(&self) -> usize {
         self.acceptor.handshakes_in_progress()
+    }
+
+    /// The admission counters (refusals, evictions, backoffs, joins).
+    pub fn stats(&self) -> AdmissionStats {
+        self.acceptor.stats()
     }
 }
 
@@ -121,6 +140,6 @@ pub async fn connect_expecting(
 ) -> Result<Connection, Error> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let conn = dialed(endpoint, addr, expected_peer)?;
+    let conn = dialed(endpoint, server_name_of(addr), expected_peer)?;
     establish(&Smol, stream, conn).await
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use palisade_core::{Config, Endpoint};
-use palisade_driver::{dialed, establish, Acceptor, FailureHook, Runtime};
+use palisade_driver::{dialed, establish, server_name_of, Acceptor, FailureHook, Runtime};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,7 +16,10 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-pub use palisade_driver::{Connection, Error, HandshakeFailure, RecvHalf, SendHalf};
+pub use palisade_driver::{
+    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure, RecvHalf,
+    SendHalf,
+};
 
 /// tokio's sleep and spawn, on the runtime current when the listener or connection was
 /// made.
@@ -106,9 +109,20 @@ impl Listener {
         endpoint: Endpoint,
         on_failure: Option<FailureHook>,
     ) -> Result<Self, Error> {
+        Self::bind_with_limits(addr, endpoint, on_failure, AdmissionLimits::default()).await
+    }
+
+    /// [`Listener::bind_with`] with admission limits of your own (per-source caps and
+    /// rates, backoff, the cap on connections that have not joined).
+    pub async fn bind_with_limits(
+        addr: impl ToSocketAddrs,
+        endpoint: Endpoint,
+        on_failure: Option<FailureHook>,
+        limits: AdmissionLimits,
+    ) -> Result<Self, Error> {
+        let acceptor = Acceptor::with_limits(endpoint, runtime(), on_failure, limits)?;
         let socket = TcpListener::bind(addr).await?;
         let local_addr = socket.local_addr()?;
-        let acceptor = Acceptor::new(endpoint, runtime(), on_failure);
         let handler = acceptor.clone();
         let accept_loop = tokio::spawn(async move {
             loop {
@@ -143,9 +157,14 @@ impl Listener {
         self.local_addr
     }
 
-    /// Handshakes in progress now.
+    /// Handshakes in progress now (connections that have not joined).
     pub fn handshakes_in_progress(&self) -> usize {
         self.acceptor.handshakes_in_progress()
+    }
+
+    /// The admission counters (refusals, evictions, backoffs, joins).
+    pub fn stats(&self) -> AdmissionStats {
+        self.acceptor.stats()
     }
 }
 
@@ -178,7 +197,18 @@ pub async fn connect_expecting(
     expected_peer: Option<&str>,
 ) -> Result<Connection, Error> {
     let stream = TcpStream::connect(addr).await?;
+    connect_stream(endpoint, stream, server_name_of(addr), expected_peer).await
+}
+
+/// Joins over a stream the caller connected (say, from a chosen source address with
+/// `tokio::net::TcpSocket::bind`); `server_name` is the name TLS checks.
+pub async fn connect_stream(
+    endpoint: &Endpoint,
+    stream: TcpStream,
+    server_name: &str,
+    expected_peer: Option<&str>,
+) -> Result<Connection, Error> {
     stream.set_nodelay(true)?;
-    let conn = dialed(endpoint, addr, expected_peer)?;
+    let conn = dialed(endpoint, server_name, expected_peer)?;
     establish(&runtime(), Socket(stream), conn).await
 }

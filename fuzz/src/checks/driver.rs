@@ -209,14 +209,18 @@ impl Driven {
     }
 
     /// Time is `now` (the connection started at `start`): the handshake deadline is
-    /// `start + handshake_timeout` and, once passed, closes an unjoined link.
+    /// `start + handshake_timeout` (or, for an acceptor that has had no byte yet,
+    /// `start + first_bytes_timeout`) and, once passed, closes an unjoined link.
     pub fn timeout(&mut self, start: Instant, now: Instant) {
         let deadline = self.conn.poll_timeout();
         if let Some(d) = deadline {
-            let timeout = self.conn.config().handshake_timeout;
-            assert_eq!(
-                Some(d),
-                start.checked_add(timeout),
+            // The join deadline, or (an acceptor that has had no byte yet) the earlier
+            // first-bytes deadline.
+            let config = self.conn.config();
+            let join = start.checked_add(config.handshake_timeout);
+            let first = start.checked_add(config.first_bytes_timeout.min(config.handshake_timeout));
+            assert!(
+                Some(d) == join || Some(d) == first,
                 "{}: deadline",
                 self.who
             );
@@ -226,7 +230,10 @@ impl Driven {
             assert!(
                 matches!(
                     self.conn.close_cause(),
-                    Some(CloseCause::Error(ConnectionError::HandshakeTimeout { .. }))
+                    Some(CloseCause::Error(
+                        ConnectionError::HandshakeTimeout { .. }
+                            | ConnectionError::FirstBytesTimeout { .. }
+                    ))
                 ),
                 "{}: the deadline passed and the cause is {:?}",
                 self.who,

@@ -460,7 +460,11 @@ impl Sim {
             let peer_left =
                 matches!(e, ConnectionError::UnexpectedEof { joined: false }) && tx_cause.is_some();
             assert!(
-                matches!(e, ConnectionError::HandshakeTimeout { .. }) || peer_left,
+                matches!(
+                    e,
+                    ConnectionError::HandshakeTimeout { .. }
+                        | ConnectionError::FirstBytesTimeout { .. }
+                ) || peer_left,
                 "{who}: failed on a clean link: {e}"
             );
         }
@@ -470,9 +474,10 @@ impl Sim {
         if let Some(CloseCause::Peer(reason)) = cause {
             let matches = match tx_cause {
                 Some(CloseCause::Local(sent)) => sent == reason,
-                Some(CloseCause::Error(ConnectionError::HandshakeTimeout { .. })) => {
-                    reason.code == palisade_core::CloseCode::HandshakeTimeout
-                }
+                Some(CloseCause::Error(
+                    ConnectionError::HandshakeTimeout { .. }
+                    | ConnectionError::FirstBytesTimeout { .. },
+                )) => reason.code == palisade_core::CloseCode::HandshakeTimeout,
                 _ => false,
             };
             assert!(

@@ -218,7 +218,8 @@ fn owed(cause: &CloseCause, joined: bool) -> Option<Option<(FrameKind, u16)>> {
                 ..
             }) => close(CloseCode::FrameTooLarge),
             ConnectionError::Frame(_) => close(CloseCode::ProtocolError),
-            ConnectionError::HandshakeTimeout { .. } => close(CloseCode::HandshakeTimeout),
+            ConnectionError::HandshakeTimeout { .. }
+            | ConnectionError::FirstBytesTimeout { .. } => close(CloseCode::HandshakeTimeout),
             ConnectionError::Random(_) => close(CloseCode::InternalError),
             _ => None,
         },
