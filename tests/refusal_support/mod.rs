@@ -16,6 +16,7 @@ use palisade::frame::{self, FrameDecoder, FrameKind};
 use palisade::join::{Auth, JoinHello, JoinWelcome};
 use palisade::preface::{PREFACE, PROTOCOL_VERSION};
 use palisade::{CloseCode, CloseReason, Config, Endpoint, RejectCode, Rejection, SharedSecret};
+use palisade_driver::admission::AdmissionLimits;
 use palisade_driver::FailureHook;
 use palisade_testkit::certs::{TestCa, TestIdentity};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -475,8 +476,18 @@ pub enum Listening {
 }
 
 impl Listening {
+    /// A listener whose admission control lets one source connect and fail as often as
+    /// the test needs: every round's forged HELLO comes from 127.0.0.1, and the default
+    /// limits would refuse that source after 40 quick connections or ten failed joins.
     pub fn bind(kind: Kind, endpoint: Endpoint, hook: FailureHook) -> Self {
         let at = "127.0.0.1:0";
+        let limits = AdmissionLimits {
+            new_connection_rate_per_source: 1e6,
+            new_connection_burst_per_source: 1_000_000,
+            failed_join_rate_per_source: 1e6,
+            failed_join_burst_per_source: 1_000_000,
+            ..AdmissionLimits::default()
+        };
         match kind {
             Kind::Tokio => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
@@ -485,10 +496,11 @@ impl Listening {
                     .build()
                     .expect("tokio runtime");
                 let l = rt
-                    .block_on(palisade::tokio::Listener::bind_with(
+                    .block_on(palisade::tokio::Listener::bind_with_limits(
                         at,
                         endpoint,
                         Some(hook),
+                        limits,
                     ))
                     .expect("bind");
                 Self::Tokio {
@@ -497,23 +509,26 @@ impl Listening {
                 }
             }
             Kind::AsyncStd => Self::AsyncStd(
-                async_std::task::block_on(palisade::async_std::Listener::bind_with(
+                async_std::task::block_on(palisade::async_std::Listener::bind_with_limits(
                     at,
                     endpoint,
                     Some(hook),
+                    limits,
                 ))
                 .expect("bind"),
             ),
             Kind::Smol => Self::Smol(
-                smol::block_on(palisade::smol::Listener::bind_with(
+                smol::block_on(palisade::smol::Listener::bind_with_limits(
                     at,
                     endpoint,
                     Some(hook),
+                    limits,
                 ))
                 .expect("bind"),
             ),
             Kind::Blocking => Self::Blocking(
-                palisade::blocking::Listener::bind_with(at, endpoint, Some(hook)).expect("bind"),
+                palisade::blocking::Listener::bind_with_limits(at, endpoint, Some(hook), limits)
+                    .expect("bind"),
             ),
         }
     }
