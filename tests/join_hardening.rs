@@ -265,6 +265,34 @@ fn tls_joins_never_fill_the_replay_cache(kind: Kind) {
     assert_eq!(reject_code(&busy), Some(RejectCode::Busy));
 }
 
+fn one_source_in_a_plaintext_reconnect_loop_exhausts_only_its_own_share(kind: Kind) {
+    let _machine = shared();
+    let cluster = Cluster::new();
+    let mut config = cluster.listener(false, NOT_REACHED);
+    config.replay_cache_per_source = 3;
+    let server = Server::start(kind, config);
+    let looping = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    for n in 0..3 {
+        let (result, _) = server.join_from(looping, cluster.member(false, &format!("l{n}")));
+        assert!(
+            result.is_ok(),
+            "join {n} from {looping}: {:?}",
+            result.err()
+        );
+    }
+    // Whatever node id it claims, the address has used its share of the replay cache.
+    let (busy, _) = server.join_from(looping, cluster.member(false, "another-name"));
+    assert_eq!(reject_code(&busy), Some(RejectCode::Busy));
+    let shown = busy.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(shown.contains("replay_cache_per_source"), "{shown}");
+    // Another address still joins.
+    let (other, _) = server.join_from(
+        std::net::Ipv4Addr::new(127, 0, 0, 3),
+        cluster.member(false, "o"),
+    );
+    assert!(other.is_ok(), "{:?}", other.err());
+}
+
 macro_rules! for_both_listeners {
     ($($name:ident),* $(,)?) => {
         mod tokio_listener {
@@ -285,4 +313,5 @@ for_both_listeners!(
     a_forged_proof_under_a_held_key_id_is_called_forged_not_a_wrong_secret,
     node_id_in_cert_is_matched_exactly_over_tls,
     tls_joins_never_fill_the_replay_cache,
+    one_source_in_a_plaintext_reconnect_loop_exhausts_only_its_own_share,
 );
