@@ -12,8 +12,9 @@ use palisade_core::{CloseCause, CloseCode, CloseReason, Connection, ConnectionEr
 use super::fixtures::{self, MAX_FRAME};
 use super::wire::{self, Report};
 
-/// The largest frame on the wire, header included.
+/// The largest frame on the wire, header and (plaintext with the secret) tag included.
 const ONE_FRAME: usize = HEADER_LEN
+    + palisade_core::frame_auth::TAG_LEN
     + if MAX_FRAME > MAX_CONTROL_PAYLOAD {
         MAX_FRAME
     } else {

@@ -3,6 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use palisade_core::frame::{FrameKind, HEADER_LEN, MAX_CONTROL_PAYLOAD};
+use palisade_core::frame_auth::TAG_LEN;
 use palisade_core::join::{JoinHello, JoinWelcome};
 use palisade_core::preface::{PREFACE, PREFACE_LEN};
 use palisade_core::{
@@ -115,11 +116,18 @@ pub fn send(who: &str, conn: &mut Connection, payload: Bytes) -> bool {
     let limit = conn.config().send_buffer_limit;
     let peer_max = conn.peer().map(|p| p.max_frame);
     let len = payload.len();
+    // Plaintext with the secret: every frame after the join carries a tag.
+    let config = conn.config();
+    let tag = if joined && config.keyring.is_some() && config.tls.is_none() {
+        TAG_LEN
+    } else {
+        0
+    };
     let result = conn.send(payload);
     match &result {
         Ok(()) => {
             assert!(joined, "{who}: send accepted before the join");
-            assert_eq!(conn.send_buffered(), queued + HEADER_LEN + len);
+            assert_eq!(conn.send_buffered(), queued + HEADER_LEN + len + tag);
         }
         Err(SendError::Closed) => assert!(closed, "{who}: send refused as closed"),
         Err(SendError::NotJoined) => assert!(!joined && !closed, "{who}: NotJoined"),
@@ -131,7 +139,7 @@ pub fn send(who: &str, conn: &mut Connection, payload: Bytes) -> bool {
             assert_eq!(back.len(), len, "{who}: Full handed back another frame");
             assert!(queued > 0, "{who}: an empty buffer refused a frame");
             assert!(
-                queued + HEADER_LEN + len > limit,
+                queued + HEADER_LEN + len + tag > limit,
                 "{who}: Full below the limit"
             );
         }
@@ -156,7 +164,16 @@ pub struct WireFrame {
 
 /// Parses a plaintext connection's whole output: the preface, then whole frames whose
 /// control bodies parse (a connection only ever writes well-formed frames).
-pub fn parse_output(who: &str, out: &[u8]) -> Vec<WireFrame> {
+///
+/// `tagged`: the side joined with the secret (PROTOCOL.md §5.7), so every frame after its
+/// own join message (HELLO for the initiator, WELCOME for the acceptor) ends in a tag,
+/// which is checked for length and cut off the returned payload.
+pub fn parse_output(who: &str, side: Side, out: &[u8], tagged: bool) -> Vec<WireFrame> {
+    let join_kind = match side {
+        Side::Initiator => FrameKind::Hello,
+        Side::Acceptor => FrameKind::Welcome,
+    };
+    let mut after_join = false;
     assert!(
         out.starts_with(&PREFACE),
         "{who}: output does not open with the preface"
@@ -168,8 +185,16 @@ pub fn parse_output(who: &str, out: &[u8]) -> Vec<WireFrame> {
     loop {
         let end = out.len() - buf.len();
         match decoder.decode(&mut buf) {
-            Ok(Some(frame)) => {
+            Ok(Some(mut frame)) => {
                 let end = end + HEADER_LEN + frame.payload.len();
+                if tagged && after_join {
+                    let len = frame.payload.len().checked_sub(TAG_LEN);
+                    let Some(len) = len else {
+                        panic!("{who}: wrote a {} too short for its tag", frame.kind)
+                    };
+                    frame.payload.truncate(len);
+                }
+                after_join |= frame.kind == join_kind;
                 let body = &frame.payload;
                 let parsed = match frame.kind {
                     FrameKind::Hello => JoinHello::decode(body).map(|_| ()),
@@ -220,6 +245,7 @@ fn owed(cause: &CloseCause, joined: bool) -> Option<Option<(FrameKind, u16)>> {
             ConnectionError::Frame(_) => close(CloseCode::ProtocolError),
             ConnectionError::HandshakeTimeout { .. } => close(CloseCode::HandshakeTimeout),
             ConnectionError::Random(_) => close(CloseCode::InternalError),
+            ConnectionError::FrameAuth(_) => close(CloseCode::ProtocolError),
             _ => None,
         },
     }
@@ -234,7 +260,9 @@ pub fn check_output(
     report: &Report,
     sent: &[Bytes],
 ) -> Vec<WireFrame> {
-    let frames = parse_output(who, out);
+    // check_output only sees plaintext links: a join there used the secret when keyed.
+    let tagged = report.keyed && report.joined.is_some();
+    let frames = parse_output(who, side, out, tagged);
     let kinds: Vec<FrameKind> = frames.iter().map(|f| f.kind).collect();
     let count = |k: FrameKind| kinds.iter().filter(|&&x| x == k).count();
     let joined = report.joined.is_some();
