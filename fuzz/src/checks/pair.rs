@@ -430,6 +430,10 @@ impl Sim {
         for side in SIDES {
             self.check_delivery(side, outputs[idx(other(side))].as_deref());
         }
+        if self.keyed && !self.tls {
+            let [i, a] = &self.ends;
+            wire::check_tags([&i.out, &a.out], [&i.report, &a.report]);
+        }
 
         let live: Vec<&Driven> = SIDES
             .iter()

@@ -218,6 +218,55 @@ pub fn parse_output(who: &str, side: Side, out: &[u8], tagged: bool) -> Vec<Wire
     frames
 }
 
+/// Every frame of a plaintext output, tags left on (no checks).
+fn raw_frames(out: &[u8]) -> Vec<(FrameKind, Bytes)> {
+    let mut buf = BytesMut::from(out.get(PREFACE_LEN..).unwrap_or_default());
+    let mut decoder = FrameDecoder::new(u32::MAX as usize);
+    let mut frames = Vec::new();
+    while let Ok(Some(f)) = decoder.decode(&mut buf) {
+        frames.push((f.kind, f.payload));
+    }
+    frames
+}
+
+/// Plaintext with the secret (PROTOCOL.md §5.7): every frame a joined side wrote after its
+/// join message carries the tag for its place in the sequence, under the key derived
+/// from the HELLO and WELCOME as written, checked as its peer would check it.
+pub fn check_tags(outputs: [&[u8]; 2], reports: [&Report; 2]) {
+    use palisade_core::frame_auth::{FrameAuth, LinkKeys, Opened};
+    let frames = outputs.map(raw_frames);
+    let find = |frames: &[(FrameKind, Bytes)], kind| {
+        frames
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, b)| b.clone())
+    };
+    let (Some(hello), Some(welcome)) = (
+        find(&frames[0], FrameKind::Hello),
+        find(&frames[1], FrameKind::Welcome),
+    ) else {
+        return;
+    };
+    let keys = LinkKeys::derive(&fixtures::secret(), &hello, &welcome);
+    let sides = [
+        (Side::Initiator, FrameKind::Hello, Side::Acceptor),
+        (Side::Acceptor, FrameKind::Welcome, Side::Initiator),
+    ];
+    for (i, (side, join, peer)) in sides.into_iter().enumerate() {
+        if reports[i].joined.is_none() {
+            continue;
+        }
+        let mut checker = FrameAuth::new(&keys, peer);
+        let after_join = frames[i].iter().skip_while(|(k, _)| *k != join).skip(1);
+        for (n, (kind, body)) in after_join.enumerate() {
+            assert!(
+                matches!(checker.open(*kind, body), Ok(Opened::Authenticated { .. })),
+                "{side:?}: frame {n} after the join ({kind}) does not carry its tag"
+            );
+        }
+    }
+}
+
 /// What the last frame must be for a side that ended with `cause`, per PROTOCOL.md §4:
 /// `Some(Some((kind, code)))` a REJECT or CLOSE with that code, `Some(None)` nothing
 /// (the peer already left or refused), `None` not pinned down.
