@@ -563,6 +563,7 @@ impl Connection {
         let keys = LinkKeys::derive(secret, hello, welcome);
         self.frame_auth = Some(Box::new(FrameAuth::new(&keys, self.side)));
         self.decoder.set_tag_len(TAG_LEN);
+        self.events.set_tag_len(TAG_LEN);
     }
 
     /// Queues a CLOSE (or other control frame), tagged when frames are authenticated.

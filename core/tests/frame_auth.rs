@@ -300,3 +300,29 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn unpolled_authenticated_frames_count_their_tags_against_the_receive_window() {
+    let mut acceptor = keyed("node-b", 7);
+    acceptor.recv_buffer_limit = 1024;
+    let mut pair = joined_pair(keyed("node-a", 7), acceptor);
+    for _ in 0..500 {
+        pair.send(I, Bytes::new()).unwrap();
+    }
+    let stream = concat(&pair.transmit(I));
+    assert_eq!(stream.len(), 500 * (5 + TAG_LEN));
+    // The application polls nothing: the window must close after about 1 KiB of frames
+    // as they were on the wire (21 bytes each), not 1 KiB of headers (5 bytes each).
+    let now = pair.now();
+    let mut taken = 0;
+    while taken < stream.len() {
+        match pair.conn(A).handle_input(&stream[taken..], now) {
+            0 => break,
+            n => taken += n,
+        }
+    }
+    assert!(
+        taken <= 1024 + 5 + TAG_LEN,
+        "took {taken} bytes of empty frames into a 1024-byte window"
+    );
+}
