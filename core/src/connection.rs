@@ -327,14 +327,16 @@ impl Connection {
         Ok(())
     }
 
-    /// Bytes `send` accepts right now before it reports the buffer full (header included).
+    /// Bytes `send` accepts right now before it reports the buffer full (header included;
+    /// on an authenticated link the 16-byte tag each frame carries is already deducted).
     pub fn send_capacity(&self) -> usize {
         if !self.is_joined() {
             return 0;
         }
+        let tag_len = self.frame_auth.as_ref().map_or(0, |_| TAG_LEN);
         self.config
             .send_buffer_limit
-            .saturating_sub(self.send_queue.len())
+            .saturating_sub(self.send_queue.len() + tag_len)
     }
 
     /// Ends the link: frames already queued are still sent, followed by a CLOSE with

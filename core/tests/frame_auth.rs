@@ -326,3 +326,20 @@ fn unpolled_authenticated_frames_count_their_tags_against_the_receive_window() {
         "took {taken} bytes of empty frames into a 1024-byte window"
     );
 }
+
+#[test]
+fn send_capacity_deducts_the_tag_so_a_frame_that_fits_is_accepted() {
+    let mut initiator = keyed("node-a", 7);
+    initiator.send_buffer_limit = 100;
+    let mut pair = joined_pair(initiator, keyed("node-b", 7));
+    let conn = pair.conn(I);
+    conn.send(Bytes::from_static(&[1; 10])).unwrap();
+    assert_eq!(conn.send_buffered(), 5 + 10 + TAG_LEN);
+    // 100 - 31 queued - 16 for the next frame's tag.
+    assert_eq!(conn.send_capacity(), 53);
+    let fits = Bytes::from(vec![2; 53 - 5]);
+    conn.send(fits)
+        .expect("a frame within send_capacity is accepted");
+    assert_eq!(conn.send_buffered(), 100);
+    assert_eq!(conn.send_capacity(), 0);
+}
