@@ -13,6 +13,10 @@
 //!   same payload bytes (without palisade's 5-byte headers): one `write` per frame (one
 //!   record per frame, as a naive user would), and the frames already coalesced (writes
 //!   of up to 64 KiB, rustls's send buffer);
+//! - `inmem_bulk_plain`: the same 1 MiB through plaintext links (TLS off) with the shared
+//!   secret, so every frame carries a 16-byte HMAC-SHA256 tag (PROTOCOL.md §5.7), against
+//!   plaintext links without the secret (no tag): the cost of frame authentication at
+//!   64 B, 1 KiB and 16 KiB;
 //! - round trips to joined on the simulated link (the testkit's `Pair`), beside bare TLS
 //!   1.3 on the same model.
 //!
@@ -362,7 +366,7 @@ fn handshake_figures<'a>(certs: &Certs) -> Vec<Figure<'a>> {
     ]
 }
 
-/// One joined palisade link with TLS, carrying `BULK_BATCH` bytes of `size`-byte frames
+/// One joined palisade link (TLS unless built `with_configs`), carrying `BULK_BATCH` bytes of `size`-byte frames
 /// from the initiator to the acceptor per call.
 struct PalisadeBulk {
     a: Connection,
@@ -374,7 +378,11 @@ struct PalisadeBulk {
 
 impl PalisadeBulk {
     fn new(certs: &Certs, size: usize) -> Self {
-        let mut endpoints = Endpoints::new(certs.palisade(true));
+        Self::with_configs(certs.palisade(true), size)
+    }
+
+    fn with_configs(configs: (Config, Config), size: usize) -> Self {
+        let mut endpoints = Endpoints::new(configs);
         let now = Instant::now();
         let (mut a, mut b) = endpoints.link(now);
         join(&mut a, &mut b, now);
@@ -539,6 +547,43 @@ fn bulk_figures<'a>(certs: &Certs) -> Vec<Figure<'a>> {
                         label: "rustls, coalesced",
                         function: "rustls_coalesced",
                         routine: rotating(coalesced, RustlsBulk::run_coalesced),
+                    },
+                ],
+            }
+        })
+        .collect()
+}
+
+/// Plaintext links with the secret (every frame tagged) against plaintext links without
+/// it, same frames, same run.
+fn bulk_plain_figures<'a>(certs: &Certs) -> Vec<Figure<'a>> {
+    let keyed = certs.palisade(false);
+    let mut unkeyed = keyed.clone();
+    unkeyed.0.keyring = None;
+    unkeyed.1.keyring = None;
+    [64, 1024, 16 * 1024]
+        .into_iter()
+        .map(|size| {
+            let links = |configs: &(Config, Config)| -> Vec<PalisadeBulk> {
+                (0..LINKS_PER_ROUTINE)
+                    .map(|_| PalisadeBulk::with_configs(configs.clone(), size))
+                    .collect()
+            };
+            Figure {
+                name: format!("bulk plaintext {}", size_name(size)),
+                group: "inmem_bulk_plain",
+                size: Some(size),
+                unit: Unit::Bytes((BULK_BATCH / size).max(1) * size),
+                benches: vec![
+                    Bench {
+                        label: "palisade",
+                        function: "authenticated",
+                        routine: rotating(links(&keyed), PalisadeBulk::run),
+                    },
+                    Bench {
+                        label: "palisade, no secret (no tag)",
+                        function: "unauthenticated",
+                        routine: rotating(links(&unkeyed), PalisadeBulk::run),
                     },
                 ],
             }
@@ -827,6 +872,7 @@ fn main() {
     let mut figures = codec_figures();
     figures.extend(handshake_figures(&certs));
     figures.extend(bulk_figures(&certs));
+    figures.extend(bulk_plain_figures(&certs));
     run_criterion(&mut criterion, &mut figures);
     criterion.final_summary();
     if !benchmarking() {

@@ -114,6 +114,27 @@ def exporter_vectors(section):
     return checks
 
 
+def frame_auth_vectors(hello, welcome):
+    """Frame authentication without TLS (§5.7), from the HELLO / WELCOME payloads."""
+    h = lambda key, msg: hmac.new(key, msg, hashlib.sha256).digest()
+    link_key = mac(lp16(b"palisade/v1 frame key") + lp16(hello) + lp16(welcome))
+    key_i = h(link_key, b"palisade/v1 initiator frames")
+    key_r = h(link_key, b"palisade/v1 acceptor frames")
+
+    def sealed(key, seq, kind, payload):
+        tag = h(key, struct.pack(">QBI", seq, kind, len(payload)) + payload)[:16]
+        return bytes([kind]) + struct.pack(">I", len(payload) + 16) + payload + tag
+
+    return {
+        "link_key": link_key,
+        "key_i": key_i,
+        "key_r": key_r,
+        "auth_data_i": sealed(key_i, 0, 0x10, b"hello, cluster"),
+        "auth_data_r": sealed(key_r, 0, 0x10, b"hello, cluster"),
+        "auth_close_r": sealed(key_r, 1, 0x11, struct.pack(">H", 0) + lp16(b"bye")),
+    }
+
+
 def main():
     section = open(SPEC, encoding="utf-8").read().split("## 9. Test vectors")[1]
     spec = dict(re.findall(r"^([a-z_]+) = ([0-9a-f]+)$", section, re.M))
@@ -125,6 +146,7 @@ def main():
         "data_frame": frame(0x10, b"hello, cluster"),
     }
     ours.update(join_vectors(b"", ""))
+    ours.update(frame_auth_vectors(ours["hello_frame"][5:], ours["welcome_frame"][5:]))
     ours.update(join_vectors(b"\xaa" * 32, "_tls"))
     bad = [k for k in sorted(set(ours) | set(spec)) if ours.get(k, b"").hex() != spec.get(k)]
     for k in bad:

@@ -24,6 +24,7 @@ use crate::config::{Config, Side};
 use crate::error::ConnectionError;
 use crate::events::EventQueue;
 use crate::frame::{Frame, FrameDecoder, FrameKind, HEADER_LEN};
+use crate::frame_auth::{FrameAuth, LinkKeys, Opened, TAG_LEN};
 use crate::join::{
     AcceptorHandshake, InitiatorHandshake, JoinError, JoinHello, JoinWelcome, OwnNonce, PeerInfo,
     RejectCode, Rejection, ReplayCache, NONCE_LEN,
@@ -165,6 +166,9 @@ pub struct Connection {
     events: EventQueue,
     peer: Option<PeerInfo>,
     close_cause: Option<CloseCause>,
+    /// Plaintext with a secret, once joined: tags every frame sent and checks every frame
+    /// received (docs/PROTOCOL.md §5.7).
+    frame_auth: Option<Box<FrameAuth>>,
 }
 
 impl Connection {
@@ -210,6 +214,7 @@ impl Connection {
             events: EventQueue::default(),
             peer: None,
             close_cause: None,
+            frame_auth: None,
         };
         conn.send_queue.push_raw(&PREFACE);
         conn.advance_handshake(now);
@@ -351,21 +356,32 @@ impl Connection {
             });
         }
         let queued = self.send_queue.len();
-        if queued > 0 && queued + HEADER_LEN + payload.len() > self.config.send_buffer_limit {
+        let tag_len = self.frame_auth.as_ref().map_or(0, |_| TAG_LEN);
+        if queued > 0
+            && queued + HEADER_LEN + payload.len() + tag_len > self.config.send_buffer_limit
+        {
             return Err(SendError::Full(payload));
         }
-        self.send_queue.push(FrameKind::Data, payload);
+        match self.frame_auth.as_deref_mut() {
+            Some(auth) => {
+                let tag = auth.seal(FrameKind::Data, &payload);
+                self.send_queue.push_tagged(FrameKind::Data, payload, &tag);
+            }
+            None => self.send_queue.push(FrameKind::Data, payload),
+        }
         Ok(())
     }
 
-    /// Bytes `send` accepts right now before it reports the buffer full (header included).
+    /// Bytes `send` accepts right now before it reports the buffer full (header included;
+    /// on an authenticated link the 16-byte tag each frame carries is already deducted).
     pub fn send_capacity(&self) -> usize {
         if !self.is_joined() {
             return 0;
         }
+        let tag_len = self.frame_auth.as_ref().map_or(0, |_| TAG_LEN);
         self.config
             .send_buffer_limit
-            .saturating_sub(self.send_queue.len())
+            .saturating_sub(self.send_queue.len() + tag_len)
     }
 
     /// Ends the link: frames already queued are still sent, followed by a CLOSE with
@@ -374,8 +390,7 @@ impl Connection {
         if self.is_closed() {
             return;
         }
-        self.send_queue
-            .push_control(FrameKind::Close, &reason.encode());
+        self.queue_control(FrameKind::Close, &reason.encode());
         self.finish(CloseCause::Local(reason));
     }
 
@@ -483,7 +498,15 @@ impl Connection {
         }
     }
 
-    fn handle_frame(&mut self, frame: Frame, now: Instant) {
+    fn handle_frame(&mut self, mut frame: Frame, now: Instant) {
+        if let Some(auth) = self.frame_auth.as_deref_mut() {
+            match auth.open(frame.kind, &frame.payload) {
+                // Zero copy: the tag is cut off the view into the receive buffer.
+                Ok(Opened::Authenticated { len }) => frame.payload.truncate(len),
+                Ok(Opened::BeforePeerJoined) => {}
+                Err(e) => return self.fail(ConnectionError::FrameAuth(e)),
+            }
+        }
         // The hot path: a DATA frame on a joined link moves no state.
         if frame.kind == FrameKind::Data && matches!(self.state, State::Joined) {
             self.events.push_frame(frame.payload);
@@ -552,8 +575,9 @@ impl Connection {
                 Ok((welcome, peer))
             })
             .map_err(|r| ConnectionError::Join(JoinError::RefusedPeer(r)))?;
-        self.send_queue
-            .push_control(FrameKind::Welcome, &welcome.encode());
+        let welcome = welcome.encode();
+        self.send_queue.push_control(FrameKind::Welcome, &welcome);
+        self.authenticate_frames(body, &welcome, &peer);
         self.joined(peer);
         Ok(())
     }
@@ -565,6 +589,7 @@ impl Connection {
         now: Instant,
     ) -> Result<(), ConnectionError> {
         let welcome = JoinWelcome::decode(body)?;
+        let hello = init.hello().encode();
         let peer = init
             .read_welcome(
                 &self.config,
@@ -577,8 +602,37 @@ impl Connection {
                 Ok(peer)
             })
             .map_err(|r| ConnectionError::Join(JoinError::RefusedPeer(r)))?;
+        self.authenticate_frames(&hello, body, &peer);
         self.joined(peer);
         Ok(())
+    }
+
+    /// Plaintext with a secret: from here on every frame either side sends is tagged under
+    /// a key derived from the secret the join used and both join messages (PROTOCOL.md §5.7).
+    fn authenticate_frames(&mut self, hello: &[u8], welcome: &[u8], peer: &PeerInfo) {
+        if self.transport.is_tls() {
+            return;
+        }
+        let keyring = self.config.keyring.as_ref();
+        let Some(secret) = peer.key_id.and_then(|id| keyring?.get(id)) else {
+            return;
+        };
+        let keys = LinkKeys::derive(secret, hello, welcome);
+        self.frame_auth = Some(Box::new(FrameAuth::new(&keys, self.side)));
+        self.decoder.set_tag_len(TAG_LEN);
+        self.events.set_tag_len(TAG_LEN);
+    }
+
+    /// Queues a CLOSE (or other control frame), tagged when frames are authenticated.
+    fn queue_control(&mut self, kind: FrameKind, body: &[u8]) {
+        match self.frame_auth.as_deref_mut() {
+            Some(auth) => {
+                let tag = auth.seal(kind, body);
+                let body = Bytes::copy_from_slice(body);
+                self.send_queue.push_tagged(kind, body, &tag);
+            }
+            None => self.send_queue.push_control(kind, body),
+        }
     }
 
     /// With TLS and `node_id_in_cert`, the node id the peer joined with must be one of
@@ -620,8 +674,7 @@ impl Connection {
             }
             _ => {
                 if let Some(reason) = err.close_reason() {
-                    self.send_queue
-                        .push_control(FrameKind::Close, &reason.encode());
+                    self.queue_control(FrameKind::Close, &reason.encode());
                 }
             }
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::close::{CloseCode, CloseReason};
 use crate::frame::{FrameError, FrameKind};
+use crate::frame_auth::FrameAuthError;
 use crate::join::{JoinError, MessageError};
 use crate::preface::PrefaceError;
 use crate::random::RandomError;
@@ -50,6 +51,8 @@ pub enum ConnectionError {
     Random(RandomError),
     /// The TLS layer failed (the peer was told with a TLS alert where rustls could).
     Tls(TlsError),
+    /// A frame after the join failed authentication (plaintext with a secret).
+    FrameAuth(FrameAuthError),
 }
 
 impl ConnectionError {
@@ -63,9 +66,10 @@ impl ConnectionError {
     /// (those send a REJECT) and where the peer can still listen.
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
         let code = match self {
-            Self::Preface(_) | Self::Message(_) | Self::UnexpectedFrame { .. } => {
-                CloseCode::ProtocolError
-            }
+            Self::Preface(_)
+            | Self::Message(_)
+            | Self::UnexpectedFrame { .. }
+            | Self::FrameAuth(_) => CloseCode::ProtocolError,
             // An oversized control frame is a protocol violation, not a DATA limit.
             Self::Frame(FrameError::TooLarge { kind, .. }) if !kind.is_control() => {
                 CloseCode::FrameTooLarge
@@ -113,6 +117,7 @@ impl fmt::Display for ConnectionError {
             }
             Self::Random(e) => e.fmt(f),
             Self::Tls(e) => e.fmt(f),
+            Self::FrameAuth(e) => e.fmt(f),
         }
     }
 }
@@ -126,6 +131,7 @@ impl std::error::Error for ConnectionError {
             Self::Join(e) => Some(e),
             Self::Random(e) => Some(e),
             Self::Tls(e) => Some(e),
+            Self::FrameAuth(e) => Some(e),
             _ => None,
         }
     }

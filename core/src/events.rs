@@ -26,11 +26,14 @@ pub(crate) struct EventQueue {
     /// Wire bytes (header and payload) of the queued frames. Counting the header keeps
     /// empty frames from queuing events without limit.
     frame_bytes: usize,
+    /// Bytes each frame carried beyond its payload and header: the authentication tag,
+    /// still held in the receive buffer the payload shares (PROTOCOL.md §5.7).
+    tag_len: usize,
 }
 
 impl EventQueue {
     pub(crate) fn push_frame(&mut self, payload: Bytes) {
-        self.frame_bytes += HEADER_LEN + payload.len();
+        self.frame_bytes += HEADER_LEN + self.tag_len + payload.len();
         self.queue.push_back(Queued::Frame(payload));
     }
 
@@ -44,7 +47,8 @@ impl EventQueue {
     pub(crate) fn pop(&mut self) -> Option<Event> {
         let event = match self.queue.pop_front()? {
             Queued::Frame(payload) => {
-                self.frame_bytes = self.frame_bytes.saturating_sub(HEADER_LEN + payload.len());
+                let cost = HEADER_LEN + self.tag_len + payload.len();
+                self.frame_bytes = self.frame_bytes.saturating_sub(cost);
                 Event::Frame(payload)
             }
             Queued::Other(event) => *event,
@@ -57,6 +61,12 @@ impl EventQueue {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// From now on every frame also cost `tag_len` bytes on the wire (set before any
+    /// frame is queued, so every queued frame counts the same).
+    pub(crate) fn set_tag_len(&mut self, tag_len: usize) {
+        self.tag_len = tag_len;
     }
 
     /// What the queued frames cost the receive window.

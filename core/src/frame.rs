@@ -159,6 +159,8 @@ struct Header {
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     max_data: usize,
+    /// Bytes every frame carries beyond its payload limit: the tag on authenticated links.
+    tag_len: usize,
 }
 
 impl FrameDecoder {
@@ -167,7 +169,14 @@ impl FrameDecoder {
     pub fn new(max_frame: usize) -> Self {
         Self {
             max_data: max_frame,
+            tag_len: 0,
         }
+    }
+
+    /// From now on every frame may carry `tag_len` bytes beyond its payload limit (the
+    /// authentication tag of docs/PROTOCOL.md §5.7), so `max_frame` keeps meaning the payload.
+    pub fn set_tag_len(&mut self, tag_len: usize) {
+        self.tag_len = tag_len;
     }
 
     /// The largest DATA payload accepted.
@@ -198,10 +207,11 @@ impl FrameDecoder {
         let declared = u32::from_be_bytes(len);
         let max = self.limit(kind);
         match usize::try_from(declared) {
-            Ok(len) if len <= max => Ok(Some(Header { kind, len })),
+            Ok(len) if len <= max.saturating_add(self.tag_len) => Ok(Some(Header { kind, len })),
+            // Reported as payload sizes, so the numbers match the max_frame setting.
             _ => Err(FrameError::TooLarge {
                 kind,
-                declared: u64::from(declared),
+                declared: u64::from(declared).saturating_sub(self.tag_len as u64),
                 max,
             }),
         }

@@ -37,6 +37,7 @@ mod endpoint;
 pub mod error;
 mod events;
 pub mod frame;
+pub mod frame_auth;
 pub mod join;
 pub mod preface;
 pub mod random;
@@ -52,6 +53,7 @@ pub use connection::{CloseCause, Connection, Event, SendError};
 pub use endpoint::{ConnectError, Endpoint};
 pub use error::ConnectionError;
 pub use frame::{FrameDecoder, FrameError, FrameKind};
+pub use frame_auth::FrameAuthError;
 pub use join::{
     JoinError, KeyId, Keyring, PeerInfo, RejectCode, Rejection, SecretError, SharedSecret,
 };

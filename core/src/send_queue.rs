@@ -52,6 +52,22 @@ impl SendQueue {
         self.ready.push_back(payload);
     }
 
+    /// Queues an authenticated frame: `payload ‖ tag` under one header. The payload is
+    /// treated as in [`Self::push`] (large ones are not copied); the tag follows it.
+    pub(crate) fn push_tagged(&mut self, kind: FrameKind, payload: Bytes, tag: &[u8]) {
+        let len = payload.len() + tag.len();
+        self.current.reserve(HEADER_LEN + tag.len());
+        encode_header(kind, len, &mut self.current);
+        if payload.len() < ZERO_COPY_MIN {
+            self.current.extend_from_slice(&payload);
+        } else {
+            self.ready.push_back(self.current.split().freeze());
+            self.ready.push_back(payload);
+        }
+        self.current.extend_from_slice(tag);
+        self.len += HEADER_LEN + len;
+    }
+
     /// Puts raw bytes (the preface) at the end of the queue.
     pub(crate) fn push_raw(&mut self, bytes: &[u8]) {
         self.current.extend_from_slice(bytes);
@@ -167,6 +183,29 @@ mod tests {
         // Past the end: everything is gone, nothing panics.
         q.advance(usize::MAX);
         assert!(q.is_empty() && q.chunks().next().is_none());
+    }
+
+    #[test]
+    fn tagged_frames_keep_large_payloads_uncopied_and_the_tag_after_them() {
+        let mut q = SendQueue::default();
+        q.push_tagged(FrameKind::Data, Bytes::from_static(b"ab"), &[9; 16]);
+        let big = Bytes::from(vec![7u8; ZERO_COPY_MIN]);
+        q.push_tagged(FrameKind::Data, big.clone(), &[8; 16]);
+        let all: Vec<u8> = q.chunks().flatten().copied().collect();
+        assert_eq!(all.len(), q.len());
+        assert_eq!(
+            &all[..HEADER_LEN + 2 + 16],
+            &[&[0x10, 0, 0, 0, 18][..], b"ab", &[9; 16]].concat()[..]
+        );
+        assert_eq!(&all[all.len() - 16..], &[8; 16]);
+        let _ = q.pop();
+        assert_eq!(
+            q.pop().unwrap().as_ptr(),
+            big.as_ptr(),
+            "payload not copied"
+        );
+        assert_eq!(&q.pop().unwrap()[..], &[8; 16]);
+        assert!(q.is_empty());
     }
 
     #[test]

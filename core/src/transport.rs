@@ -30,6 +30,12 @@ impl Transport {
         }
     }
 
+    /// Whether TLS carries the frame stream (else frames after a join with a secret are
+    /// authenticated by the core itself).
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+
     /// The value both join proofs are bound to: a TLS exporter value, empty without TLS.
     pub(crate) fn channel_binding(&self) -> &[u8] {
         match self {

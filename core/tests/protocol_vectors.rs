@@ -4,12 +4,13 @@
 //! apart. Run with `PALISADE_PRINT_VECTORS=1` to print the computed values.
 
 use palisade_core::frame::{encode, FrameKind};
+use palisade_core::frame_auth::{FrameAuth, LinkKeys, TAG_LEN};
 use palisade_core::join::{
     acceptor_proof, initiator_proof, Auth, JoinHello, JoinWelcome, RejectCode, Rejection,
     SharedSecret,
 };
 use palisade_core::preface::PREFACE;
-use palisade_core::{CloseCode, CloseReason};
+use palisade_core::{CloseCode, CloseReason, Side};
 
 const SPEC: &str = include_str!("../../docs/PROTOCOL.md");
 
@@ -110,8 +111,47 @@ fn computed(binding: &[u8], suffix: &str) -> Vec<(String, String)> {
             ),
             ("data_frame".to_owned(), data),
         ]);
+        out.extend(frame_auth_vectors(
+            &secret,
+            &hello.encode(),
+            &welcome.encode(),
+        ));
     }
     out
+}
+
+/// §5.7: the link keys from the join messages, and whole authenticated frames.
+fn frame_auth_vectors(
+    secret: &SharedSecret,
+    hello: &[u8],
+    welcome: &[u8],
+) -> Vec<(String, String)> {
+    let keys = LinkKeys::derive(secret, hello, welcome);
+    let mut initiator = FrameAuth::new(&keys, Side::Initiator);
+    let mut acceptor = FrameAuth::new(&keys, Side::Acceptor);
+    let sealed = |auth: &mut FrameAuth, kind: FrameKind, payload: &[u8]| {
+        let tag = auth.seal(kind, payload);
+        let mut out = bytes::BytesMut::new();
+        palisade_core::frame::encode_header(kind, payload.len() + TAG_LEN, &mut out);
+        out.extend_from_slice(payload);
+        out.extend_from_slice(&tag);
+        hex::encode(out)
+    };
+    let data_i0 = sealed(&mut initiator, FrameKind::Data, b"hello, cluster");
+    let data_r0 = sealed(&mut acceptor, FrameKind::Data, b"hello, cluster");
+    let close = CloseReason::new(CloseCode::Normal, "bye").encode();
+    let close_r1 = sealed(&mut acceptor, FrameKind::Close, &close);
+    [
+        ("link_key", hex::encode(keys.link_key())),
+        ("key_i", hex::encode(keys.key_i())),
+        ("key_r", hex::encode(keys.key_r())),
+        ("auth_data_i", data_i0),
+        ("auth_data_r", data_r0),
+        ("auth_close_r", close_r1),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_owned(), v))
+    .collect()
 }
 
 #[test]

@@ -229,6 +229,25 @@ impl WireLog {
             .collect()
     }
 
+    /// Plaintext with the secret (PROTOCOL.md §5.7): every frame after this side's own
+    /// join message (HELLO or WELCOME) ends in a 16-byte tag; cut it off, checking that
+    /// it is there.
+    pub fn strip_tags_after_join(&mut self) {
+        let join = self
+            .frames
+            .iter()
+            .position(|(k, _)| matches!(k, FrameKind::Hello | FrameKind::Welcome));
+        for (kind, body) in self
+            .frames
+            .iter_mut()
+            .skip(join.map_or(usize::MAX, |j| j + 1))
+        {
+            let len = body.len().checked_sub(palisade_core::frame_auth::TAG_LEN);
+            let len = len.unwrap_or_else(|| panic!("a {kind} too short for its tag"));
+            body.truncate(len);
+        }
+    }
+
     pub fn data(&self) -> Vec<Bytes> {
         self.frames
             .iter()

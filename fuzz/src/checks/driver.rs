@@ -12,8 +12,9 @@ use palisade_core::{CloseCause, CloseCode, CloseReason, Connection, ConnectionEr
 use super::fixtures::{self, MAX_FRAME};
 use super::wire::{self, Report};
 
-/// The largest frame on the wire, header included.
+/// The largest frame on the wire, header and (plaintext with the secret) tag included.
 const ONE_FRAME: usize = HEADER_LEN
+    + palisade_core::frame_auth::TAG_LEN
     + if MAX_FRAME > MAX_CONTROL_PAYLOAD {
         MAX_FRAME
     } else {
@@ -103,10 +104,16 @@ impl Driven {
     pub fn poll(&mut self) -> usize {
         let who = self.who;
         let (mut held, mut count) = (0usize, 0usize);
+        // Plaintext with the secret: each frame's tag stays in the receive buffer too.
+        let tag = if !self.tls && self.report.keyed {
+            palisade_core::frame_auth::TAG_LEN
+        } else {
+            0
+        };
         while let Some(event) = self.conn.poll_event() {
             match &event {
                 Event::Frame(payload) => {
-                    held += HEADER_LEN + payload.len();
+                    held += HEADER_LEN + tag + payload.len();
                     self.frame_after.push(self.consumed_at_poll);
                 }
                 Event::Joined(_) => self.joined_after = Some(self.consumed_at_poll),
@@ -118,7 +125,7 @@ impl Driven {
         // Frames waiting to be polled are bytes received and not yet taken: the window
         // plus one frame (and what one TLS read decrypts past it).
         let tls_overshoot = if self.tls { 64 * 1024 } else { 0 };
-        let max_held = self.recv_limit + HEADER_LEN + MAX_FRAME + tls_overshoot;
+        let max_held = self.recv_limit + HEADER_LEN + tag + MAX_FRAME + tls_overshoot;
         assert!(
             held <= max_held,
             "{who}: {held} bytes of frames were held unpolled (bound {max_held})"

@@ -4,10 +4,12 @@
 //! delivered, timers fire) and the invariants are checked:
 //!
 //! - frames arrive in order and unaltered: what a side received is a prefix of what
-//!   its peer sent, up to the first tampered byte (plaintext) or always (TLS, whose
-//!   records are authenticated);
+//!   its peer sent, up to the first tampered byte (plaintext without the secret) or
+//!   always (TLS, whose records are authenticated; plaintext with the secret, whose
+//!   frames after the join are, PROTOCOL.md §5.7);
 //! - never a frame, nor a join, after a tampered byte (TLS), nor a join through a
-//!   tampered preface or join message (plaintext with the secret);
+//!   tampered preface or join message, nor a frame holding or after a tampered byte
+//!   (plaintext with the secret);
 //! - each side's output is well-formed and ends as the protocol says for its close;
 //! - both sides end agreeing: both closed, or both joined and open; without tampering
 //!   or dropped sockets, every frame sent arrives and a CLOSE is reported by the peer as
@@ -358,8 +360,9 @@ impl Sim {
         let who = rx.who;
         let prefix = got.len() <= tx.sent.len() && got.iter().zip(&tx.sent).all(|(a, b)| a == b);
         let flips = &self.flipped[idx(to)];
-        if flips.is_empty() || self.tls {
-            // TLS authenticates every record: tampering never alters a frame.
+        // TLS authenticates every record, and without TLS the secret authenticates every
+        // frame after the join (PROTOCOL.md §5.7): tampering never alters a frame.
+        if flips.is_empty() || self.tls || self.keyed {
             assert!(
                 prefix,
                 "{who}: received frames that were not sent, or out of order"
@@ -374,11 +377,23 @@ impl Sim {
             assert!(!joined_late, "{who}: joined after the tampered byte at {p}");
             return;
         }
-        // Plaintext frames are not authenticated: those wholly before the tampered byte
-        // arrive intact.
+        // Plaintext frames: those wholly before the tampered byte arrive intact; with the
+        // secret, no frame that holds or follows a tampered byte arrives at all.
         let (Some(&p), Some(frames)) = (flips.iter().min(), peer_frames) else {
             return;
         };
+        if self.keyed {
+            let data_ends = frames
+                .iter()
+                .filter(|f| f.kind == palisade_core::FrameKind::Data);
+            for (k, f) in data_ends.enumerate().take(got.len()) {
+                assert!(
+                    f.end <= p,
+                    "{who}: frame {k} (ending at {}) arrived despite the tampered byte at {p}",
+                    f.end
+                );
+            }
+        }
         let data_ends = frames
             .iter()
             .filter(|f| f.kind == palisade_core::FrameKind::Data)
@@ -414,6 +429,10 @@ impl Sim {
         });
         for side in SIDES {
             self.check_delivery(side, outputs[idx(other(side))].as_deref());
+        }
+        if self.keyed && !self.tls {
+            let [i, a] = &self.ends;
+            wire::check_tags([&i.out, &a.out], [&i.report, &a.report]);
         }
 
         let live: Vec<&Driven> = SIDES

@@ -3,6 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use palisade_core::frame::{FrameKind, HEADER_LEN, MAX_CONTROL_PAYLOAD};
+use palisade_core::frame_auth::TAG_LEN;
 use palisade_core::join::{JoinHello, JoinWelcome};
 use palisade_core::preface::{PREFACE, PREFACE_LEN};
 use palisade_core::{
@@ -115,11 +116,18 @@ pub fn send(who: &str, conn: &mut Connection, payload: Bytes) -> bool {
     let limit = conn.config().send_buffer_limit;
     let peer_max = conn.peer().map(|p| p.max_frame);
     let len = payload.len();
+    // Plaintext with the secret: every frame after the join carries a tag.
+    let config = conn.config();
+    let tag = if joined && config.keyring.is_some() && config.tls.is_none() {
+        TAG_LEN
+    } else {
+        0
+    };
     let result = conn.send(payload);
     match &result {
         Ok(()) => {
             assert!(joined, "{who}: send accepted before the join");
-            assert_eq!(conn.send_buffered(), queued + HEADER_LEN + len);
+            assert_eq!(conn.send_buffered(), queued + HEADER_LEN + len + tag);
         }
         Err(SendError::Closed) => assert!(closed, "{who}: send refused as closed"),
         Err(SendError::NotJoined) => assert!(!joined && !closed, "{who}: NotJoined"),
@@ -131,7 +139,7 @@ pub fn send(who: &str, conn: &mut Connection, payload: Bytes) -> bool {
             assert_eq!(back.len(), len, "{who}: Full handed back another frame");
             assert!(queued > 0, "{who}: an empty buffer refused a frame");
             assert!(
-                queued + HEADER_LEN + len > limit,
+                queued + HEADER_LEN + len + tag > limit,
                 "{who}: Full below the limit"
             );
         }
@@ -156,7 +164,16 @@ pub struct WireFrame {
 
 /// Parses a plaintext connection's whole output: the preface, then whole frames whose
 /// control bodies parse (a connection only ever writes well-formed frames).
-pub fn parse_output(who: &str, out: &[u8]) -> Vec<WireFrame> {
+///
+/// `tagged`: the side joined with the secret (PROTOCOL.md §5.7), so every frame after its
+/// own join message (HELLO for the initiator, WELCOME for the acceptor) ends in a tag,
+/// which is checked for length and cut off the returned payload.
+pub fn parse_output(who: &str, side: Side, out: &[u8], tagged: bool) -> Vec<WireFrame> {
+    let join_kind = match side {
+        Side::Initiator => FrameKind::Hello,
+        Side::Acceptor => FrameKind::Welcome,
+    };
+    let mut after_join = false;
     assert!(
         out.starts_with(&PREFACE),
         "{who}: output does not open with the preface"
@@ -168,8 +185,16 @@ pub fn parse_output(who: &str, out: &[u8]) -> Vec<WireFrame> {
     loop {
         let end = out.len() - buf.len();
         match decoder.decode(&mut buf) {
-            Ok(Some(frame)) => {
+            Ok(Some(mut frame)) => {
                 let end = end + HEADER_LEN + frame.payload.len();
+                if tagged && after_join {
+                    let len = frame.payload.len().checked_sub(TAG_LEN);
+                    let Some(len) = len else {
+                        panic!("{who}: wrote a {} too short for its tag", frame.kind)
+                    };
+                    frame.payload.truncate(len);
+                }
+                after_join |= frame.kind == join_kind;
                 let body = &frame.payload;
                 let parsed = match frame.kind {
                     FrameKind::Hello => JoinHello::decode(body).map(|_| ()),
@@ -191,6 +216,55 @@ pub fn parse_output(who: &str, out: &[u8]) -> Vec<WireFrame> {
     }
     assert!(buf.is_empty(), "{who}: output ends inside a frame");
     frames
+}
+
+/// Every frame of a plaintext output, tags left on (no checks).
+fn raw_frames(out: &[u8]) -> Vec<(FrameKind, Bytes)> {
+    let mut buf = BytesMut::from(out.get(PREFACE_LEN..).unwrap_or_default());
+    let mut decoder = FrameDecoder::new(u32::MAX as usize);
+    let mut frames = Vec::new();
+    while let Ok(Some(f)) = decoder.decode(&mut buf) {
+        frames.push((f.kind, f.payload));
+    }
+    frames
+}
+
+/// Plaintext with the secret (PROTOCOL.md §5.7): every frame a joined side wrote after its
+/// join message carries the tag for its place in the sequence, under the key derived
+/// from the HELLO and WELCOME as written, checked as its peer would check it.
+pub fn check_tags(outputs: [&[u8]; 2], reports: [&Report; 2]) {
+    use palisade_core::frame_auth::{FrameAuth, LinkKeys, Opened};
+    let frames = outputs.map(raw_frames);
+    let find = |frames: &[(FrameKind, Bytes)], kind| {
+        frames
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, b)| b.clone())
+    };
+    let (Some(hello), Some(welcome)) = (
+        find(&frames[0], FrameKind::Hello),
+        find(&frames[1], FrameKind::Welcome),
+    ) else {
+        return;
+    };
+    let keys = LinkKeys::derive(&fixtures::secret(), &hello, &welcome);
+    let sides = [
+        (Side::Initiator, FrameKind::Hello, Side::Acceptor),
+        (Side::Acceptor, FrameKind::Welcome, Side::Initiator),
+    ];
+    for (i, (side, join, peer)) in sides.into_iter().enumerate() {
+        if reports[i].joined.is_none() {
+            continue;
+        }
+        let mut checker = FrameAuth::new(&keys, peer);
+        let after_join = frames[i].iter().skip_while(|(k, _)| *k != join).skip(1);
+        for (n, (kind, body)) in after_join.enumerate() {
+            assert!(
+                matches!(checker.open(*kind, body), Ok(Opened::Authenticated { .. })),
+                "{side:?}: frame {n} after the join ({kind}) does not carry its tag"
+            );
+        }
+    }
 }
 
 /// What the last frame must be for a side that ended with `cause`, per PROTOCOL.md §4:
@@ -221,6 +295,7 @@ fn owed(cause: &CloseCause, joined: bool) -> Option<Option<(FrameKind, u16)>> {
             ConnectionError::HandshakeTimeout { .. }
             | ConnectionError::FirstBytesTimeout { .. } => close(CloseCode::HandshakeTimeout),
             ConnectionError::Random(_) => close(CloseCode::InternalError),
+            ConnectionError::FrameAuth(_) => close(CloseCode::ProtocolError),
             _ => None,
         },
     }
@@ -235,7 +310,9 @@ pub fn check_output(
     report: &Report,
     sent: &[Bytes],
 ) -> Vec<WireFrame> {
-    let frames = parse_output(who, out);
+    // check_output only sees plaintext links: a join there used the secret when keyed.
+    let tagged = report.keyed && report.joined.is_some();
+    let frames = parse_output(who, side, out, tagged);
     let kinds: Vec<FrameKind> = frames.iter().map(|f| f.kind).collect();
     let count = |k: FrameKind| kinds.iter().filter(|&&x| x == k).count();
     let joined = report.joined.is_some();
