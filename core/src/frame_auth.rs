@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 use crate::close::CloseReason;
 use crate::config::Side;
 use crate::frame::FrameKind;
-use crate::join::SharedSecret;
+use crate::join::{hmac_with as hmac, SharedSecret};
 
 /// Bytes of the tag that ends every authenticated frame.
 pub const TAG_LEN: usize = 16;
@@ -36,12 +36,6 @@ pub const TAG_LEN: usize = 16;
 const LINK_KEY_LABEL: &[u8] = b"palisade/v1 frame key";
 const INITIATOR_LABEL: &[u8] = b"palisade/v1 initiator frames";
 const ACCEPTOR_LABEL: &[u8] = b"palisade/v1 acceptor frames";
-
-fn hmac(key: &[u8]) -> Hmac<Sha256> {
-    // HMAC is defined for keys of every length, so this never fails (see secret.rs).
-    #[allow(clippy::expect_used)]
-    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length")
-}
 
 fn update_lp16(mac: &mut Hmac<Sha256>, bytes: &[u8]) {
     // Join messages are at most 4096 bytes, so the length always fits.

@@ -28,4 +28,5 @@ pub(crate) use reject::truncate_utf8;
 pub use reject::{JoinError, RejectCode, Rejection, MAX_REASON_LEN};
 pub(crate) use replay::OwnNonce;
 pub use replay::{ReplayCache, ReplaySource};
+pub(crate) use secret::hmac_with;
 pub use secret::{KeyId, Keyring, SecretError, SharedSecret, MIN_SECRET_LEN};

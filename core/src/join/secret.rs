@@ -100,7 +100,8 @@ impl SharedSecret {
     }
 }
 
-fn hmac_with(key: &[u8]) -> Hmac<Sha256> {
+/// HMAC-SHA256 keyed with `key`, for every MAC palisade computes.
+pub(crate) fn hmac_with(key: &[u8]) -> Hmac<Sha256> {
     // Justified exception to the no-panic rule: HMAC is defined for keys of every length
     // (long keys are hashed, short ones padded), so `new_from_slice` never fails for Hmac.
     #[allow(clippy::expect_used)]
