@@ -337,7 +337,7 @@ fn an_x509_v1_certificate_from_openssl_is_refused_at_load_time_with_the_fix() {
         Err(palisade_core::ConfigError::Tls(e)) => {
             let msg = e.to_string();
             eprintln!("palisade says: {msg}");
-            assert!(msg.starts_with("tls.cert:"), "{msg}");
+            assert!(msg.starts_with("tls_cert_file:"), "{msg}");
             assert!(
                 msg.contains("X.509 v1") && msg.contains("-extfile"),
                 "{msg}"

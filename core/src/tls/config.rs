@@ -170,25 +170,25 @@ impl fmt::Display for TlsConfigError {
         match self {
             Self::UnknownCipherSuite { name, known } => write!(
                 f,
-                "tls.cipher_suites: unknown suite {name:?}; known suites: {}",
+                "cipher_suites: unknown suite {name:?}; known suites: {}",
                 known.join(", ")
             ),
             Self::NoUsableSuite { min_version } => write!(
                 f,
-                "tls.cipher_suites: none of the chosen suites works with min_tls = {min_version}; add a suite for that version"
+                "cipher_suites: none of the chosen suites works with min_tls = {min_version}; add a suite for that version"
             ),
             Self::EmptyChain => f.write_str(
-                "tls.cert: the certificate file holds no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks)",
+                "tls_cert_file: the certificate file holds no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks)",
             ),
             Self::BadKey(detail) => write!(
                 f,
-                "tls.key: {detail}; use the key that was generated with this certificate (PKCS#8, PKCS#1 RSA or SEC1 EC)"
+                "tls_key_file: {detail}; use the key that was generated with this certificate (PKCS#8, PKCS#1 RSA or SEC1 EC)"
             ),
             Self::BadCertificate { which, detail } => {
                 write!(f, "{which}: the certificate cannot be used: {detail}")
             }
             Self::NoTrustAnchors => f.write_str(
-                "tls.ca: the trust bundle holds no certificate; give the cluster CA (or, pinned, the shared certificate)",
+                "tls_ca_file: the trust bundle holds no certificate; give the cluster CA (or, pinned, the shared certificate)",
             ),
         }
     }
@@ -224,7 +224,7 @@ impl TlsContext {
             .first()
             .ok_or(TlsConfigError::EmptyChain)?;
         let own_summary = CertSummary::parse(own).ok_or(TlsConfigError::BadCertificate {
-            which: "tls.cert",
+            which: "tls_cert_file",
             detail: "not an X.509 certificate".into(),
         })?;
         let certified_key = certified_key(&config.identity, &provider)?;
@@ -238,12 +238,12 @@ impl TlsContext {
                     roots
                         .add(ca.clone())
                         .map_err(|e| TlsConfigError::BadCertificate {
-                            which: "tls.ca",
+                            which: "tls_ca_file",
                             detail: e.to_string(),
                         })?;
                 }
                 Trust::ca(roots, &provider).map_err(|detail| TlsConfigError::BadCertificate {
-                    which: "tls.ca",
+                    which: "tls_ca_file",
                     detail,
                 })?
             }
@@ -255,7 +255,7 @@ impl TlsContext {
                 for cert in certs {
                     let summary =
                         CertSummary::parse(cert).ok_or(TlsConfigError::BadCertificate {
-                            which: "tls.pinned",
+                            which: "tls_cert_file (the pinned certificate, tls_trust = \"pinned\")",
                             detail: "not an X.509 certificate".into(),
                         })?;
                     pinned.push((cert.clone(), summary));
@@ -296,11 +296,11 @@ fn certified_key(
             "the private key does not belong to the certificate".into(),
         )),
         Err(rustls::Error::InvalidCertificate(e)) => Err(TlsConfigError::BadCertificate {
-            which: "tls.cert",
+            which: "tls_cert_file",
             detail: super::error::describe_cert_error(&e),
         }),
         Err(e) => Err(TlsConfigError::BadCertificate {
-            which: "tls.cert",
+            which: "tls_cert_file",
             detail: e.to_string(),
         }),
     }

@@ -149,7 +149,7 @@ impl fmt::Display for TlsError {
         match self {
             Self::CertificateRefused(r) => r.fmt(f),
             Self::NoClientCertificate => f.write_str(
-                "the peer presented no client certificate; mutual TLS requires every node to have one (set tls.cert and tls.key on the peer)",
+                "the peer presented no client certificate; mutual TLS requires every node to have one (set tls_cert_file and tls_key_file on the peer)",
             ),
             Self::RefusedByPeer { alert } => {
                 write!(f, "the peer ended the TLS handshake: {}", explain_alert(alert))
@@ -193,7 +193,7 @@ pub(crate) fn describe_cert_error(err: &CertificateError) -> String {
         let hint = match inner.downcast_ref::<webpki::Error>() {
             Some(webpki::Error::CaUsedAsEndEntity) => Some(
                 "it is a CA certificate (basicConstraints CA:TRUE, as `openssl req -x509` makes) used as a node certificate; \
-                 share it in pinned mode (tls.pinned) or issue node certificates from a CA with `openssl x509 -req -extfile`",
+                 share it in pinned mode (tls_trust = \"pinned\") or issue node certificates from a CA with `openssl x509 -req -extfile`",
             ),
             Some(webpki::Error::UnsupportedCertVersion) => Some(
                 "it is an X.509 v1 certificate (`openssl x509 -req` without `-extfile` makes these); \
