@@ -139,6 +139,8 @@ fn a_dialer_expecting_one_node_refuses_another(kind: Kind) {
             Some(RejectCode::IdentityNotAllowed),
             "tls {tls}"
         );
+        // Retrying will not change who answers: a reconnect loop should stop here.
+        assert!(wrong.as_ref().err().is_some_and(LinkError::is_permanent));
         let shown = wrong.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
             shown.contains("dialed \"node-b\" but \"listener\" answered"),
@@ -283,6 +285,10 @@ fn one_source_in_a_plaintext_reconnect_loop_exhausts_only_its_own_share(kind: Ki
     // Whatever node id it claims, the address has used its share of the replay cache.
     let (busy, _) = server.join_from(looping, cluster.member(false, "another-name"));
     assert_eq!(reject_code(&busy), Some(RejectCode::Busy));
+    assert!(
+        busy.as_ref().err().is_some_and(|e| !e.is_permanent()),
+        "busy is worth a retry"
+    );
     let shown = busy.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(shown.contains("replay_cache_per_source"), "{shown}");
     // Another address still joins.

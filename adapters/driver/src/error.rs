@@ -54,11 +54,46 @@ impl Error {
         }
     }
 
+    /// Whether retrying cannot help until someone changes a setting, a certificate or a
+    /// secret: a certificate refused, authentication failed, a cluster name mismatch, a
+    /// peer that is not palisade or speaks another version, settings that cannot work.
+    /// `false` means transient (refused, reset, timed out, busy, closed at admission):
+    /// a reconnect loop should back off and try again, and stop on a permanent error.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Config(_) | Self::Setup(ConnectError::InvalidServerName(_)) => true,
+            Self::Setup(ConnectError::Tls(_)) => true,
+            Self::Link(e) => link_error_is_permanent(e),
+            Self::Send(SendError::TooLarge { .. }) => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn from_cause(cause: &CloseCause) -> Self {
         match cause {
             CloseCause::Error(e) => Self::Link(e.clone()),
             other => Self::Closed(other.clone()),
         }
+    }
+}
+
+fn link_error_is_permanent(e: &ConnectionError) -> bool {
+    match e {
+        ConnectionError::Join(join) => match join.rejection().code {
+            // Someone resent a recorded join, or the peer is loaded: a fresh join works.
+            RejectCode::Replay | RejectCode::Busy => false,
+            // A code this version does not know: back off rather than give up.
+            RejectCode::Other(_) => false,
+            _ => true,
+        },
+        // The peer is not palisade, speaks another version, TLS to plaintext, or breaks
+        // the protocol: the same peer will do the same again.
+        ConnectionError::Preface(_)
+        | ConnectionError::Frame(_)
+        | ConnectionError::Message(_)
+        | ConnectionError::UnexpectedFrame { .. } => true,
+        ConnectionError::Tls(tls) => !matches!(tls, palisade_core::tls::TlsError::Protocol { .. }),
+        _ => false,
     }
 }
 
@@ -138,5 +173,53 @@ impl fmt::Display for HandshakeFailure {
             "handshake with {} failed: {}",
             self.peer_addr, self.error
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_core::tls::{CertRefusal, TlsError};
+
+    fn refused(code: RejectCode) -> Error {
+        Error::Link(ConnectionError::Join(JoinError::RefusedByPeer(
+            Rejection::new(code, ""),
+        )))
+    }
+
+    #[test]
+    fn a_reconnect_loop_stops_on_permanent_errors_and_retries_transient_ones() {
+        for code in [
+            RejectCode::AuthenticationFailed,
+            RejectCode::UnknownKey,
+            RejectCode::ClusterMismatch,
+            RejectCode::IdentityNotAllowed,
+            RejectCode::Reflected,
+            RejectCode::ClockSkew,
+        ] {
+            assert!(refused(code).is_permanent(), "{code}");
+        }
+        for code in [RejectCode::Busy, RejectCode::Replay, RejectCode::Other(99)] {
+            assert!(!refused(code).is_permanent(), "{code}");
+        }
+        let cert = Error::Link(ConnectionError::Tls(TlsError::CertificateRefused(
+            Box::new(CertRefusal::UnknownIssuer {
+                subject: "CN=x".into(),
+                issuer: "CN=y".into(),
+            }),
+        )));
+        assert!(cert.is_permanent());
+        let io = |kind| Error::Io(io::Error::from(kind));
+        assert!(!io(io::ErrorKind::ConnectionRefused).is_permanent());
+        assert!(!io(io::ErrorKind::ConnectionReset).is_permanent());
+        assert!(!io(io::ErrorKind::TimedOut).is_permanent());
+        let timeout = Error::Link(ConnectionError::HandshakeTimeout {
+            after: std::time::Duration::from_secs(10),
+        });
+        assert!(!timeout.is_permanent());
+        assert!(Error::Config(ConfigError::Zero {
+            setting: "max_frame"
+        })
+        .is_permanent());
     }
 }
