@@ -11,7 +11,10 @@
 
 pub use palisade_core as core;
 pub use palisade_core::*;
-pub use palisade_driver::{Error as LinkError, HandshakeFailure};
+pub use palisade_driver::{
+    AdmissionError, AdmissionLimits, AdmissionStats, Error as LinkError, FailureHook,
+    HandshakeFailure,
+};
 
 /// palisade on tokio.
 #[cfg(feature = "tokio")]
