@@ -9,9 +9,12 @@
 //! `Connection`; `connect(addr, config)` → joined `Connection`; `send`, `recv`, `peer`,
 //! `close`, `split`; one [`Error`](palisade_driver::Error) type.
 
+pub mod report;
+
 pub use palisade_core as core;
 pub use palisade_core::*;
 pub use palisade_driver::{Error as LinkError, HandshakeFailure};
+pub use report::{Finding, Report, Severity};
 
 /// palisade on tokio.
 #[cfg(feature = "tokio")]
