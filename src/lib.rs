@@ -10,6 +10,7 @@
 //! `close`, `split`; one [`Error`](palisade_driver::Error) type.
 
 pub mod report;
+pub mod settings;
 
 pub use palisade_core as core;
 pub use palisade_core::*;
