@@ -502,3 +502,26 @@ fn a_secret_file_with_a_trailing_newline_and_the_same_secret_from_the_environmen
     conn.send(Bytes::from_static(b"hello")).unwrap();
     assert_eq!(theirs.recv().unwrap().as_deref(), Some(&b"hello"[..]));
 }
+
+#[test]
+fn the_readme_kubernetes_example_loads() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split("## Configuration").nth(1).unwrap();
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let mut s = Settings::from_toml_str(example, Some(Path::new("README.md"))).unwrap();
+    s.apply_env(env(&[("PALISADE_NODE_ID", "orders-0")]))
+        .unwrap();
+    assert!(s.tls.tls_enabled);
+    assert_eq!(
+        s.tls.tls_ca_file.as_deref(),
+        Some(Path::new("/etc/palisade/tls/ca.crt"))
+    );
+    assert_eq!(s.seeds.len(), 3);
+}
