@@ -329,10 +329,11 @@ fn toml_syntax_errors_give_line_and_column() {
 }
 
 fn named() -> Settings {
-    let mut s = Settings::default();
-    s.cluster_name = "prod".into();
-    s.node_id = "node-1".into();
-    s
+    Settings {
+        cluster_name: "prod".into(),
+        node_id: "node-1".into(),
+        ..Settings::default()
+    }
 }
 
 #[test]
