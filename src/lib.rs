@@ -16,6 +16,7 @@ pub use palisade_core as core;
 pub use palisade_core::*;
 pub use palisade_driver::{Error as LinkError, HandshakeFailure};
 pub use report::{Finding, Report, Severity};
+pub use settings::{Loaded, Settings, SettingsError, SettingsErrors};
 
 /// palisade on tokio.
 #[cfg(feature = "tokio")]

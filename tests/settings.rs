@@ -526,3 +526,29 @@ fn the_readme_kubernetes_example_loads() {
     );
     assert_eq!(s.seeds.len(), 3);
 }
+
+#[test]
+fn an_arc_style_cluster_table_says_the_keys_go_at_the_top_level() {
+    let e = Settings::from_toml_str(
+        "[cluster]\ncluster_name = \"prod\"\ntls_enabled = true\n",
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "unknown table `[cluster]`: palisade's keys are at the top level of the file; remove the `[cluster]` line and move its keys above every other table"
+    );
+}
+
+#[test]
+fn palisade_tool_variables_are_not_settings() {
+    assert_eq!(
+        from_env(&[
+            ("PALISADE_BENCH_QUICK", "1"),
+            ("PALISADE_PRINT_VECTORS", "1")
+        ])
+        .unwrap(),
+        Settings::default()
+    );
+}

@@ -39,6 +39,13 @@ pub enum SettingsError {
         /// The known key it probably means.
         suggestion: Option<&'static str>,
     },
+    /// A table (`[cluster]`, as in Arc's config): palisade's keys are at the top level.
+    Table {
+        /// The file, when known.
+        origin: Option<PathBuf>,
+        /// The table's name.
+        name: String,
+    },
     /// A known key with a value of the wrong shape.
     BadValue {
         /// The file, when known.
@@ -75,6 +82,7 @@ impl SettingsError {
             | Self::BadEnv { key, .. } => key,
             Self::Syntax { .. } => "config",
             Self::UnknownKey { suggestion, .. } => suggestion.unwrap_or("config"),
+            Self::Table { .. } => "config",
             Self::UnknownEnv { .. } => "environment",
         }
     }
@@ -94,6 +102,9 @@ impl SettingsError {
                 format!("invalid TOML at line {line}, column {column}: {message}")
             }
             Self::UnknownKey { key, .. } => format!("unknown key `{key}`"),
+            Self::Table { name, .. } => format!(
+                "unknown table `[{name}]`: palisade's keys are at the top level of the file"
+            ),
             Self::BadValue { key, message, .. } => format!("bad value for `{key}`: {message}"),
             Self::UnknownEnv { var, .. } => {
                 format!(
@@ -120,6 +131,9 @@ impl SettingsError {
                 ..
             } => format!("did you mean `{s}`?"),
             Self::UnknownKey { .. } => format!("remove it; {list}"),
+            Self::Table { name, .. } => {
+                format!("remove the `[{name}]` line and move its keys above every other table")
+            }
             Self::BadValue { .. } => format!("write it as the message says; {list}"),
             Self::UnknownEnv {
                 suggestion: Some(s),
@@ -137,6 +151,7 @@ impl SettingsError {
             Self::Unreadable { path, .. } => Some(path),
             Self::Syntax { origin, .. }
             | Self::UnknownKey { origin, .. }
+            | Self::Table { origin, .. }
             | Self::BadValue { origin, .. } => origin.as_ref(),
             Self::UnknownEnv { .. } | Self::BadEnv { .. } => None,
         }

@@ -63,6 +63,16 @@ impl Key {
 /// The prefix of every environment variable palisade reads.
 pub const ENV_PREFIX: &str = "PALISADE_";
 
+/// `PALISADE_*` variables of palisade's own tests, benches and tools, not settings: the
+/// loader ignores them instead of calling them unknown.
+pub const NOT_SETTINGS: &[&str] = &[
+    "PALISADE_BENCH_QUICK",
+    "PALISADE_BENCH_ROUNDS",
+    "PALISADE_MEMORY_PROFILE",
+    "PALISADE_PRINT_VECTORS",
+    "PALISADE_WRITE_FUZZ_CORPUS",
+];
+
 const fn key(
     name: &'static str,
     kind: Kind,

@@ -167,6 +167,13 @@ impl Settings {
         let mut errors = SettingsErrors::default();
         for (name, value) in table {
             let Some(key) = keys::find(&name) else {
+                if value.is_table() {
+                    errors.0.push(SettingsError::Table {
+                        origin: origin_buf.clone(),
+                        name,
+                    });
+                    continue;
+                }
                 errors.0.push(SettingsError::UnknownKey {
                     origin: origin_buf.clone(),
                     suggestion: keys::did_you_mean(&name),
@@ -225,6 +232,9 @@ impl Settings {
             let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
+            if keys::NOT_SETTINGS.contains(&var.as_str()) {
+                continue;
+            }
             let Some(key) = KEYS.iter().find(|k| k.env() == var) else {
                 errors.0.push(SettingsError::UnknownEnv {
                     suggestion: keys::did_you_mean(rest).and_then(keys::find).map(Key::env),
