@@ -552,3 +552,22 @@ fn palisade_tool_variables_are_not_settings() {
         Settings::default()
     );
 }
+
+#[test]
+fn load_checked_reports_file_problems_and_the_checks_of_the_keys_it_could_read() {
+    let dir = TempDir::new("checked");
+    let short = dir.write("short", "abc\n");
+    let path = dir.write(
+        "palisade.toml",
+        &format!("cluster_name = \"prod\"\nnode_id = \"n1\"\nhandshake_timout = \"5s\"\nmax_frame = 0\nshared_secret_file = {:?}\n", short.display().to_string()),
+    );
+    let (settings, loaded) = Settings::load_checked(&path, SystemTime::now());
+    let m = messages(&loaded);
+    assert_eq!(settings.node_id, "n1");
+    assert!(loaded.config.is_none());
+    assert!(has(&m, "unknown key `handshake_timout`"), "{m:#?}");
+    assert!(has(&m, "error: max_frame: max_frame is 0"));
+    assert!(has(&m, "the secret is 3 bytes long"));
+    // A secret is configured (if unusable): no "no authentication" warning on top.
+    assert!(!has(&m, "no authentication"));
+}

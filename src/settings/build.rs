@@ -39,7 +39,8 @@ impl Settings {
         self.check_numbers(&mut report);
         self.check_without_tls(&mut report);
         let keyring = self.keyring(&mut report);
-        if keyring.is_none() && !self.tls.tls_enabled {
+        let no_secret = self.shared_secret.is_none() && self.shared_secret_file.is_none();
+        if no_secret && !self.tls.tls_enabled {
             report.push(Finding::warning(
                 "shared_secret",
                 "no authentication at all: TLS is off and there is no shared secret, so any host \
@@ -456,4 +457,46 @@ fn usable_secret(
         None => finding,
     });
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_config_errors_map_onto_config_keys() {
+        let mut c = Config::new("prod", "a");
+        c.first_bytes_timeout = Duration::ZERO;
+        assert_eq!(
+            c.validate().map_err(|e| config_error_key(&e)),
+            Err("first_bytes_timeout")
+        );
+        c.first_bytes_timeout = Duration::from_secs(1);
+        c.max_frame = 0;
+        assert_eq!(
+            c.validate().map_err(|e| config_error_key(&e)),
+            Err("max_frame")
+        );
+        let c = Config::new("", "a");
+        assert_eq!(
+            c.validate().map_err(|e| config_error_key(&e)),
+            Err("cluster_name")
+        );
+        // Every key the core names is a settings key.
+        for key in [
+            "cluster_name",
+            "node_id",
+            "max_frame",
+            "handshake_timeout",
+            "clock_skew_tolerance",
+            "clock_ahead_tolerance",
+            "first_bytes_timeout",
+            "send_buffer_limit",
+            "recv_buffer_limit",
+            "replay_cache_capacity",
+            "replay_cache_per_source",
+        ] {
+            assert!(super::super::keys::find(key).is_some(), "{key}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ mod secret;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use palisade_core::Config;
 use palisade_driver::admission::AdmissionLimits;
@@ -150,17 +150,40 @@ impl Settings {
     /// Reads a config file's text. `origin` (the file) is named in the errors. Every
     /// problem is reported, not only the first.
     pub fn from_toml_str(text: &str, origin: Option<&Path>) -> Result<Self, SettingsErrors> {
+        let (settings, errors) = Self::parse(text, origin);
+        errors.into_result(settings)
+    }
+
+    /// [`Settings::load`] then [`Settings::build`], reporting everything at once (what
+    /// the `check` command prints): the problems of the file and the environment, then
+    /// every check of the keys that could be read. The settings are returned for their
+    /// other keys (`listen`, `seeds`, `connect_timeout`); `config` is `None` on any error.
+    pub fn load_checked(path: impl AsRef<Path>, now: SystemTime) -> (Self, Loaded) {
+        let (settings, errors) = Self::read(path.as_ref());
+        let mut loaded = settings.build(now);
+        let mut report = errors.report();
+        report.findings.append(&mut loaded.report.findings);
+        loaded.report = report;
+        if !loaded.report.is_ok() {
+            loaded.config = None;
+        }
+        (settings, loaded)
+    }
+
+    /// Reads a file's text into the defaults, key by key, collecting every problem.
+    fn parse(text: &str, origin: Option<&Path>) -> (Self, SettingsErrors) {
         let origin_buf = origin.map(Path::to_path_buf);
         let table = match text.parse::<toml::Table>() {
             Ok(table) => table,
             Err(e) => {
                 let (line, column) = line_column(text, e.span().map_or(0, |s| s.start));
-                return Err(SettingsErrors(vec![SettingsError::Syntax {
+                let error = SettingsError::Syntax {
                     origin: origin_buf,
                     line,
                     column,
                     message: e.message().to_owned(),
-                }]));
+                };
+                return (Self::default(), SettingsErrors(vec![error]));
             }
         };
         let mut settings = Self::default();
@@ -189,17 +212,19 @@ impl Settings {
                 });
             }
         }
-        errors.into_result(settings)
+        (settings, errors)
     }
 
     /// Reads the config file at `path`, then the `PALISADE_*` environment over it.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, SettingsErrors> {
-        let path = path.as_ref();
+        let (settings, errors) = Self::read(path.as_ref());
+        errors.into_result(settings)
+    }
+
+    /// The file then the environment, as far as they can be read, and every problem.
+    fn read(path: &Path) -> (Self, SettingsErrors) {
         let (mut settings, mut errors) = match std::fs::read_to_string(path) {
-            Ok(text) => match Self::from_toml_str(&text, Some(path)) {
-                Ok(settings) => (settings, SettingsErrors::default()),
-                Err(errors) => (Self::default(), errors),
-            },
+            Ok(text) => Self::parse(&text, Some(path)),
             Err(e) => (
                 Self::default(),
                 SettingsErrors(vec![SettingsError::Unreadable {
@@ -212,7 +237,7 @@ impl Settings {
         if let Err(env_errors) = settings.apply_process_env() {
             errors.0.extend(env_errors.0);
         }
-        errors.into_result(settings)
+        (settings, errors)
     }
 
     /// The defaults with the `PALISADE_*` environment over them.
