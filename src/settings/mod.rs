@@ -9,6 +9,7 @@
 mod build;
 pub mod duration;
 mod error;
+mod keyring;
 pub mod keys;
 mod secret;
 pub mod tls;
