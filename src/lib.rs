@@ -9,12 +9,17 @@
 //! `Connection`; `connect(addr, config)` → joined `Connection`; `send`, `recv`, `peer`,
 //! `close`, `split`; one [`Error`](palisade_driver::Error) type.
 
+pub mod report;
+pub mod settings;
+
 pub use palisade_core as core;
 pub use palisade_core::*;
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, Error as LinkError, FailureHook,
     HandshakeFailure,
 };
+pub use report::{Finding, Report, Severity};
+pub use settings::{Loaded, Settings, SettingsError, SettingsErrors};
 
 /// palisade on tokio.
 #[cfg(feature = "tokio")]

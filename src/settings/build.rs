@@ -1,0 +1,390 @@
+//! From settings to a node: every check that needs no certificate, the secrets read
+//! from their files, and the core `Config` and admission limits, with a report of
+//! everything found. Nothing stops at the first problem.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use palisade_core::join::{Keyring, MAX_NAME_LEN};
+use palisade_core::tls::TlsConfig;
+use palisade_core::{Config, ConfigError};
+use palisade_driver::admission::{AdmissionError, AdmissionLimits};
+
+use super::keyring::MAKE_SECRET;
+use super::{format_duration, Settings, TlsSettings};
+use crate::report::{Finding, Report};
+
+/// What [`Settings::build`] made.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The core's settings; `None` when the report has errors.
+    pub config: Option<Config>,
+    /// The listener's admission limits.
+    pub limits: AdmissionLimits,
+    /// Everything found: errors, warnings, notes.
+    pub report: Report,
+}
+
+impl Settings {
+    /// Checks the settings, reads the secret files (and, once wired, the TLS files) and
+    /// makes the node's `Config`. `now` dates the certificate checks.
+    pub fn build(&self, now: SystemTime) -> Loaded {
+        let mut report = Report::default();
+        self.check_names(&mut report);
+        self.check_addresses(&mut report);
+        self.check_numbers(&mut report);
+        self.check_without_tls(&mut report);
+        let keyring = self.keyring(&mut report);
+        let no_secret = self.shared_secret.is_none() && self.shared_secret_file.is_none();
+        if no_secret && !self.tls.tls_enabled {
+            report.push(Finding::warning(
+                "shared_secret",
+                "no authentication at all: TLS is off and there is no shared secret, so any host \
+                 that can reach this node's port can join the cluster",
+                format!(
+                    "set shared_secret_file (or PALISADE_SHARED_SECRET); {MAKE_SECRET}; and turn \
+                         on TLS (tls_enabled = true) where the network is not trusted"
+                ),
+            ));
+        }
+        let tls = if self.tls.tls_enabled {
+            tls_config(&self.tls, &self.node_id, now, &mut report)
+        } else {
+            None
+        };
+        let limits = self.limits(&mut report);
+        let config = report
+            .is_ok()
+            .then(|| self.config(keyring, tls, &mut report))
+            .flatten();
+        Loaded {
+            config,
+            limits,
+            report,
+        }
+    }
+
+    fn check_names(&self, report: &mut Report) {
+        for (key, value, what) in [
+            (
+                "cluster_name",
+                &self.cluster_name,
+                "the cluster's name, the same on every node",
+            ),
+            (
+                "node_id",
+                &self.node_id,
+                "this node's id, unique in the cluster",
+            ),
+        ] {
+            if value.is_empty() {
+                report.push(Finding::error(
+                    key,
+                    format!("{key} is not set"),
+                    format!("set {key} to {what}"),
+                ));
+            } else if value.len() > MAX_NAME_LEN {
+                report.push(Finding::error(
+                    key,
+                    format!(
+                        "{key} is {} bytes long; at most {MAX_NAME_LEN} bytes fit the join",
+                        value.len()
+                    ),
+                    format!("shorten {key}"),
+                ));
+            }
+        }
+    }
+
+    fn check_addresses(&self, report: &mut Report) {
+        if let Some(listen) = &self.listen {
+            if listen.parse::<SocketAddr>().is_err() {
+                report.push(Finding::error(
+                    "listen",
+                    format!("listen = {listen:?} is not an IP address and port"),
+                    "write e.g. \"0.0.0.0:7000\" or \"[::]:7000\"",
+                ));
+            }
+        }
+        for seed in &self.seeds {
+            let port = seed.rsplit_once(':').filter(|(host, _)| !host.is_empty());
+            if port
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .filter(|p| *p != 0)
+                .is_none()
+            {
+                report.push(Finding::error(
+                    "seeds",
+                    format!("seed {seed:?} is not host:port"),
+                    "write each seed as host:port, e.g. \"node-1.palisade:7000\" or \"10.0.0.7:7000\"",
+                ));
+            }
+        }
+    }
+
+    fn check_numbers(&self, report: &mut Report) {
+        if self.max_frame == 0 || u32::try_from(self.max_frame).is_err() {
+            report.push(Finding::error(
+                "max_frame",
+                format!(
+                    "max_frame is {}; it must be 1 to {} bytes",
+                    self.max_frame,
+                    u32::MAX
+                ),
+                "the default 8388608 (8 MiB) suits most clusters",
+            ));
+        }
+        for (key, value) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("clock_skew_tolerance", self.clock_skew_tolerance),
+            ("clock_ahead_tolerance", self.clock_ahead_tolerance),
+            ("first_bytes_timeout", self.first_bytes_timeout),
+            ("source_backoff", self.source_backoff),
+        ] {
+            if value.is_zero() {
+                report.push(Finding::error(
+                    key,
+                    format!("{key} is zero"),
+                    format!("give {key} a positive duration, e.g. \"10s\""),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("replay_cache_capacity", self.replay_cache_capacity),
+            ("replay_cache_per_source", self.replay_cache_per_source),
+            ("send_buffer_limit", self.send_buffer_limit),
+            ("recv_buffer_limit", self.recv_buffer_limit),
+            ("max_unjoined", self.max_unjoined),
+            ("max_unjoined_per_source", self.max_unjoined_per_source),
+            (
+                "new_connection_burst_per_source",
+                self.new_connection_burst_per_source as usize,
+            ),
+            (
+                "failed_join_burst_per_source",
+                self.failed_join_burst_per_source as usize,
+            ),
+        ] {
+            if value == 0 {
+                report.push(Finding::error(
+                    key,
+                    format!("{key} is zero"),
+                    format!("give {key} a positive number"),
+                ));
+            }
+        }
+        for (key, rate) in [
+            (
+                "new_connection_rate_per_source",
+                self.new_connection_rate_per_source,
+            ),
+            (
+                "failed_join_rate_per_source",
+                self.failed_join_rate_per_source,
+            ),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                report.push(Finding::error(
+                    key,
+                    format!("{key} is {rate}"),
+                    format!("give {key} a positive number per second"),
+                ));
+            }
+        }
+        let later = |a: Duration, b: Duration| !a.is_zero() && !b.is_zero() && a > b;
+        if later(self.first_bytes_timeout, self.handshake_timeout) {
+            report.push(Finding::warning(
+                "first_bytes_timeout",
+                format!(
+                    "first_bytes_timeout ({}) is longer than handshake_timeout ({}), so it has no effect: the join deadline comes first",
+                    format_duration(self.first_bytes_timeout),
+                    format_duration(self.handshake_timeout)
+                ),
+                "make first_bytes_timeout shorter than handshake_timeout (default 2s), so silent sockets free listener slots early",
+            ));
+        }
+        if later(self.clock_ahead_tolerance, self.clock_skew_tolerance) {
+            report.push(Finding::warning(
+                "clock_ahead_tolerance",
+                format!(
+                    "clock_ahead_tolerance ({}) is longer than clock_skew_tolerance ({}), which bounds it anyway",
+                    format_duration(self.clock_ahead_tolerance),
+                    format_duration(self.clock_skew_tolerance)
+                ),
+                "make clock_ahead_tolerance at most clock_skew_tolerance (default 30s)",
+            ));
+        }
+    }
+
+    /// TLS rules and files set while TLS is off: rules that need certificates are
+    /// errors (the operator asked for a check that cannot happen), files are ignored.
+    fn check_without_tls(&self, report: &mut Report) {
+        let t = &self.tls;
+        if t.tls_enabled {
+            return;
+        }
+        let fix = |key: &str| {
+            format!("set tls_enabled = true with tls_cert_file, tls_key_file and tls_ca_file, or remove {key}")
+        };
+        for (key, on) in [
+            ("verify_hostname", t.verify_hostname == Some(true)),
+            (
+                "same_name_as_own_cert",
+                t.same_name_as_own_cert == Some(true),
+            ),
+            ("node_id_in_cert", t.node_id_in_cert == Some(true)),
+            ("allowed_names", !t.allowed_names.is_empty()),
+        ] {
+            if on {
+                report.push(Finding::error(key, format!("{key} checks peer certificates, but tls_enabled is false: there are none to check"), fix(key)));
+            }
+        }
+        for (key, set) in [
+            ("tls_cert_file", t.tls_cert_file.is_some()),
+            ("tls_key_file", t.tls_key_file.is_some()),
+            ("tls_ca_file", t.tls_ca_file.is_some()),
+            ("tls_trust", t.tls_trust != super::TlsTrust::default()),
+            ("min_tls", t.min_tls != super::MinTls::default()),
+            ("cipher_suites", !t.cipher_suites.is_empty()),
+        ] {
+            if set {
+                report.push(Finding::warning(
+                    key,
+                    format!("{key} is set but tls_enabled is false, so it is ignored"),
+                    fix(key),
+                ));
+            }
+        }
+    }
+
+    fn limits(&self, report: &mut Report) -> AdmissionLimits {
+        let defaults = AdmissionLimits::default();
+        let limits = AdmissionLimits {
+            max_unjoined: self.max_unjoined,
+            max_unjoined_per_source: self.max_unjoined_per_source,
+            new_connection_rate_per_source: self.new_connection_rate_per_source,
+            new_connection_burst_per_source: self.new_connection_burst_per_source,
+            failed_join_rate_per_source: self.failed_join_rate_per_source,
+            failed_join_burst_per_source: self.failed_join_burst_per_source,
+            source_backoff: self.source_backoff,
+            // Not a setting: enough room to track every unjoined connection's source.
+            max_tracked_sources: defaults
+                .max_tracked_sources
+                .max(self.max_unjoined.saturating_mul(16)),
+        };
+        // A backstop for limits the checks above missed.
+        if report.is_ok() {
+            if let Err(e) = limits.validate() {
+                let key = match e {
+                    AdmissionError::BadSetting { setting } => setting,
+                    _ => "max_unjoined",
+                };
+                report.push(Finding::error(key, e.to_string(), format!("change {key}")));
+            }
+        }
+        limits
+    }
+
+    fn config(
+        &self,
+        keyring: Option<Keyring>,
+        tls: Option<TlsConfig>,
+        report: &mut Report,
+    ) -> Option<Config> {
+        let mut config = Config::new(self.cluster_name.clone(), self.node_id.clone());
+        config.keyring = keyring;
+        config.tls = tls;
+        config.max_frame = self.max_frame;
+        config.handshake_timeout = self.handshake_timeout;
+        config.clock_skew_tolerance = self.clock_skew_tolerance;
+        config.clock_ahead_tolerance = self.clock_ahead_tolerance;
+        config.first_bytes_timeout = self.first_bytes_timeout;
+        config.replay_cache_capacity = self.replay_cache_capacity;
+        config.replay_cache_per_source = self.replay_cache_per_source;
+        config.send_buffer_limit = self.send_buffer_limit;
+        config.recv_buffer_limit = self.recv_buffer_limit;
+        match config.validate() {
+            Ok(()) => Some(config),
+            Err(e) => {
+                report.push(Finding::error(
+                    config_error_key(&e),
+                    e.to_string(),
+                    "change that setting",
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// The config key a core `ConfigError` is about.
+pub(crate) fn config_error_key(e: &ConfigError) -> &'static str {
+    match e {
+        ConfigError::BadName { setting, .. }
+        | ConfigError::ZeroDuration { setting }
+        | ConfigError::Zero { setting } => setting,
+        ConfigError::MaxFrameOutOfRange(_) => "max_frame",
+        ConfigError::Tls(_) => "tls_cert_file",
+        _ => "config",
+    }
+}
+
+/// SEAM for the TLS loader (`crate::tls_load`, another branch): the lead replaces this
+/// body with `crate::tls_load::load_tls(tls, node_id, now, report)` at merge.
+fn tls_config(
+    tls: &TlsSettings,
+    node_id: &str,
+    now: SystemTime,
+    report: &mut Report,
+) -> Option<TlsConfig> {
+    let _ = (tls, node_id, now);
+    report.push(Finding::error(
+        "tls_enabled",
+        "this build cannot load TLS files from settings yet",
+        "build the TLS config in code (palisade::tls) or set tls_enabled = false",
+    ));
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_config_errors_map_onto_config_keys() {
+        let mut c = Config::new("prod", "a");
+        c.first_bytes_timeout = Duration::ZERO;
+        assert_eq!(
+            c.validate().map_err(|e| config_error_key(&e)),
+            Err("first_bytes_timeout")
+        );
+        c.first_bytes_timeout = Duration::from_secs(1);
+        c.max_frame = 0;
+        assert_eq!(
+            c.validate().map_err(|e| config_error_key(&e)),
+            Err("max_frame")
+        );
+        let c = Config::new("", "a");
+        assert_eq!(
+            c.validate().map_err(|e| config_error_key(&e)),
+            Err("cluster_name")
+        );
+        // Every key the core names is a settings key.
+        for key in [
+            "cluster_name",
+            "node_id",
+            "max_frame",
+            "handshake_timeout",
+            "clock_skew_tolerance",
+            "clock_ahead_tolerance",
+            "first_bytes_timeout",
+            "send_buffer_limit",
+            "recv_buffer_limit",
+            "replay_cache_capacity",
+            "replay_cache_per_source",
+        ] {
+            assert!(super::super::keys::find(key).is_some(), "{key}");
+        }
+    }
+}
