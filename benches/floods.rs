@@ -115,9 +115,13 @@ async fn dial_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
 async fn join_once(endpoint: &Endpoint, from: IpAddr, to: SocketAddr) -> bool {
     let attempt = async {
         let stream = dial_from(from, to).await.ok()?;
-        palisade::tokio::connect_stream(endpoint, stream, ACCEPTOR, None)
-            .await
-            .ok()
+        palisade::tokio::connect_stream(
+            endpoint,
+            stream,
+            &palisade::Dial::new("").server_name(ACCEPTOR),
+        )
+        .await
+        .ok()
     };
     match tokio::time::timeout(Duration::from_secs(15), attempt).await {
         // Dropping the link closes it in the background.

@@ -15,7 +15,7 @@ pub mod settings;
 pub use palisade_core as core;
 pub use palisade_core::*;
 pub use palisade_driver::{
-    AdmissionError, AdmissionLimits, AdmissionStats, Error as LinkError, FailureHook,
+    AdmissionError, AdmissionLimits, AdmissionStats, Dial, Error as LinkError, FailureHook,
     HandshakeFailure,
 };
 pub use report::{Finding, Report, Severity};

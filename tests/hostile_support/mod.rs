@@ -444,9 +444,13 @@ impl Server {
                     let socket = tokio::net::TcpSocket::new_v4()?;
                     socket.bind(SocketAddr::new(from.into(), 0))?;
                     let stream = socket.connect(to).await?;
-                    palisade::tokio::connect_stream(&endpoint, stream, "127.0.0.1", None)
-                        .await
-                        .map(Conn::Tokio)
+                    palisade::tokio::connect_stream(
+                        &endpoint,
+                        stream,
+                        &palisade::Dial::new("127.0.0.1:0"),
+                    )
+                    .await
+                    .map(Conn::Tokio)
                 };
                 tokio::time::timeout(JOIN_BOUND, attempt)
                     .await
@@ -457,8 +461,12 @@ impl Server {
                 JOIN_BOUND,
                 move || {
                     let stream = connect_from(from, to)?;
-                    palisade::blocking::connect_stream(&endpoint, stream, "127.0.0.1", None)
-                        .map(Conn::Blocking)
+                    palisade::blocking::connect_stream(
+                        &endpoint,
+                        stream,
+                        &palisade::Dial::new("127.0.0.1:0"),
+                    )
+                    .map(Conn::Blocking)
                 },
             ),
         };

@@ -12,11 +12,11 @@ use std::time::Instant;
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use async_std::task::JoinHandle;
 use palisade_core::{Config, Endpoint};
-use palisade_driver::{dialed, establish, server_name_of, Acceptor, FailureHook, Runtime};
+use palisade_driver::{establish, Acceptor, FailureHook, Runtime};
 
 pub use palisade_driver::{
-    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure, RecvHalf,
-    SendHalf,
+    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Dial, Error, HandshakeFailure,
+    RecvHalf, SendHalf,
 };
 
 /// async-std's sleep and spawn.
@@ -187,8 +187,19 @@ pub async fn connect_expecting(
     addr: &str,
     expected_peer: Option<&str>,
 ) -> Result<Connection, Error> {
-    let stream = TcpStream::connect(addr).await?;
+    dial(endpoint, &Dial::new(addr).expect_peer_opt(expected_peer)).await
+}
+
+/// Dials as `dial` says (the address, the name TLS checks, the node that must answer,
+/// the TCP connect timeout) and joins.
+pub async fn dial(endpoint: &Endpoint, dial: &Dial) -> Result<Connection, Error> {
+    let connect = TcpStream::connect(dial.addr());
+    let stream = match dial.timeout() {
+        None => connect.await?,
+        Some(t) => async_std::future::timeout(t, connect)
+            .await
+            .map_err(|_| dial.timed_out())??,
+    };
     stream.set_nodelay(true)?;
-    let conn = dialed(endpoint, server_name_of(addr), expected_peer)?;
-    establish(&AsyncStd, Socket(stream), conn).await
+    establish(&AsyncStd, Socket(stream), dial.connection(endpoint)?).await
 }

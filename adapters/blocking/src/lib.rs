@@ -12,14 +12,11 @@ use std::time::{Instant, SystemTime};
 
 use palisade_core::{Config, Endpoint};
 use palisade_driver::listener::{accept_failed, ACCEPT_BACKLOG};
-use palisade_driver::{
-    dialed, establish_blocking, establish_blocking_admitted, server_name_of, FailureHook, Gate,
-    Permit,
-};
+use palisade_driver::{establish_blocking, establish_blocking_admitted, FailureHook, Gate, Permit};
 
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, BlockingConnection as Connection,
-    BlockingRecvHalf as RecvHalf, BlockingSendHalf as SendHalf, Error,
+    BlockingRecvHalf as RecvHalf, BlockingSendHalf as SendHalf, Dial, Error,
 };
 
 /// Accepts palisade links; every handshake runs on a thread of its own.
@@ -177,19 +174,40 @@ pub fn connect_expecting(
     addr: &str,
     expected_peer: Option<&str>,
 ) -> Result<Connection, Error> {
-    let stream = TcpStream::connect(addr)?;
-    connect_stream(endpoint, stream, server_name_of(addr), expected_peer)
+    dial(endpoint, &Dial::new(addr).expect_peer_opt(expected_peer))
 }
 
-/// Joins over a stream the caller connected (say, from a chosen source address);
-/// `server_name` is the name TLS checks.
+/// Dials as `dial` says (the address, the name TLS checks, the node that must answer,
+/// the TCP connect timeout) and joins.
+pub fn dial(endpoint: &Endpoint, dial: &Dial) -> Result<Connection, Error> {
+    let stream = match dial.timeout() {
+        None => TcpStream::connect(dial.addr())?,
+        Some(t) => connect_within(dial, t)?,
+    };
+    connect_stream(endpoint, stream, dial)
+}
+
+/// `TcpStream::connect` to each address `dial` resolves to, each bounded by `t`.
+fn connect_within(dial: &Dial, t: std::time::Duration) -> Result<TcpStream, Error> {
+    let mut last = None;
+    for addr in dial.addr().to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, t) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = Some(dial.timed_out()),
+            Err(e) => last = Some(e.into()),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::NoAddress(dial.addr().to_owned())))
+}
+
+/// Joins over a stream the caller connected (say, from a chosen source address); `dial`
+/// gives the name TLS checks and the node that must answer (its address and timeout are
+/// not used).
 pub fn connect_stream(
     endpoint: &Endpoint,
     stream: TcpStream,
-    server_name: &str,
-    expected_peer: Option<&str>,
+    dial: &Dial,
 ) -> Result<Connection, Error> {
     stream.set_nodelay(true)?;
-    let conn = dialed(endpoint, server_name, expected_peer)?;
-    establish_blocking(stream, conn)
+    establish_blocking(stream, dial.connection(endpoint)?)
 }

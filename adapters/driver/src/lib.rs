@@ -22,6 +22,7 @@
 pub mod admission;
 pub mod blocking;
 pub mod conn;
+pub mod dial;
 pub mod driver;
 pub mod error;
 pub mod link;
@@ -33,22 +34,11 @@ pub use blocking::{
     BlockingSendHalf,
 };
 pub use conn::{establish, establish_admitted, Connection, RecvHalf, SendHalf};
+pub use dial::Dial;
 pub use driver::{Driver, Runtime};
 pub use error::{Error, HandshakeFailure};
 pub use link::REFUSAL_FLUSH;
 pub use listener::{Acceptor, FailureHook, Gate};
-
-/// The core connection for a link this node dials by `server_name` (the name TLS checks),
-/// expecting the node `expected_peer` when one is given: a WELCOME from
-/// any other node is refused (reject code 9).
-pub fn dialed(
-    endpoint: &palisade_core::Endpoint,
-    server_name: &str,
-    expected_peer: Option<&str>,
-) -> Result<palisade_core::Connection, Error> {
-    let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
-    Ok(endpoint.connect_expecting(server_name, expected_peer, now, wall)?)
-}
 
 /// The host part of `host:port` (brackets removed from an IPv6 literal): the name TLS
 /// checks the acceptor's certificate against.

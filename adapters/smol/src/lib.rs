@@ -8,13 +8,13 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use palisade_core::{Config, Endpoint};
-use palisade_driver::{dialed, establish, server_name_of, Acceptor, FailureHook, Runtime};
+use palisade_driver::{establish, Acceptor, FailureHook, Runtime};
 use smol::net::{AsyncToSocketAddrs, TcpListener, TcpStream};
 use smol::Task;
 
 pub use palisade_driver::{
-    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure, RecvHalf,
-    SendHalf,
+    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Dial, Error, HandshakeFailure,
+    RecvHalf, SendHalf,
 };
 
 /// smol's timer and its global executor.
@@ -138,8 +138,26 @@ pub async fn connect_expecting(
     addr: &str,
     expected_peer: Option<&str>,
 ) -> Result<Connection, Error> {
-    let stream = TcpStream::connect(addr).await?;
+    dial(endpoint, &Dial::new(addr).expect_peer_opt(expected_peer)).await
+}
+
+/// Dials as `dial` says (the address, the name TLS checks, the node that must answer,
+/// the TCP connect timeout) and joins.
+pub async fn dial(endpoint: &Endpoint, dial: &Dial) -> Result<Connection, Error> {
+    let connect = TcpStream::connect(dial.addr());
+    let stream = match dial.timeout() {
+        None => connect.await?,
+        Some(t) => {
+            let connected = async { connect.await.map(Some) };
+            let late = async {
+                smol::Timer::after(t).await;
+                Ok(None)
+            };
+            smol::future::or(connected, late)
+                .await?
+                .ok_or_else(|| dial.timed_out())?
+        }
+    };
     stream.set_nodelay(true)?;
-    let conn = dialed(endpoint, server_name_of(addr), expected_peer)?;
-    establish(&Smol, stream, conn).await
+    establish(&Smol, stream, dial.connection(endpoint)?).await
 }

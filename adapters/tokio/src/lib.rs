@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use palisade_core::{Config, Endpoint};
-use palisade_driver::{dialed, establish, server_name_of, Acceptor, FailureHook, Runtime};
+use palisade_driver::{establish, Acceptor, FailureHook, Runtime};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,8 +17,8 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 pub use palisade_driver::{
-    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Error, HandshakeFailure, RecvHalf,
-    SendHalf,
+    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Dial, Error, HandshakeFailure,
+    RecvHalf, SendHalf,
 };
 
 /// tokio's sleep and spawn, on the runtime current when the listener or connection was
@@ -196,19 +196,30 @@ pub async fn connect_expecting(
     addr: &str,
     expected_peer: Option<&str>,
 ) -> Result<Connection, Error> {
-    let stream = TcpStream::connect(addr).await?;
-    connect_stream(endpoint, stream, server_name_of(addr), expected_peer).await
+    dial(endpoint, &Dial::new(addr).expect_peer_opt(expected_peer)).await
+}
+
+/// Dials as `dial` says (the address, the name TLS checks, the node that must answer,
+/// the TCP connect timeout) and joins.
+pub async fn dial(endpoint: &Endpoint, dial: &Dial) -> Result<Connection, Error> {
+    let connect = TcpStream::connect(dial.addr());
+    let stream = match dial.timeout() {
+        None => connect.await?,
+        Some(t) => tokio::time::timeout(t, connect)
+            .await
+            .map_err(|_| dial.timed_out())??,
+    };
+    connect_stream(endpoint, stream, dial).await
 }
 
 /// Joins over a stream the caller connected (say, from a chosen source address with
-/// `tokio::net::TcpSocket::bind`); `server_name` is the name TLS checks.
+/// `tokio::net::TcpSocket::bind`); `dial` gives the name TLS checks and the node that must
+/// answer (its address and timeout are not used).
 pub async fn connect_stream(
     endpoint: &Endpoint,
     stream: TcpStream,
-    server_name: &str,
-    expected_peer: Option<&str>,
+    dial: &Dial,
 ) -> Result<Connection, Error> {
     stream.set_nodelay(true)?;
-    let conn = dialed(endpoint, server_name, expected_peer)?;
-    establish(&runtime(), Socket(stream), conn).await
+    establish(&runtime(), Socket(stream), dial.connection(endpoint)?).await
 }
