@@ -13,7 +13,17 @@ pub mod report;
 pub mod settings;
 
 pub use palisade_core as core;
-pub use palisade_core::*;
+// Everything the core exports, except that its `Connection` (the sans-IO state machine)
+// is `CoreConnection` here: `Connection` in this crate's docs and errors always means an
+// adapter's joined link (`palisade::tokio::Connection`, ...).
+pub use palisade_core::{config, error, frame, frame_auth, join, preface, random, tls};
+pub use palisade_core::{
+    CloseCause, CloseCode, CloseReason, Config, ConfigError, ConnectError,
+    Connection as CoreConnection, ConnectionError, Endpoint, Event, FieldError, FrameAuthError,
+    FrameDecoder, FrameError, FrameKind, JoinError, KeyId, Keyring, OsRandom, PeerInfo,
+    PrefaceError, RandomError, RandomSource, RejectCode, Rejection, SecretError, SendError,
+    SharedSecret, Side,
+};
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, Dial, Error as LinkError, FailureHook,
     HandshakeFailure,
