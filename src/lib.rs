@@ -9,13 +9,16 @@
 //! `Connection`; `connect(addr, config)` → joined `Connection`; `send`, `recv`, `peer`,
 //! `close`, `split`; one [`Error`](palisade_driver::Error) type.
 
+pub mod pem;
 pub mod report;
 pub mod settings;
+pub mod tls_load;
 
 pub use palisade_core as core;
 pub use palisade_core::*;
 pub use palisade_driver::{Error as LinkError, HandshakeFailure};
 pub use report::{Finding, Report, Severity};
+pub use tls_load::load_tls;
 
 /// palisade on tokio.
 #[cfg(feature = "tokio")]
