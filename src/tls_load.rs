@@ -167,7 +167,10 @@ pub fn load_tls(
 fn rules_without_tls(tls: &TlsSettings, report: &mut Report) {
     let rules = [
         ("verify_hostname", tls.verify_hostname == Some(true)),
-        ("same_name_as_own_cert", tls.same_name_as_own_cert == Some(true)),
+        (
+            "same_name_as_own_cert",
+            tls.same_name_as_own_cert == Some(true),
+        ),
         ("allowed_names", !tls.allowed_names.is_empty()),
         ("node_id_in_cert", tls.node_id_in_cert == Some(true)),
     ];
@@ -205,7 +208,10 @@ fn contradictions(tls: &TlsSettings, report: &mut Report) {
 fn rfc3339(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| format!("unix {secs}"))
 }
 
@@ -317,7 +323,10 @@ fn validity_warning(not_before: i64, not_after: i64, now: i64, path: &Path, repo
     let renew = "renew it now and replace tls_cert_file and tls_key_file (the node keeps running; peers refuse it until then)";
     let (cause, fix) = if now > not_after {
         (
-            format!("the certificate EXPIRED at {}: every peer will refuse this node", rfc3339(not_after)),
+            format!(
+                "the certificate EXPIRED at {}: every peer will refuse this node",
+                rfc3339(not_after)
+            ),
             renew.to_owned(),
         )
     } else if now < not_before {
@@ -327,12 +336,18 @@ fn validity_warning(not_before: i64, not_after: i64, now: i64, path: &Path, repo
         )
     } else if days_left < EXPIRY_URGENT_DAYS {
         (
-            format!("URGENT: the certificate expires in {days_left} day(s), at {}", rfc3339(not_after)),
+            format!(
+                "URGENT: the certificate expires in {days_left} day(s), at {}",
+                rfc3339(not_after)
+            ),
             renew.to_owned(),
         )
     } else if days_left < EXPIRY_WARNING_DAYS {
         (
-            format!("the certificate expires in {days_left} day(s), at {}", rfc3339(not_after)),
+            format!(
+                "the certificate expires in {days_left} day(s), at {}",
+                rfc3339(not_after)
+            ),
             "renew it before then and replace tls_cert_file and tls_key_file".to_owned(),
         )
     } else {
@@ -354,8 +369,14 @@ fn reissue_command(tls: &TlsSettings, node_id: &str, summary: &CertSummary, path
     let mut san: Vec<String> = dns.iter().map(|n| format!("DNS:{n}")).collect();
     san.extend(summary.names.ips.iter().map(|ip| format!("IP:{ip}")));
     san.extend(summary.names.uris.iter().map(|u| format!("URI:{u}")));
-    let key = tls.tls_key_file.clone().unwrap_or_else(|| PathBuf::from("node.key"));
-    let ca = tls.tls_ca_file.clone().unwrap_or_else(|| PathBuf::from("ca.pem"));
+    let key = tls
+        .tls_key_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("node.key"));
+    let ca = tls
+        .tls_ca_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("ca.pem"));
     let ca_key = ca.with_extension("key");
     format!(
         "re-issue it as v3: `printf 'subjectAltName={}\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature,keyEncipherment\\nextendedKeyUsage=serverAuth,clientAuth\\n' > node.ext && openssl x509 -x509toreq -in {cert} -signkey {key} -out node.csr && openssl x509 -req -in node.csr -CA {ca} -CAkey {ca_key} -CAcreateserial -days 365 -extfile node.ext -out {cert}` (-CA and -CAkey: the CA certificate and key that sign node certificates)",
@@ -420,7 +441,8 @@ fn check_ca_bundle(cas: &[CertificateDer<'static>], path: &Path, report: &mut Re
         let ok = X509Certificate::from_der(der).is_ok_and(|(_, c)| is_ca(&c));
         if !ok {
             all = false;
-            let subject = CertSummary::parse(der).map_or_else(|| "unreadable".into(), |s| s.subject);
+            let subject =
+                CertSummary::parse(der).map_or_else(|| "unreadable".into(), |s| s.subject);
             report.push(
                 Finding::error(
                     CA,
