@@ -38,8 +38,8 @@ const KEY: &str = "tls_key_file";
 const CA: &str = "tls_ca_file";
 
 /// The authorization rules in force once the mode's defaults fill what the settings
-/// leave unset.
-pub fn effective_authorization(tls: &TlsSettings) -> (bool, bool, bool) {
+/// leave unset: (`verify_hostname`, `same_name_as_own_cert`, `node_id_in_cert`).
+fn effective_authorization(tls: &TlsSettings) -> (bool, bool, bool) {
     let ca_mode = tls.tls_trust == TlsTrust::Ca;
     (
         tls.verify_hostname.unwrap_or(ca_mode),
@@ -163,8 +163,26 @@ pub fn load_tls(
     }
 }
 
-/// Authorization rules set explicitly while TLS is off check nothing: say so.
+/// Authorization rules set explicitly while TLS is off check nothing: an error, since
+/// the operator believes peers are checked. TLS files set while TLS is off: a warning
+/// (a half-finished switch to TLS is worth seeing).
 fn rules_without_tls(tls: &TlsSettings, report: &mut Report) {
+    for (key, file) in [
+        (CERT, &tls.tls_cert_file),
+        (KEY, &tls.tls_key_file),
+        (CA, &tls.tls_ca_file),
+    ] {
+        if let Some(path) = file {
+            report.push(
+                Finding::warning(
+                    key,
+                    format!("{key} is set but tls_enabled is false, so the file is not used and links are not encrypted"),
+                    format!("set tls_enabled = true to use it, or remove {key}"),
+                )
+                .in_file(path),
+            );
+        }
+    }
     let rules = [
         ("verify_hostname", tls.verify_hostname == Some(true)),
         (
@@ -616,12 +634,16 @@ fn core_finding(err: &TlsConfigError, tls: &TlsSettings) -> Finding {
             format!("the private key cannot be used: {detail}"),
             "use the key made with tls_cert_file (PKCS#8, PKCS#1 RSA or SEC1 EC)".to_owned(),
         ),
-        TlsConfigError::BadCertificate { which, detail } if which.contains("ca") => (
-            CA,
-            file(&tls.tls_ca_file),
-            format!("a CA certificate cannot be used: {detail}"),
-            "give tls_ca_file PEM CA certificates".to_owned(),
-        ),
+        TlsConfigError::BadCertificate { which, detail }
+            if matches!(*which, "tls.ca" | "tls_ca_file") =>
+        {
+            (
+                CA,
+                file(&tls.tls_ca_file),
+                format!("a CA certificate cannot be used: {detail}"),
+                "give tls_ca_file PEM CA certificates".to_owned(),
+            )
+        }
         TlsConfigError::NoTrustAnchors => (
             CA,
             file(&tls.tls_ca_file),

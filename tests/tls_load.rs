@@ -475,6 +475,19 @@ fn settings_that_cannot_work_are_all_reported_at_once() {
     assert_eq!(keys, ["allowed_names", "node_id_in_cert"], "{report}");
     assert!(report.to_string().contains("but tls_enabled is false"));
 
+    let files_without_tls = TlsSettings {
+        tls_cert_file: Some("/etc/palisade/tls.crt".into()),
+        ..TlsSettings::default()
+    };
+    let (config, report) = load(&files_without_tls, "node-a", SystemTime::now());
+    assert!(config.is_none() && report.is_ok(), "{report}");
+    assert!(
+        report.warnings().any(|w| w.key == "tls_cert_file"
+            && w.cause
+                .contains("is set but tls_enabled is false, so the file is not used")),
+        "{report}"
+    );
+
     let pinned_with_ca = TlsSettings {
         tls_trust: TlsTrust::Pinned,
         tls_ca_file: Some("/etc/palisade/ca.pem".into()),
