@@ -592,6 +592,66 @@ fn rcgen_certificates_load_and_join_and_an_expired_one_loads_with_a_warning() {
     );
 }
 
+/// Binds node `a` with a failure hook and dials it as node `b`; returns what the
+/// acceptor's hook reported (bounded wait).
+fn acceptor_failure(a: (&str, TlsConfig), b: (&str, TlsConfig)) -> String {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let hook: FailureHook = Arc::new(move |f: &HandshakeFailure| {
+        record.lock().unwrap().push(f.error.to_string());
+    });
+    let listener = palisade::blocking::Listener::bind_with(
+        "127.0.0.1:0",
+        Endpoint::new(node_config(a.0, a.1)).unwrap(),
+        Some(hook),
+    )
+    .unwrap();
+    let addr = listener.local_addr().to_string();
+    assert!(palisade::blocking::connect(&addr, node_config(b.0, b.1)).is_err());
+    let deadline = std::time::Instant::now() + BOUND;
+    while seen.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = seen.lock().unwrap().join("\n");
+    seen
+}
+
+/// The acceptor whose certificate the dialer refuses in a form rustls reports only as
+/// `certificate_unknown` (here: a CA certificate as the acceptor's node certificate)
+/// says what that alert means and where to look, not a bare alert name.
+#[test]
+fn an_acceptor_refused_with_certificate_unknown_says_what_it_means() {
+    let Some(dir) = Dir::new("cert-unknown") else {
+        return;
+    };
+    dir.self_signed("dev", "palisade-dev");
+    dir.self_signed("ca", "Test CA");
+    dir.san_node("node-b", SEC1_P256, "ca");
+    let both = dir.path("both.pem");
+    let text = std::fs::read_to_string(dir.path("ca.pem")).unwrap()
+        + &std::fs::read_to_string(dir.path("dev.pem")).unwrap();
+    std::fs::write(&both, text).unwrap();
+    let pinned = TlsSettings {
+        tls_trust: TlsTrust::Pinned,
+        tls_ca_file: None,
+        ..dir.ca_settings("dev", "dev")
+    };
+    let a = load_ok(&pinned, "node-a");
+    let b = load_ok(
+        &TlsSettings {
+            tls_ca_file: Some(both),
+            ..dir.ca_settings("node-b", "ca")
+        },
+        "node-b",
+    );
+    let seen = acceptor_failure(("node-a", a), ("node-b", b));
+    assert!(
+        seen.contains("alert certificate_unknown")
+            && seen.contains("CA certificate used as a node certificate"),
+        "the acceptor said: {seen}"
+    );
+}
+
 /// The acceptor of a refused handshake says why, not only the alert it sent: node-b's
 /// certificate comes from a CA node-a does not trust.
 #[test]
@@ -616,24 +676,7 @@ fn the_acceptor_of_a_refused_certificate_says_why() {
         "node-b",
     );
 
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let record = Arc::clone(&seen);
-    let hook: FailureHook = Arc::new(move |f: &HandshakeFailure| {
-        record.lock().unwrap().push(f.error.to_string());
-    });
-    let listener = palisade::blocking::Listener::bind_with(
-        "127.0.0.1:0",
-        Endpoint::new(node_config("node-a", a)).unwrap(),
-        Some(hook),
-    )
-    .unwrap();
-    let addr = listener.local_addr().to_string();
-    assert!(palisade::blocking::connect(&addr, node_config("node-b", b)).is_err());
-    let deadline = std::time::Instant::now() + BOUND;
-    while seen.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let seen = seen.lock().unwrap().join("\n");
+    let seen = acceptor_failure(("node-a", a), ("node-b", b));
     assert!(
         seen.contains("was issued by \"CN=Other CA\", which is not in this node's CA bundle"),
         "the acceptor said: {seen}"
