@@ -245,6 +245,23 @@ fn a_v1_certificate_from_x509_req_without_extfile_is_refused_with_the_command_th
         shown.contains(&format!("-CA {}", dir.path("ca.pem").display())),
         "{shown}"
     );
+
+    // The command in the fix works as given: the re-issued certificate loads and joins.
+    let fix = &report.errors().next().unwrap().fix;
+    let command = fix.split('`').nth(1).unwrap();
+    let out = Command::new("sh")
+        .args(["-c", command])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.san_node("node-b", SEC1_P256, "ca");
+    let tls = |n: &str| load_ok(&dir.ca_settings(n, "ca"), n);
+    joins(("node-b", tls("node-b")), ("node-a", tls("node-a")));
 }
 
 #[test]
