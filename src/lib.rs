@@ -9,8 +9,10 @@
 //! `Connection`; `connect(addr, config)` → joined `Connection`; `send`, `recv`, `peer`,
 //! `close`, `split`; one [`Error`](palisade_driver::Error) type.
 
+pub mod pem;
 pub mod report;
 pub mod settings;
+pub mod tls_load;
 
 pub use palisade_core as core;
 // Everything the core exports, except that its `Connection` (the sans-IO state machine)
@@ -30,6 +32,7 @@ pub use palisade_driver::{
 };
 pub use report::{Finding, Report, Severity};
 pub use settings::{Loaded, Settings, SettingsError, SettingsErrors};
+pub use tls_load::load_tls;
 
 /// palisade on tokio.
 #[cfg(feature = "tokio")]

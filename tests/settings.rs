@@ -450,13 +450,16 @@ fn secret_errors_say_how_to_make_a_secret_and_how_to_compare_key_ids() {
 }
 
 #[test]
-fn tls_enabled_goes_through_the_tls_loader_seam() {
+fn tls_enabled_without_files_is_refused_by_the_tls_loader() {
     let mut s = named();
     s.shared_secret = Some(settings::SecretText::new(SECRET));
     s.tls.tls_enabled = true;
     let loaded = s.build(SystemTime::now());
     assert!(loaded.config.is_none());
-    assert!(has(&messages(&loaded), "error: tls_enabled:"));
+    assert!(has(
+        &messages(&loaded),
+        "error: tls_cert_file: tls_enabled is true but no certificate is set"
+    ));
 }
 
 #[test]

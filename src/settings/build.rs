@@ -11,7 +11,7 @@ use palisade_core::{Config, ConfigError};
 use palisade_driver::admission::{AdmissionError, AdmissionLimits};
 
 use super::keyring::MAKE_SECRET;
-use super::{format_duration, Settings, TlsSettings};
+use super::{format_duration, Settings};
 use crate::report::{Finding, Report};
 
 /// What [`Settings::build`] made.
@@ -48,7 +48,7 @@ impl Settings {
             ));
         }
         let tls = if self.tls.tls_enabled {
-            tls_config(&self.tls, &self.node_id, now, &mut report)
+            crate::tls_load::load_tls(&self.tls, &self.node_id, now, &mut report)
         } else {
             None
         };
@@ -328,23 +328,6 @@ pub(crate) fn config_error_key(e: &ConfigError) -> &'static str {
         ConfigError::Tls(_) => "tls_cert_file",
         _ => "config",
     }
-}
-
-/// SEAM for the TLS loader (`crate::tls_load`, another branch): the lead replaces this
-/// body with `crate::tls_load::load_tls(tls, node_id, now, report)` at merge.
-fn tls_config(
-    tls: &TlsSettings,
-    node_id: &str,
-    now: SystemTime,
-    report: &mut Report,
-) -> Option<TlsConfig> {
-    let _ = (tls, node_id, now);
-    report.push(Finding::error(
-        "tls_enabled",
-        "this build cannot load TLS files from settings yet",
-        "build the TLS config in code (palisade::tls) or set tls_enabled = false",
-    ));
-    None
 }
 
 #[cfg(test)]

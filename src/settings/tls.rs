@@ -45,15 +45,24 @@ pub struct TlsSettings {
     /// `tls_trust`: `ca` or `pinned`.
     pub tls_trust: TlsTrust,
     /// `verify_hostname`: the dialer checks that the acceptor's certificate names the
-    /// host it dialed (or the name it was told to expect). `None`: the mode's default.
+    /// host it dialed (or the name it was told to expect). `None`: the mode's default,
+    /// ON in CA mode (a CA signs many certificates; the dialer must know it reached the
+    /// node it meant) and OFF in pinned mode (every node holds the same certificate, so
+    /// the name proves nothing).
     pub verify_hostname: Option<bool>,
     /// `same_name_as_own_cert`: the peer's certificate must share a DNS name with ours.
+    /// `None`: off in both modes (it suits clusters whose certificates all carry the
+    /// cluster's name; `node_id_in_cert` is the general rule).
     pub same_name_as_own_cert: Option<bool>,
     /// `allowed_names`: patterns (`*.svc.cluster.local`) one of the peer certificate's
     /// names must match. Empty: no allow-list.
     pub allowed_names: Vec<String>,
     /// `node_id_in_cert`: the peer's node id must be one of its certificate's DNS names.
-    /// `None`: the mode's default.
+    /// `None`: the mode's default, ON in CA mode (without it any certificate the CA
+    /// ever signed joins under any node id it claims) and OFF in pinned mode (one shared
+    /// certificate names no single node). Loading refuses a node whose own `node_id` is
+    /// not among its certificate's DNS names while this is on, and warns when a CA-mode
+    /// node has every rule off.
     pub node_id_in_cert: Option<bool>,
     /// `min_tls`: `"1.2"` or `"1.3"`.
     pub min_tls: MinTls,

@@ -172,6 +172,11 @@ fn explain_alert(alert: &str) -> String {
             "it says this node's certificate is expired or not yet valid (renew it, or check the clocks)"
         }
         "bad_certificate" => "it refused this node's certificate (a name it expected is missing)",
+        // rustls sends this for every certificate form webpki refuses without a named
+        // alert; the acceptor must still learn where to look.
+        "certificate_unknown" => {
+            "it refused this node's certificate in a form it cannot use (a CA certificate used as a node certificate in CA mode, an X.509 v1 certificate, or a broken chain); the peer's log names the form, and loading this node's settings reports it"
+        }
         "access_denied" => "its authorization rules do not allow this node's certificate names",
         "certificate_required" => "it requires a client certificate and this node sent none",
         "protocol_version" => "no TLS version in common (is min_tls = 1.3 on one side?)",
@@ -275,6 +280,19 @@ fn incompatible(p: &PeerIncompatible) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_unknown_alert_says_what_it_means() {
+        let shown = TlsError::RefusedByPeer {
+            alert: "certificate_unknown".into(),
+        }
+        .to_string();
+        assert!(
+            shown.contains("a CA certificate used as a node certificate")
+                && shown.ends_with("(alert certificate_unknown)"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn alert_names_follow_the_rfc() {

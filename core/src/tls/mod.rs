@@ -20,7 +20,7 @@ mod verify;
 
 pub use config::{Authorization, Identity, TlsConfig, TlsConfigError, TlsVersion, TrustAnchors};
 pub use error::{CertRefusal, TlsError};
-pub use names::{CertNames, NamePattern, NodeIdNames};
+pub use names::{CertNames, CertSummary, NamePattern, NodeIdNames};
 pub use rustls::pki_types;
 
 /// The exporter label of the channel binding (RFC 5705 / RFC 8446 §7.5).

@@ -64,7 +64,7 @@ impl CertNames {
 
     /// The DNS names, or the common name when there are no alternative names: what
     /// "shares a name with our own certificate" compares.
-    pub(crate) fn host_names(&self) -> Vec<String> {
+    pub fn host_names(&self) -> Vec<String> {
         if self.dns.is_empty() && self.uris.is_empty() && self.ips.is_empty() {
             return self.common_name.iter().cloned().collect();
         }
@@ -94,20 +94,25 @@ pub enum NodeIdNames {
     DnsAndUri,
 }
 
-/// The parts of a certificate palisade reports and decides on.
+/// The parts of a certificate palisade reports and decides on. Public so the `palisade`
+/// crate's load report reads certificates exactly as the handshake does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CertSummary {
-    pub(crate) names: CertNames,
-    pub(crate) subject: String,
-    pub(crate) issuer: String,
-    /// Validity window, unix seconds.
-    pub(crate) not_before: i64,
-    pub(crate) not_after: i64,
+pub struct CertSummary {
+    /// The names authorization looks at.
+    pub names: CertNames,
+    /// The subject, as x509-parser prints it (`CN=node-1, O=...`).
+    pub subject: String,
+    /// The issuer, printed the same way.
+    pub issuer: String,
+    /// Start of the validity window, unix seconds.
+    pub not_before: i64,
+    /// End of the validity window, unix seconds.
+    pub not_after: i64,
 }
 
 impl CertSummary {
     /// Parses a DER certificate. `None` when it is not a certificate x509-parser can read.
-    pub(crate) fn parse(der: &[u8]) -> Option<Self> {
+    pub fn parse(der: &[u8]) -> Option<Self> {
         let (_, cert) = X509Certificate::from_der(der).ok()?;
         let mut names = CertNames::default();
         if let Ok(Some(san)) = cert.subject_alternative_name() {

@@ -1,0 +1,669 @@
+//! From [`TlsSettings`] (file paths and rules) to the core's [`TlsConfig`], running at
+//! start every check a peer would run against this node, and more, so that a node that
+//! would fail its first handshake says why before it listens. Every problem becomes a
+//! finding of the [`Report`]; loading never stops at the first one.
+//!
+//! The authorization defaults are decided here (see [`TlsSettings`]): in CA mode
+//! `verify_hostname` and `node_id_in_cert` are on unless the settings turn them off,
+//! because otherwise any certificate the CA ever signed joins the cluster under any
+//! node id; in pinned mode they are off, because every node shares one certificate.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use palisade_core::tls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use palisade_core::tls::{
+    Authorization, CertSummary, Identity, NamePattern, NodeIdNames, TlsConfig, TlsConfigError,
+    TlsVersion, TrustAnchors,
+};
+use palisade_core::{Config, ConfigError};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::X509Version;
+
+use crate::pem;
+use crate::report::{Finding, Report};
+use crate::settings::{MinTls, TlsSettings, TlsTrust};
+
+/// Days before expiry from which the report warns.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+/// Days before expiry from which the warning says the renewal is urgent.
+pub const EXPIRY_URGENT_DAYS: i64 = 7;
+/// The smallest RSA modulus accepted (NIST SP 800-131A; ring refuses smaller keys too).
+pub const MIN_RSA_BITS: usize = 2048;
+
+const CERT: &str = "tls_cert_file";
+const KEY: &str = "tls_key_file";
+const CA: &str = "tls_ca_file";
+
+/// The authorization rules in force once the mode's defaults fill what the settings
+/// leave unset: (`verify_hostname`, `same_name_as_own_cert`, `node_id_in_cert`).
+fn effective_authorization(tls: &TlsSettings) -> (bool, bool, bool) {
+    let ca_mode = tls.tls_trust == TlsTrust::Ca;
+    (
+        tls.verify_hostname.unwrap_or(ca_mode),
+        tls.same_name_as_own_cert.unwrap_or(false),
+        tls.node_id_in_cert.unwrap_or(ca_mode),
+    )
+}
+
+/// Reads the TLS files of `tls`, checks them (as its peers will, and more) and builds
+/// the core's TLS settings. `None` when TLS is off or any error was found; every
+/// problem, warning and a note describing the node's certificate go to `report`.
+/// `now` is passed in (not read) so the expiry checks can be tested at any date.
+pub fn load_tls(
+    tls: &TlsSettings,
+    node_id: &str,
+    now: SystemTime,
+    report: &mut Report,
+) -> Option<TlsConfig> {
+    if !tls.tls_enabled {
+        rules_without_tls(tls, report);
+        return None;
+    }
+    let errors_before = report.errors().count();
+    let ca_mode = tls.tls_trust == TlsTrust::Ca;
+    contradictions(tls, report);
+    let now_secs = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+
+    let chain = match &tls.tls_cert_file {
+        Some(path) => pem::load_certs(CERT, path, report),
+        None => {
+            report.push(Finding::error(
+                CERT,
+                "tls_enabled is true but no certificate is set",
+                "set tls_cert_file to this node's PEM certificate (and tls_key_file to its key), or set tls_enabled = false",
+            ));
+            None
+        }
+    };
+    let key = match &tls.tls_key_file {
+        Some(path) => pem::load_key(path, report),
+        None => {
+            report.push(Finding::error(
+                KEY,
+                "tls_enabled is true but no private key is set",
+                "set tls_key_file to the PEM private key made with tls_cert_file",
+            ));
+            None
+        }
+    };
+    let cas = match (&tls.tls_ca_file, ca_mode) {
+        (Some(path), true) => pem::load_certs(CA, path, report),
+        _ => None,
+    };
+
+    let (verify_hostname, same_name, node_id_in_cert) = effective_authorization(tls);
+    let cert_path = tls.tls_cert_file.clone().unwrap_or_default();
+    let mut leaf_ok = false;
+    if let Some(leaf) = chain.as_ref().and_then(|c| c.first()) {
+        leaf_ok = check_own_cert(tls, node_id, leaf, &cert_path, now_secs, report);
+        if let (Some(key), Some(key_path), true) = (&key, &tls.tls_key_file, leaf_ok) {
+            check_key_matches(leaf, key, &cert_path, key_path, report);
+        }
+        if let Some(summary) = CertSummary::parse(leaf) {
+            check_own_names(tls, node_id, &summary, &cert_path, report);
+            if ca_mode && !node_id_in_cert && !same_name && tls.allowed_names.is_empty() {
+                report.push(Finding::warning(
+                    "node_id_in_cert",
+                    "every authorization rule is off: this node accepts any certificate its CA ever signed, under any node id",
+                    "turn node_id_in_cert back on (the default), or set allowed_names to the patterns of this cluster's certificate names",
+                ));
+            }
+        }
+    }
+    if let (Some(cas), Some(ca_path)) = (&cas, &tls.tls_ca_file) {
+        let all_cas = check_ca_bundle(cas, ca_path, report);
+        if let (Some(chain), true, true) = (&chain, leaf_ok, all_cas) {
+            check_issued_by_bundle(chain, cas, &cert_path, ca_path, now_secs, report);
+        }
+    }
+    let patterns = allowed_patterns(&tls.allowed_names, report);
+
+    if report.errors().count() > errors_before {
+        return None;
+    }
+    let (chain, key) = (chain?, key?);
+    let trust = match tls.tls_trust {
+        TlsTrust::Ca => TrustAnchors::CaBundle(cas?),
+        TlsTrust::Pinned => TrustAnchors::Pinned(chain.first().cloned().into_iter().collect()),
+    };
+    let mut config = TlsConfig::new(
+        Identity {
+            cert_chain: chain,
+            key,
+        },
+        trust,
+    );
+    config.min_version = match tls.min_tls {
+        MinTls::Tls12 => TlsVersion::Tls12,
+        MinTls::Tls13 => TlsVersion::Tls13,
+    };
+    config.cipher_suites = tls.cipher_suites.clone();
+    config.authorization = Authorization {
+        verify_hostname,
+        share_name_with_own_cert: same_name,
+        allowed_names: patterns,
+        node_id_in_cert,
+        node_id_names: NodeIdNames::Dns,
+    };
+    // The core builds its TLS context here exactly as an endpoint will.
+    let id = if node_id.is_empty() { "check" } else { node_id };
+    match Config::new("check", id).with_tls(config.clone()).validate() {
+        Ok(()) => Some(config),
+        Err(ConfigError::Tls(e)) => {
+            report.push(core_finding(&e, tls));
+            None
+        }
+        // Names are the settings module's to check; the TLS part built.
+        Err(_) => Some(config),
+    }
+}
+
+/// Authorization rules set explicitly while TLS is off check nothing: an error, since
+/// the operator believes peers are checked. TLS files set while TLS is off: a warning
+/// (a half-finished switch to TLS is worth seeing).
+fn rules_without_tls(tls: &TlsSettings, report: &mut Report) {
+    for (key, file) in [
+        (CERT, &tls.tls_cert_file),
+        (KEY, &tls.tls_key_file),
+        (CA, &tls.tls_ca_file),
+    ] {
+        if let Some(path) = file {
+            report.push(
+                Finding::warning(
+                    key,
+                    format!("{key} is set but tls_enabled is false, so the file is not used and links are not encrypted"),
+                    format!("set tls_enabled = true to use it, or remove {key}"),
+                )
+                .in_file(path),
+            );
+        }
+    }
+    let rules = [
+        ("verify_hostname", tls.verify_hostname == Some(true)),
+        (
+            "same_name_as_own_cert",
+            tls.same_name_as_own_cert == Some(true),
+        ),
+        ("allowed_names", !tls.allowed_names.is_empty()),
+        ("node_id_in_cert", tls.node_id_in_cert == Some(true)),
+    ];
+    for (key, set) in rules {
+        if set {
+            report.push(Finding::error(
+                key,
+                format!("{key} checks peer certificates, but tls_enabled is false, so there are none and the rule would silently check nothing"),
+                format!("set tls_enabled = true with tls_cert_file, tls_key_file and tls_ca_file, or remove {key}"),
+            ));
+        }
+    }
+}
+
+/// Settings that contradict each other.
+fn contradictions(tls: &TlsSettings, report: &mut Report) {
+    match (tls.tls_trust, &tls.tls_ca_file) {
+        (TlsTrust::Pinned, Some(path)) => report.push(
+            Finding::error(
+                CA,
+                "tls_trust = \"pinned\" trusts exactly the shared certificate of tls_cert_file, so a CA bundle would be ignored",
+                "remove tls_ca_file, or set tls_trust = \"ca\" to trust certificates that CA issued",
+            )
+            .in_file(path),
+        ),
+        (TlsTrust::Ca, None) => report.push(Finding::error(
+            CA,
+            "tls_trust = \"ca\" (the default) but no CA bundle is set, so no peer could be trusted",
+            "set tls_ca_file to the PEM bundle of the CA(s) that issue this cluster's node certificates, or set tls_trust = \"pinned\" when every node shares one self-signed certificate",
+        )),
+        _ => {}
+    }
+}
+
+fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("unix {secs}"))
+}
+
+fn is_ca(cert: &X509Certificate<'_>) -> bool {
+    matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca)
+}
+
+fn rsa_bits(cert: &X509Certificate<'_>) -> Option<usize> {
+    match cert.public_key().parsed() {
+        Ok(PublicKey::RSA(rsa)) => {
+            let modulus = rsa.modulus;
+            let start = modulus.iter().position(|&b| b != 0)?;
+            let first = modulus.get(start)?;
+            Some((modulus.len() - start) * 8 - first.leading_zeros() as usize)
+        }
+        _ => None,
+    }
+}
+
+/// The node's own certificate: a note describing it, validity warnings, and the forms
+/// peers refuse. Returns whether it is usable as a node certificate.
+fn check_own_cert(
+    tls: &TlsSettings,
+    node_id: &str,
+    der: &CertificateDer<'_>,
+    path: &Path,
+    now: i64,
+    report: &mut Report,
+) -> bool {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        report.push(
+            Finding::error(
+                CERT,
+                "the first PEM block is not an X.509 certificate palisade can read",
+                "give tls_cert_file the node certificate first (then any intermediates), in PEM",
+            )
+            .in_file(path),
+        );
+        return false;
+    };
+    let Some(summary) = CertSummary::parse(der) else {
+        return false;
+    };
+    let (not_before, not_after) = (summary.not_before, summary.not_after);
+    let days_left = (not_after - now).div_euclid(86_400);
+    let names = &summary.names;
+    report.push(
+        Finding::note(
+            CERT,
+            format!(
+                "certificate: subject \"{}\"; DNS names [{}]; IP addresses [{}]; URIs [{}]; issuer \"{}\"; serial {}; valid {} to {} ({} day(s) left)",
+                summary.subject,
+                names.dns.join(", "),
+                names.ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                names.uris.join(", "),
+                summary.issuer,
+                hex(cert.raw_serial()),
+                rfc3339(not_before),
+                rfc3339(not_after),
+                days_left.max(0),
+            ),
+        )
+        .in_file(path),
+    );
+    validity_warning(not_before, not_after, now, path, report);
+
+    let ca_mode = tls.tls_trust == TlsTrust::Ca;
+    let mut usable = true;
+    if let Some(bits) = rsa_bits(&cert).filter(|&bits| bits < MIN_RSA_BITS) {
+        usable = false;
+        report.push(
+            Finding::error(
+                CERT,
+                format!("the certificate's RSA key has {bits} bits; palisade (and rustls) refuse RSA keys under {MIN_RSA_BITS} bits"),
+                "make a new key and certificate: `openssl genrsa -out node.key 3072` (or an ECDSA key: `openssl ecparam -genkey -name prime256v1 -noout -out node.key`)",
+            )
+            .in_file(path),
+        );
+    }
+    if cert.version() == X509Version::V1 {
+        usable = false;
+        report.push(
+            Finding::error(
+                CERT,
+                "it is an X.509 v1 certificate (what `openssl x509 -req` makes without `-extfile`): it has no subjectAltName or key usage, and rustls refuses v1 certificates",
+                reissue_command(tls, node_id, &summary, path),
+            )
+            .in_file(path),
+        );
+    } else if ca_mode && is_ca(&cert) {
+        usable = false;
+        report.push(
+            Finding::error(
+                CERT,
+                "it is a CA certificate (basicConstraints CA:TRUE, as `openssl req -x509` makes), and in CA mode peers refuse a CA certificate as a node certificate",
+                format!(
+                    "either share this one certificate between all nodes with tls_trust = \"pinned\" (and no tls_ca_file), or issue this node a certificate from the CA: {}",
+                    reissue_command(tls, node_id, &summary, path)
+                ),
+            )
+            .in_file(path),
+        );
+    }
+    usable
+}
+
+fn validity_warning(not_before: i64, not_after: i64, now: i64, path: &Path, report: &mut Report) {
+    let days_left = (not_after - now).div_euclid(86_400);
+    let renew = "renew it now and replace tls_cert_file and tls_key_file (the node keeps running; peers refuse it until then)";
+    let (cause, fix) = if now > not_after {
+        (
+            format!(
+                "the certificate EXPIRED at {}: every peer will refuse this node",
+                rfc3339(not_after)
+            ),
+            renew.to_owned(),
+        )
+    } else if now < not_before {
+        (
+            format!("the certificate is not valid before {}: every peer will refuse this node until then", rfc3339(not_before)),
+            "check this machine's clock, or use a certificate valid now".to_owned(),
+        )
+    } else if days_left < EXPIRY_URGENT_DAYS {
+        (
+            format!(
+                "URGENT: the certificate expires in {days_left} day(s), at {}",
+                rfc3339(not_after)
+            ),
+            renew.to_owned(),
+        )
+    } else if days_left < EXPIRY_WARNING_DAYS {
+        (
+            format!(
+                "the certificate expires in {days_left} day(s), at {}",
+                rfc3339(not_after)
+            ),
+            "renew it before then and replace tls_cert_file and tls_key_file".to_owned(),
+        )
+    } else {
+        return;
+    };
+    report.push(Finding::warning(CERT, cause, fix).in_file(path));
+}
+
+/// The openssl commands that re-issue the node certificate at `path` as X.509 v3 with
+/// the extensions a node certificate needs, keeping its key and names.
+fn reissue_command(tls: &TlsSettings, node_id: &str, summary: &CertSummary, path: &Path) -> String {
+    let mut dns: Vec<String> = summary.names.dns.clone();
+    if dns.is_empty() {
+        dns.extend(summary.names.common_name.iter().cloned());
+    }
+    if !node_id.is_empty() && !dns.iter().any(|n| n == node_id) {
+        dns.push(node_id.to_owned());
+    }
+    let mut san: Vec<String> = dns.iter().map(|n| format!("DNS:{n}")).collect();
+    san.extend(summary.names.ips.iter().map(|ip| format!("IP:{ip}")));
+    san.extend(summary.names.uris.iter().map(|u| format!("URI:{u}")));
+    let key = tls
+        .tls_key_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("node.key"));
+    let ca = tls
+        .tls_ca_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("ca.pem"));
+    let ca_key = ca.with_extension("key");
+    format!(
+        "re-issue it as v3: `printf 'subjectAltName={}\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature,keyEncipherment\\nextendedKeyUsage=serverAuth,clientAuth\\n' > node.ext && openssl x509 -x509toreq -in {cert} -signkey {key} -out node.csr && openssl x509 -req -in node.csr -CA {ca} -CAkey {ca_key} -CAcreateserial -days 365 -extfile node.ext -out {cert}` (-CA and -CAkey: the CA certificate and key that sign node certificates)",
+        san.join(","),
+        cert = path.display(),
+        key = key.display(),
+        ca = ca.display(),
+        ca_key = ca_key.display(),
+    )
+}
+
+/// The key must be the certificate's: compare the public key derived from the private
+/// key with the certificate's subjectPublicKeyInfo.
+fn check_key_matches(
+    leaf: &CertificateDer<'_>,
+    key: &PrivateKeyDer<'static>,
+    cert_path: &Path,
+    key_path: &Path,
+    report: &mut Report,
+) {
+    let provider = rustls::crypto::ring::default_provider();
+    let signing_key = match provider.key_provider.load_private_key(key.clone_key()) {
+        Ok(k) => k,
+        Err(e) => {
+            report.push(
+                Finding::error(
+                    KEY,
+                    format!("the private key cannot be used: {e}"),
+                    "use an RSA (2048 bits or more), ECDSA P-256/P-384 or Ed25519 key in PKCS#8, PKCS#1 or SEC1 PEM",
+                )
+                .in_file(key_path),
+            );
+            return;
+        }
+    };
+    let Ok((_, cert)) = X509Certificate::from_der(leaf) else {
+        return;
+    };
+    let Some(public) = signing_key.public_key() else {
+        return;
+    };
+    if public.as_ref() != cert.public_key().raw {
+        report.push(
+            Finding::error(
+                KEY,
+                format!(
+                    "the private key in {} does not belong to the certificate in {}",
+                    key_path.display(),
+                    cert_path.display()
+                ),
+                "use the key the certificate was made for (compare `openssl pkey -in KEY -pubout` with `openssl x509 -in CERT -noout -pubkey`)",
+            )
+            .in_file(key_path),
+        );
+    }
+}
+
+/// Every certificate of the CA bundle must be a CA. Returns whether all are.
+fn check_ca_bundle(cas: &[CertificateDer<'static>], path: &Path, report: &mut Report) -> bool {
+    let mut all = true;
+    for (i, der) in cas.iter().enumerate() {
+        let ok = X509Certificate::from_der(der).is_ok_and(|(_, c)| is_ca(&c));
+        if !ok {
+            all = false;
+            let subject =
+                CertSummary::parse(der).map_or_else(|| "unreadable".into(), |s| s.subject);
+            report.push(
+                Finding::error(
+                    CA,
+                    format!("certificate #{} of the bundle (\"{subject}\") is not a CA certificate (basicConstraints CA:TRUE is missing)", i + 1),
+                    "put the certificate of the CA that signs node certificates in tls_ca_file, not a node certificate (for one shared self-signed certificate use tls_trust = \"pinned\")",
+                )
+                .in_file(path),
+            );
+        }
+    }
+    all
+}
+
+/// CA mode: this node's chain must lead to a CA of its own bundle, or its peers (using
+/// the same bundle) will refuse it. Validity dates are reported separately, so the chain
+/// is checked at a time inside the certificate's validity.
+fn check_issued_by_bundle(
+    chain: &[CertificateDer<'static>],
+    cas: &[CertificateDer<'static>],
+    cert_path: &Path,
+    ca_path: &Path,
+    now: i64,
+    report: &mut Report,
+) {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return;
+    };
+    let Ok(ee) = webpki::EndEntityCert::try_from(leaf) else {
+        return;
+    };
+    let anchors: Vec<_> = cas
+        .iter()
+        .filter_map(|ca| webpki::anchor_from_trusted_cert(ca).ok())
+        .collect();
+    let Some(summary) = CertSummary::parse(leaf) else {
+        return;
+    };
+    let at = now.clamp(summary.not_before, summary.not_after).max(0);
+    let time = UnixTime::since_unix_epoch(Duration::from_secs(at.unsigned_abs()));
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    for (usage, role) in [
+        (webpki::KeyUsage::client_auth(), "clientAuth"),
+        (webpki::KeyUsage::server_auth(), "serverAuth"),
+    ] {
+        let Err(e) = ee.verify_for_usage(algs, &anchors, intermediates, time, usage, None, None)
+        else {
+            continue;
+        };
+        let (cause, fix) = match e {
+            webpki::Error::UnknownIssuer => (
+                format!(
+                    "the certificate (issuer \"{}\") is not issued by any CA of this node's own tls_ca_file ({}), so its peers, which use the same bundle, will refuse it",
+                    summary.issuer,
+                    ca_path.display()
+                ),
+                "add the issuing CA to tls_ca_file, or give this node a certificate from a CA of the bundle (intermediates go after the node certificate in tls_cert_file)".to_owned(),
+            ),
+            webpki::Error::RequiredEkuNotFoundContext(_) => (
+                format!("the certificate's extendedKeyUsage lacks {role}; a node both dials and accepts, so it needs serverAuth and clientAuth"),
+                "re-issue it with `extendedKeyUsage=serverAuth,clientAuth` in the -extfile".to_owned(),
+            ),
+            other => (
+                format!("peers will refuse the certificate: {other}"),
+                "re-issue it from a CA of tls_ca_file with the v3 extensions of a node certificate".to_owned(),
+            ),
+        };
+        report.push(Finding::error(CERT, cause, fix).in_file(cert_path));
+        return;
+    }
+}
+
+/// The node's own names that its own rules would refuse: its peers, running the same
+/// settings, would refuse it.
+fn check_own_names(
+    tls: &TlsSettings,
+    node_id: &str,
+    summary: &CertSummary,
+    path: &Path,
+    report: &mut Report,
+) {
+    let (_, same_name, node_id_in_cert) = effective_authorization(tls);
+    let names = &summary.names;
+    if node_id_in_cert && !names.names_node(node_id, NodeIdNames::Dns) {
+        let explicit = if tls.node_id_in_cert.is_none() {
+            " (on by default in CA mode)"
+        } else {
+            ""
+        };
+        report.push(
+            Finding::error(
+                "node_id_in_cert",
+                format!(
+                    "node_id_in_cert is on{explicit} but node_id {node_id:?} is not one of this node's certificate DNS names [{}] (compared exactly), so its peers would refuse it",
+                    names.dns.join(", ")
+                ),
+                format!("set node_id to one of the certificate's DNS names, re-issue the certificate with subjectAltName=DNS:{node_id}, or set node_id_in_cert = false"),
+            )
+            .in_file(path),
+        );
+    }
+    if !tls.allowed_names.is_empty() {
+        let patterns: Vec<NamePattern> = tls
+            .allowed_names
+            .iter()
+            .filter_map(|p| NamePattern::new(p.as_str()).ok())
+            .collect();
+        let own = names.for_authorization();
+        if !own.iter().any(|n| patterns.iter().any(|p| p.matches(n))) {
+            report.push(
+                Finding::error(
+                    "allowed_names",
+                    format!(
+                        "none of this node's own certificate names [{}] matches allowed_names [{}], so its peers would refuse it",
+                        own.join(", "),
+                        tls.allowed_names.join(", ")
+                    ),
+                    "add a pattern matching this node's certificate names to allowed_names, or re-issue the certificate",
+                )
+                .in_file(path),
+            );
+        }
+    }
+    if same_name && names.host_names().is_empty() {
+        report.push(
+            Finding::error(
+                "same_name_as_own_cert",
+                "same_name_as_own_cert is on but this node's certificate has no DNS name to share, so every peer would be refused",
+                "give the certificates a common DNS name (subjectAltName=DNS:...), or set same_name_as_own_cert = false",
+            )
+            .in_file(path),
+        );
+    }
+}
+
+fn allowed_patterns(names: &[String], report: &mut Report) -> Vec<NamePattern> {
+    let mut patterns = Vec::with_capacity(names.len());
+    for name in names {
+        match NamePattern::new(name.as_str()) {
+            Ok(p) => patterns.push(p),
+            Err(cause) => report.push(Finding::error(
+                "allowed_names",
+                cause,
+                "write patterns like \"*.cluster.svc.local\" or \"node-*\"",
+            )),
+        }
+    }
+    patterns
+}
+
+/// The core's verdict, under the setting it concerns.
+fn core_finding(err: &TlsConfigError, tls: &TlsSettings) -> Finding {
+    let file = |p: &Option<PathBuf>| p.clone();
+    let (key, file, cause, fix) = match err {
+        TlsConfigError::UnknownCipherSuite { name, known } => (
+            "cipher_suites",
+            None,
+            format!("unknown cipher suite {name:?}"),
+            format!("use IANA names from: {}", known.join(", ")),
+        ),
+        TlsConfigError::NoUsableSuite { min_version } => (
+            "cipher_suites",
+            None,
+            format!("none of the chosen cipher suites works with min_tls = {min_version}"),
+            "add a suite for that TLS version, or empty cipher_suites for the defaults".to_owned(),
+        ),
+        TlsConfigError::BadKey(detail) => (
+            KEY,
+            file(&tls.tls_key_file),
+            format!("the private key cannot be used: {detail}"),
+            "use the key made with tls_cert_file (PKCS#8, PKCS#1 RSA or SEC1 EC)".to_owned(),
+        ),
+        TlsConfigError::BadCertificate { which, detail }
+            if matches!(*which, "tls.ca" | "tls_ca_file") =>
+        {
+            (
+                CA,
+                file(&tls.tls_ca_file),
+                format!("a CA certificate cannot be used: {detail}"),
+                "give tls_ca_file PEM CA certificates".to_owned(),
+            )
+        }
+        TlsConfigError::NoTrustAnchors => (
+            CA,
+            file(&tls.tls_ca_file),
+            "the CA bundle holds no certificate".to_owned(),
+            "give tls_ca_file the PEM certificate(s) of the cluster's CA".to_owned(),
+        ),
+        other => (
+            CERT,
+            file(&tls.tls_cert_file),
+            format!("the certificate cannot be used: {other}"),
+            "give tls_cert_file a v3 node certificate (PEM, node certificate first)".to_owned(),
+        ),
+    };
+    let finding = Finding::error(key, cause, fix);
+    match file {
+        Some(path) => finding.in_file(path),
+        None => finding,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
