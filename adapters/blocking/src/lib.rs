@@ -152,7 +152,9 @@ fn handshake(endpoint: &Endpoint, stream: TcpStream, permit: &Permit) -> Result<
     establish_blocking_admitted(stream, conn, permit.clone())
 }
 
-/// Dials `addr` (`host:port`; the host is the name TLS checks) and joins.
+/// Dials `addr` (`host:port`) and joins. With `verify_hostname` on (the default of
+/// settings in CA mode), TLS checks the acceptor's certificate for the host; use
+/// [`dial`] with `Dial::server_name` to check another name.
 ///
 /// A failed join is returned only once the refusal owed to the peer (REJECT or CLOSE,
 /// TLS close_notify, end of stream) is with the socket, or after at most

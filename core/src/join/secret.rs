@@ -54,7 +54,9 @@ impl fmt::Display for SecretError {
             ),
             Self::Duplicate(id) => write!(
                 f,
-                "the shared secret with key id {id} is in the keyring twice; list each secret once"
+                "the shared secret with key id {id} is in the keyring twice (shared_secret_file and \
+                 accepted_secret_files); list each secret once (palisade::settings::key_id_of \
+                 prints a secret's key id)"
             ),
         }
     }

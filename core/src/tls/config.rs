@@ -74,6 +74,11 @@ pub enum TrustAnchors {
 }
 
 /// Checks on the peer's certificate after the trust check. All that are on must pass.
+///
+/// Built in code, every rule is off: any certificate the trust accepts joins, under any
+/// node id. Settings loaded from a file (the `palisade` crate's `Settings`) turn
+/// `verify_hostname` and `node_id_in_cert` on in CA mode unless told otherwise, and its
+/// report warns about a CA-mode node that checks nothing beyond the CA.
 #[derive(Debug, Clone, Default)]
 pub struct Authorization {
     /// Initiator side: the dialed hostname or IP must be one of the acceptor
