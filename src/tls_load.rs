@@ -101,7 +101,9 @@ pub fn load_tls(
     let mut leaf_ok = false;
     if let Some(leaf) = chain.as_ref().and_then(|c| c.first()) {
         leaf_ok = check_own_cert(tls, node_id, leaf, &cert_path, now_secs, report);
-        if let (Some(key), Some(key_path), true) = (&key, &tls.tls_key_file, leaf_ok) {
+        // Whatever else is wrong with the certificate, a key that is not its own is
+        // reported too: loading never stops at the first problem.
+        if let (Some(key), Some(key_path)) = (&key, &tls.tls_key_file) {
             check_key_matches(leaf, key, &cert_path, key_path, report);
         }
         if let Some(summary) = CertSummary::parse(leaf) {

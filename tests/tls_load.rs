@@ -747,3 +747,21 @@ fn toml_files_naming_the_pem_files_load_through_settings_and_join() {
     assert_eq!(dialer.peer().node_id, "node-a");
     assert_eq!(rx.recv_timeout(BOUND).unwrap().unwrap(), "node-b");
 }
+
+#[test]
+fn a_wrong_key_is_reported_even_beside_another_certificate_error() {
+    // Loading never stops at the first problem: a CA certificate used as the node's
+    // certificate AND a key that belongs to another certificate are both reported.
+    let Some(dir) = Dir::new("both") else { return };
+    dir.self_signed("dev", "palisade-dev");
+    dir.self_signed("other", "other");
+    let tls = TlsSettings {
+        tls_enabled: true,
+        tls_cert_file: Some(dir.path("dev.pem")),
+        tls_key_file: Some(dir.path("other.key")),
+        tls_ca_file: Some(dir.path("dev.pem")),
+        ..TlsSettings::default()
+    };
+    refused(&tls, "palisade-dev", &["a CA certificate"]);
+    refused(&tls, "palisade-dev", &["does not belong to the certificate"]);
+}
