@@ -165,41 +165,42 @@ pub fn load_tls(
     }
 }
 
-/// Authorization rules set explicitly while TLS is off check nothing: an error, since
-/// the operator believes peers are checked. TLS files set while TLS is off: a warning
-/// (a half-finished switch to TLS is worth seeing).
-fn rules_without_tls(tls: &TlsSettings, report: &mut Report) {
-    for (key, file) in [
-        (CERT, &tls.tls_cert_file),
-        (KEY, &tls.tls_key_file),
-        (CA, &tls.tls_ca_file),
-    ] {
-        if let Some(path) = file {
-            report.push(
-                Finding::warning(
-                    key,
-                    format!("{key} is set but tls_enabled is false, so the file is not used and links are not encrypted"),
-                    format!("set tls_enabled = true to use it, or remove {key}"),
-                )
-                .in_file(path),
-            );
-        }
-    }
-    let rules = [
-        ("verify_hostname", tls.verify_hostname == Some(true)),
+/// TLS rules and files set while TLS is off: rules that need certificates are errors
+/// (the operator asked for a check that cannot happen), files and options are ignored.
+fn rules_without_tls(t: &TlsSettings, report: &mut Report) {
+    let fix = |key: &str| {
+        format!("set tls_enabled = true with tls_cert_file, tls_key_file and tls_ca_file, or remove {key}")
+    };
+    for (key, on) in [
+        ("verify_hostname", t.verify_hostname == Some(true)),
         (
             "same_name_as_own_cert",
-            tls.same_name_as_own_cert == Some(true),
+            t.same_name_as_own_cert == Some(true),
         ),
-        ("allowed_names", !tls.allowed_names.is_empty()),
-        ("node_id_in_cert", tls.node_id_in_cert == Some(true)),
-    ];
-    for (key, set) in rules {
-        if set {
+        ("node_id_in_cert", t.node_id_in_cert == Some(true)),
+        ("allowed_names", !t.allowed_names.is_empty()),
+    ] {
+        if on {
             report.push(Finding::error(
                 key,
-                format!("{key} checks peer certificates, but tls_enabled is false, so there are none and the rule would silently check nothing"),
-                format!("set tls_enabled = true with tls_cert_file, tls_key_file and tls_ca_file, or remove {key}"),
+                format!("{key} checks peer certificates, but tls_enabled is false: there are none to check"),
+                fix(key),
+            ));
+        }
+    }
+    for (key, set) in [
+        (CERT, t.tls_cert_file.is_some()),
+        (KEY, t.tls_key_file.is_some()),
+        (CA, t.tls_ca_file.is_some()),
+        ("tls_trust", t.tls_trust != TlsTrust::default()),
+        ("min_tls", t.min_tls != crate::settings::MinTls::default()),
+        ("cipher_suites", !t.cipher_suites.is_empty()),
+    ] {
+        if set {
+            report.push(Finding::warning(
+                key,
+                format!("{key} is set but tls_enabled is false, so it is ignored"),
+                fix(key),
             ));
         }
     }

@@ -489,7 +489,7 @@ fn settings_that_cannot_work_are_all_reported_at_once() {
     };
     let (_, report) = load(&rules_without_tls, "node-a", SystemTime::now());
     let keys: Vec<&str> = report.errors().map(|f| f.key).collect();
-    assert_eq!(keys, ["allowed_names", "node_id_in_cert"], "{report}");
+    assert_eq!(keys, ["node_id_in_cert", "allowed_names"], "{report}");
     assert!(report.to_string().contains("but tls_enabled is false"));
 
     let files_without_tls = TlsSettings {
@@ -501,7 +501,7 @@ fn settings_that_cannot_work_are_all_reported_at_once() {
     assert!(
         report.warnings().any(|w| w.key == "tls_cert_file"
             && w.cause
-                .contains("is set but tls_enabled is false, so the file is not used")),
+                .contains("is set but tls_enabled is false, so it is ignored")),
         "{report}"
     );
 
@@ -763,5 +763,9 @@ fn a_wrong_key_is_reported_even_beside_another_certificate_error() {
         ..TlsSettings::default()
     };
     refused(&tls, "palisade-dev", &["a CA certificate"]);
-    refused(&tls, "palisade-dev", &["does not belong to the certificate"]);
+    refused(
+        &tls,
+        "palisade-dev",
+        &["does not belong to the certificate"],
+    );
 }

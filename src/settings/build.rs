@@ -33,7 +33,6 @@ impl Settings {
         self.check_names(&mut report);
         self.check_addresses(&mut report);
         self.check_numbers(&mut report);
-        self.check_without_tls(&mut report);
         let keyring = self.keyring(&mut report);
         let no_secret = self.shared_secret.is_none() && self.shared_secret_file.is_none();
         if no_secret && !self.tls.tls_enabled {
@@ -47,11 +46,8 @@ impl Settings {
                 ),
             ));
         }
-        let tls = if self.tls.tls_enabled {
-            crate::tls_load::load_tls(&self.tls, &self.node_id, now, &mut report)
-        } else {
-            None
-        };
+        // With TLS off this reports the TLS settings that then do nothing.
+        let tls = crate::tls_load::load_tls(&self.tls, &self.node_id, now, &mut report);
         let limits = self.limits(&mut report);
         let config = report
             .is_ok()
@@ -214,47 +210,6 @@ impl Settings {
                 ),
                 "make clock_ahead_tolerance at most clock_skew_tolerance (default 30s)",
             ));
-        }
-    }
-
-    /// TLS rules and files set while TLS is off: rules that need certificates are
-    /// errors (the operator asked for a check that cannot happen), files are ignored.
-    fn check_without_tls(&self, report: &mut Report) {
-        let t = &self.tls;
-        if t.tls_enabled {
-            return;
-        }
-        let fix = |key: &str| {
-            format!("set tls_enabled = true with tls_cert_file, tls_key_file and tls_ca_file, or remove {key}")
-        };
-        for (key, on) in [
-            ("verify_hostname", t.verify_hostname == Some(true)),
-            (
-                "same_name_as_own_cert",
-                t.same_name_as_own_cert == Some(true),
-            ),
-            ("node_id_in_cert", t.node_id_in_cert == Some(true)),
-            ("allowed_names", !t.allowed_names.is_empty()),
-        ] {
-            if on {
-                report.push(Finding::error(key, format!("{key} checks peer certificates, but tls_enabled is false: there are none to check"), fix(key)));
-            }
-        }
-        for (key, set) in [
-            ("tls_cert_file", t.tls_cert_file.is_some()),
-            ("tls_key_file", t.tls_key_file.is_some()),
-            ("tls_ca_file", t.tls_ca_file.is_some()),
-            ("tls_trust", t.tls_trust != super::TlsTrust::default()),
-            ("min_tls", t.min_tls != super::MinTls::default()),
-            ("cipher_suites", !t.cipher_suites.is_empty()),
-        ] {
-            if set {
-                report.push(Finding::warning(
-                    key,
-                    format!("{key} is set but tls_enabled is false, so it is ignored"),
-                    fix(key),
-                ));
-            }
         }
     }
 
