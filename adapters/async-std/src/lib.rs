@@ -12,6 +12,7 @@ use std::time::Instant;
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use async_std::task::JoinHandle;
 use palisade_core::{Config, Endpoint};
+use palisade_driver::dial::connect_within;
 use palisade_driver::{establish, Acceptor, FailureHook, Runtime};
 
 pub use palisade_driver::{
@@ -195,13 +196,7 @@ pub async fn connect_expecting(
 /// Dials as `dial` says (the address, the name TLS checks, the node that must answer,
 /// the TCP connect timeout) and joins.
 pub async fn dial(endpoint: &Endpoint, dial: &Dial) -> Result<Connection, Error> {
-    let connect = TcpStream::connect(dial.addr());
-    let stream = match dial.timeout() {
-        None => connect.await?,
-        Some(t) => async_std::future::timeout(t, connect)
-            .await
-            .map_err(|_| dial.timed_out())??,
-    };
+    let stream = connect_within(&AsyncStd, dial, TcpStream::connect(dial.addr())).await?;
     stream.set_nodelay(true)?;
     establish(&AsyncStd, Socket(stream), dial.connection(endpoint)?).await
 }

@@ -4,11 +4,15 @@
 //! Every adapter's `dial` takes one; `connect`, `connect_with` and `connect_expecting`
 //! are shorthands for it.
 
+use std::future::{poll_fn, Future};
 use std::io;
-use std::time::Duration;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use palisade_core::{Connection, Endpoint};
 
+use crate::driver::Runtime;
 use crate::error::Error;
 use crate::server_name_of;
 
@@ -102,6 +106,30 @@ impl Dial {
             ),
         ))
     }
+}
+
+/// Runs a runtime's TCP `connect` for `dial`, bounded by its `connect_timeout` with the
+/// runtime's own sleep: every async adapter's `dial` is this plus its socket type.
+pub async fn connect_within<R: Runtime, S>(
+    runtime: &R,
+    dial: &Dial,
+    connect: impl Future<Output = io::Result<S>>,
+) -> Result<S, Error> {
+    let Some(timeout) = dial.timeout() else {
+        return Ok(connect.await?);
+    };
+    let mut connect = pin!(connect);
+    let mut late = pin!(runtime.sleep_until(Instant::now() + timeout));
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = connect.as_mut().poll(cx) {
+            return Poll::Ready(result.map_err(Error::Io));
+        }
+        match late.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(dial.timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use palisade_core::{Config, Endpoint};
+use palisade_driver::dial::connect_within;
 use palisade_driver::{establish, Acceptor, FailureHook, Runtime};
 use smol::net::{AsyncToSocketAddrs, TcpListener, TcpStream};
 use smol::Task;
@@ -146,20 +147,7 @@ pub async fn connect_expecting(
 /// Dials as `dial` says (the address, the name TLS checks, the node that must answer,
 /// the TCP connect timeout) and joins.
 pub async fn dial(endpoint: &Endpoint, dial: &Dial) -> Result<Connection, Error> {
-    let connect = TcpStream::connect(dial.addr());
-    let stream = match dial.timeout() {
-        None => connect.await?,
-        Some(t) => {
-            let connected = async { connect.await.map(Some) };
-            let late = async {
-                smol::Timer::after(t).await;
-                Ok(None)
-            };
-            smol::future::or(connected, late)
-                .await?
-                .ok_or_else(|| dial.timed_out())?
-        }
-    };
+    let stream = connect_within(&Smol, dial, TcpStream::connect(dial.addr())).await?;
     stream.set_nodelay(true)?;
     establish(&Smol, stream, dial.connection(endpoint)?).await
 }

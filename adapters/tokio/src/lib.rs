@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use palisade_core::{Config, Endpoint};
+use palisade_driver::dial::connect_within;
 use palisade_driver::{establish, Acceptor, FailureHook, Runtime};
 use std::io;
 use std::pin::Pin;
@@ -204,13 +205,7 @@ pub async fn connect_expecting(
 /// Dials as `dial` says (the address, the name TLS checks, the node that must answer,
 /// the TCP connect timeout) and joins.
 pub async fn dial(endpoint: &Endpoint, dial: &Dial) -> Result<Connection, Error> {
-    let connect = TcpStream::connect(dial.addr());
-    let stream = match dial.timeout() {
-        None => connect.await?,
-        Some(t) => tokio::time::timeout(t, connect)
-            .await
-            .map_err(|_| dial.timed_out())??,
-    };
+    let stream = connect_within(&runtime(), dial, TcpStream::connect(dial.addr())).await?;
     connect_stream(endpoint, stream, dial).await
 }
 
