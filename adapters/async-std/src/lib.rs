@@ -152,6 +152,13 @@ impl Listener {
         self.acceptor.handshakes_in_progress()
     }
 
+    /// New settings for the links accepted from now on: new handshakes use them, joined
+    /// links and handshakes in progress keep theirs. Settings that cannot work are
+    /// refused and the old ones stay.
+    pub fn reconfigure(&self, config: Config) -> Result<(), Error> {
+        self.acceptor.reconfigure(config)
+    }
+
     /// The admission counters (refusals, evictions, backoffs, joins).
     pub fn stats(&self) -> AdmissionStats {
         self.acceptor.stats()

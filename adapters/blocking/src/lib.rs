@@ -12,7 +12,9 @@ use std::time::{Instant, SystemTime};
 
 use palisade_core::{Config, Endpoint};
 use palisade_driver::listener::{accept_failed, ACCEPT_BACKLOG};
-use palisade_driver::{establish_blocking, establish_blocking_admitted, FailureHook, Gate, Permit};
+use palisade_driver::{
+    establish_blocking, establish_blocking_admitted, FailureHook, Gate, LiveEndpoint, Permit,
+};
 
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, BlockingConnection as Connection,
@@ -25,6 +27,7 @@ pub struct Listener {
     ready: Mutex<Receiver<(Connection, SocketAddr)>>,
     local_addr: SocketAddr,
     gate: Gate,
+    endpoint: LiveEndpoint,
     stop: Arc<AtomicBool>,
 }
 
@@ -56,14 +59,16 @@ impl Listener {
         let local_addr = socket.local_addr()?;
         let (tx, rx) = sync_channel(ACCEPT_BACKLOG);
         let stop = Arc::new(AtomicBool::new(false));
-        let (g, s) = (gate.clone(), Arc::clone(&stop));
+        let endpoint = LiveEndpoint::new(endpoint);
+        let (e, g, s) = (endpoint.clone(), gate.clone(), Arc::clone(&stop));
         thread::Builder::new()
             .name("palisade-accept".into())
-            .spawn(move || accept_loop(&socket, &endpoint, &g, &tx, &s))?;
+            .spawn(move || accept_loop(&socket, &e, &g, &tx, &s))?;
         Ok(Self {
             ready: Mutex::new(rx),
             local_addr,
             gate,
+            endpoint,
             stop,
         })
     }
@@ -86,6 +91,13 @@ impl Listener {
         self.gate.in_progress()
     }
 
+    /// New settings for the links accepted from now on: new handshakes use them, joined
+    /// links and handshakes in progress keep theirs. Settings that cannot work are
+    /// refused and the old ones stay.
+    pub fn reconfigure(&self, config: Config) -> Result<(), Error> {
+        self.endpoint.reconfigure(config)
+    }
+
     /// The admission counters (refusals, evictions, backoffs, joins).
     pub fn stats(&self) -> AdmissionStats {
         self.gate.stats()
@@ -102,7 +114,7 @@ impl Drop for Listener {
 
 fn accept_loop(
     socket: &TcpListener,
-    endpoint: &Endpoint,
+    endpoint: &LiveEndpoint,
     gate: &Gate,
     ready: &SyncSender<(Connection, SocketAddr)>,
     stop: &AtomicBool,
@@ -125,7 +137,7 @@ fn accept_loop(
         let Some(permit) = gate.enter(peer_addr) else {
             continue;
         };
-        let (endpoint, gate, ready) = (endpoint.clone(), gate.clone(), ready.clone());
+        let (endpoint, gate, ready) = (endpoint.current(), gate.clone(), ready.clone());
         let spawned = thread::Builder::new()
             .name("palisade-handshake".into())
             .spawn(move || match handshake(&endpoint, stream, &permit) {

@@ -27,6 +27,7 @@ pub mod driver;
 pub mod error;
 pub mod link;
 pub mod listener;
+pub mod live;
 
 pub use admission::{AdmissionError, AdmissionLimits, AdmissionStats, Permit};
 pub use blocking::{
@@ -39,6 +40,7 @@ pub use driver::{Driver, Runtime};
 pub use error::{Error, HandshakeFailure};
 pub use link::REFUSAL_FLUSH;
 pub use listener::{Acceptor, FailureHook, Gate};
+pub use live::LiveEndpoint;
 
 /// The host part of `host:port` (brackets removed from an IPv6 literal): the name TLS
 /// checks the acceptor's certificate against.

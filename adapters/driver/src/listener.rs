@@ -16,6 +16,7 @@ use crate::admission::{Admission, AdmissionLimits, AdmissionStats, Permit};
 use crate::conn::{establish_admitted, Connection};
 use crate::driver::Runtime;
 use crate::error::{Error, HandshakeFailure};
+use crate::live::LiveEndpoint;
 
 /// How long an accept loop pauses after the listening socket runs out of a resource
 /// (file descriptors, buffers, memory): retrying at once would fail again at once and
@@ -188,7 +189,7 @@ struct Queue {
 /// The runtime-independent part of an async listener.
 #[derive(Clone)]
 pub struct Acceptor<R: Runtime> {
-    endpoint: Endpoint,
+    endpoint: LiveEndpoint,
     runtime: R,
     queue: Arc<Mutex<Queue>>,
     gate: Gate,
@@ -207,7 +208,7 @@ impl<R: Runtime> Acceptor<R> {
     /// [`AdmissionLimits`].
     pub fn new(endpoint: Endpoint, runtime: R, hook: Option<FailureHook>) -> Self {
         Self {
-            endpoint,
+            endpoint: LiveEndpoint::new(endpoint),
             runtime,
             queue: Arc::default(),
             gate: Gate::new(hook),
@@ -222,7 +223,7 @@ impl<R: Runtime> Acceptor<R> {
         limits: AdmissionLimits,
     ) -> Result<Self, Error> {
         Ok(Self {
-            endpoint,
+            endpoint: LiveEndpoint::new(endpoint),
             runtime,
             queue: Arc::default(),
             gate: Gate::with_limits(hook, limits)?,
@@ -232,6 +233,11 @@ impl<R: Runtime> Acceptor<R> {
     /// Handshakes in progress now (connections that have not joined).
     pub fn handshakes_in_progress(&self) -> usize {
         self.gate.in_progress()
+    }
+
+    /// New settings for the links accepted from now on (see [`LiveEndpoint`]).
+    pub fn reconfigure(&self, config: palisade_core::Config) -> Result<(), Error> {
+        self.endpoint.reconfigure(config)
     }
 
     /// The admission counters.
@@ -254,20 +260,20 @@ impl<R: Runtime> Acceptor<R> {
         let Some(permit) = self.gate.enter(peer_addr) else {
             return;
         };
-        let conn =
-            match self
-                .endpoint
-                .accept_from(Some(peer_addr.ip()), Instant::now(), SystemTime::now())
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    self.gate.report(HandshakeFailure {
-                        peer_addr,
-                        error: e.into(),
-                    });
-                    return;
-                }
-            };
+        let conn = match self.endpoint.current().accept_from(
+            Some(peer_addr.ip()),
+            Instant::now(),
+            SystemTime::now(),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                self.gate.report(HandshakeFailure {
+                    peer_addr,
+                    error: e.into(),
+                });
+                return;
+            }
+        };
         let this = self.clone();
         self.runtime.spawn(async move {
             // The driver holds a clone of the permit until the socket is closed.
