@@ -13,6 +13,7 @@ pub mod pem;
 pub mod report;
 pub mod settings;
 pub mod tls_load;
+pub mod watch;
 
 pub use palisade_core as core;
 // Everything the core exports, except that its `Connection` (the sans-IO state machine)
@@ -33,6 +34,7 @@ pub use palisade_driver::{
 pub use report::{Finding, Report, Severity};
 pub use settings::{Loaded, Settings, SettingsError, SettingsErrors};
 pub use tls_load::load_tls;
+pub use watch::{FileWatch, Reload};
 
 /// palisade on tokio.
 #[cfg(feature = "tokio")]

@@ -103,6 +103,24 @@ impl TestIdentity {
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone())),
         }
     }
+
+    /// The chain as PEM (`BEGIN CERTIFICATE` blocks, leaf first), as a file holds it.
+    pub fn cert_pem(&self) -> String {
+        certs_pem(&self.chain)
+    }
+
+    /// The key as PKCS#8 PEM.
+    pub fn key_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("PRIVATE KEY", self.key_der.clone()))
+    }
+}
+
+/// Certificates as PEM blocks.
+pub fn certs_pem(certs: &[CertificateDer<'_>]) -> String {
+    certs
+        .iter()
+        .map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.to_vec())))
+        .collect()
 }
 
 /// A test CA.
