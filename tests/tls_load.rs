@@ -3,7 +3,6 @@
 //! loads and then joins two nodes over loopback, or is refused at load with the message
 //! a user needs. Skipped (saying so) where the `openssl` command is missing.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -14,40 +13,24 @@ use palisade::tls::TlsConfig;
 use palisade::{load_tls, Config, Endpoint, Report, SharedSecret};
 use palisade_driver::{FailureHook, HandshakeFailure};
 use palisade_testkit::certs::{CertSpec, TestCa};
+use palisade_testkit::openssl::OpensslDir;
 
 const DAY: Duration = Duration::from_secs(86_400);
 const BOUND: Duration = Duration::from_secs(20);
 
-struct Dir(PathBuf);
+/// The openssl scratch folder, with this file's recipes on top.
+struct Dir(OpensslDir);
+
+impl std::ops::Deref for Dir {
+    type Target = OpensslDir;
+    fn deref(&self) -> &OpensslDir {
+        &self.0
+    }
+}
 
 impl Dir {
     fn new(name: &str) -> Option<Self> {
-        if Command::new("openssl").arg("version").output().is_err() {
-            eprintln!("skipped: the openssl command is not installed");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("palisade-load-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Some(Self(dir))
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&self.0)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        OpensslDir::new(&format!("load-{name}")).map(Self)
     }
 
     /// A self-signed certificate as `openssl req -x509` makes it (CA:TRUE): the shared
@@ -126,12 +109,6 @@ impl Dir {
             tls_ca_file: Some(self.path(&format!("{ca}.pem"))),
             ..TlsSettings::default()
         }
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -251,7 +228,7 @@ fn a_v1_certificate_from_x509_req_without_extfile_is_refused_with_the_command_th
     let command = fix.split('`').nth(1).unwrap();
     let out = Command::new("sh")
         .args(["-c", command])
-        .current_dir(&dir.0)
+        .current_dir(dir.root())
         .output()
         .unwrap();
     assert!(

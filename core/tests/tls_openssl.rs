@@ -5,53 +5,28 @@
 //! with rustls-pki-types, as the `palisade` crate does. Skipped (saying so) where the
 //! `openssl` command is missing.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use palisade_core::tls::pki_types::pem::PemObject;
 use palisade_core::tls::pki_types::{CertificateDer, PrivateKeyDer};
 use palisade_core::tls::{CertRefusal, Identity, TlsConfig, TlsError, TrustAnchors};
 use palisade_core::{CloseCause, Config, ConnectionError, SharedSecret, Side};
+use palisade_testkit::openssl::OpensslDir;
 use palisade_testkit::PairBuilder;
 
-struct Dir(PathBuf);
+/// The openssl scratch folder, with this file's recipes on top.
+struct Dir(OpensslDir);
+
+impl std::ops::Deref for Dir {
+    type Target = OpensslDir;
+    fn deref(&self) -> &OpensslDir {
+        &self.0
+    }
+}
 
 impl Dir {
     fn new(name: &str) -> Option<Self> {
-        if Command::new("openssl").arg("version").output().is_err() {
-            eprintln!("skipped: the openssl command is not installed");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("palisade-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Some(Self(dir))
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&self.0)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn write(&self, file: &str, text: &str) {
-        std::fs::write(self.path(file), text).unwrap();
-    }
-
-    fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.path(file)).unwrap()
+        OpensslDir::new(name).map(Self)
     }
 
     /// A node key of the given kind, then a certificate for `name` signed by `ca`.
@@ -90,12 +65,6 @@ impl Dir {
             "-extfile",
             &ext,
         ]);
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

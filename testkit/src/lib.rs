@@ -5,6 +5,7 @@
 //! benches and the demo, so every one of them drives the real state machine.
 
 pub mod certs;
+pub mod openssl;
 mod pair;
 mod random;
 
