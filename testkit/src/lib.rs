@@ -4,10 +4,12 @@
 //! The same `Pair` serves the unit tests, the property tests, the fuzz targets, the
 //! benches and the demo, so every one of them drives the real state machine.
 
+mod bounded;
 pub mod certs;
 pub mod openssl;
 mod pair;
 mod random;
 
+pub use bounded::bounded;
 pub use pair::{Link, Pair, PairBuilder, EPOCH_MS};
 pub use random::SeededRandom;

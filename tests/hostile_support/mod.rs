@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -62,22 +62,7 @@ pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
     MACHINE.write().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs `f` on a thread of its own and waits at most `within` for it.
-pub fn bounded<T: Send + 'static>(
-    what: &str,
-    within: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(within) {
-        Ok(v) => v,
-        Err(RecvTimeoutError::Timeout) => panic!("{what} did not finish within {within:?}"),
-        Err(RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
-    }
-}
+pub use palisade_testkit::bounded;
 
 /// Polls `check` until it holds or `within` passes.
 pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {

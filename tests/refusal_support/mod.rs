@@ -6,7 +6,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
@@ -74,19 +74,7 @@ impl Drop for Load {
     }
 }
 
-/// Runs `f` on a thread of its own and waits at most `within` for it.
-pub fn bounded<T: Send + 'static>(
-    what: &str,
-    within: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(within)
-        .unwrap_or_else(|e| panic!("{what} did not finish within {within:?} ({e})"))
-}
+pub use palisade_testkit::bounded;
 
 // ----- settings -----
 
