@@ -50,7 +50,8 @@ pub struct Settings {
     pub shared_secret: Option<SecretText>,
     /// `shared_secret_file`: a file holding the join secret.
     pub shared_secret_file: Option<PathBuf>,
-    /// `accepted_secret_files`: files of older secrets still accepted during a rotation.
+    /// `accepted_secret_files`: files each holding one more secret accepted from peers
+    /// during a rotation, or nothing (an empty file), so a rotation changes contents only.
     pub accepted_secret_files: Vec<PathBuf>,
     /// `max_frame`: largest frame payload accepted from a peer, bytes.
     pub max_frame: usize,

@@ -77,6 +77,10 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// A link a node accepted: (acceptor, peer node id, serial of the certificate the peer
+/// presented).
+pub type Accepted = (String, String, Option<Vec<u8>>);
+
 /// Counters every node and link of a test adds to.
 #[derive(Default)]
 pub struct Tally {
@@ -85,8 +89,7 @@ pub struct Tally {
     pub acceptor_failures: AtomicU64,
     /// Failure messages, for the assertion message.
     pub failures: Mutex<Vec<String>>,
-    /// (acceptor, peer node id, serial of the certificate the peer presented).
-    pub accepted: Mutex<Vec<(String, String, Option<Vec<u8>>)>>,
+    pub accepted: Mutex<Vec<Accepted>>,
     /// Handles kept open until the test ends.
     keep: Mutex<Vec<Box<dyn Any + Send>>>,
 }
