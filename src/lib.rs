@@ -34,7 +34,9 @@ pub use palisade_driver::{
 pub use report::{Finding, Report, Severity};
 pub use settings::{Loaded, Settings, SettingsError, SettingsErrors};
 pub use tls_load::load_tls;
-pub use watch::{FileWatch, Reload};
+pub use watch::{
+    ExpiryLevel, ExpiryWarning, FileWatch, Reload, WatchEvent, WatchHandle, WatchStats,
+};
 
 /// palisade on tokio.
 #[cfg(feature = "tokio")]

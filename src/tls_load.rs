@@ -339,42 +339,86 @@ fn check_own_cert(
     usable
 }
 
-fn validity_warning(not_before: i64, not_after: i64, now: i64, path: &Path, report: &mut Report) {
+/// Where a certificate stands against its expiry: the thresholds of the report's
+/// warnings, at start ([`load_tls`]) and while the node runs (`FileWatch`), decided in
+/// one place so the two never disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ExpiryLevel {
+    /// More than [`EXPIRY_WARNING_DAYS`] days left.
+    Valid,
+    /// Fewer than [`EXPIRY_WARNING_DAYS`] days left: renew it.
+    Within30Days,
+    /// Fewer than [`EXPIRY_URGENT_DAYS`] days left: renew it now.
+    Within7Days,
+    /// Past its end: every peer refuses this node.
+    Expired,
+}
+
+impl ExpiryLevel {
+    /// The level of a certificate valid until `not_after` at `now` (unix seconds).
+    pub fn at(not_after: i64, now: i64) -> Self {
+        let days_left = (not_after - now).div_euclid(86_400);
+        if now > not_after {
+            Self::Expired
+        } else if days_left < EXPIRY_URGENT_DAYS {
+            Self::Within7Days
+        } else if days_left < EXPIRY_WARNING_DAYS {
+            Self::Within30Days
+        } else {
+            Self::Valid
+        }
+    }
+}
+
+/// The warning about a certificate valid until `not_after`, at `level` (none when
+/// [`ExpiryLevel::Valid`]).
+pub(crate) fn expiry_finding(
+    level: ExpiryLevel,
+    not_after: i64,
+    now: i64,
+    path: &Path,
+) -> Option<Finding> {
     let days_left = (not_after - now).div_euclid(86_400);
     let renew = "renew it now and replace tls_cert_file and tls_key_file (the node keeps running; peers refuse it until then)";
-    let (cause, fix) = if now > not_after {
-        (
+    let (cause, fix) = match level {
+        ExpiryLevel::Valid => return None,
+        ExpiryLevel::Expired => (
             format!(
                 "the certificate EXPIRED at {}: every peer will refuse this node",
                 rfc3339(not_after)
             ),
             renew.to_owned(),
-        )
-    } else if now < not_before {
-        (
-            format!("the certificate is not valid before {}: every peer will refuse this node until then", rfc3339(not_before)),
-            "check this machine's clock, or use a certificate valid now".to_owned(),
-        )
-    } else if days_left < EXPIRY_URGENT_DAYS {
-        (
+        ),
+        ExpiryLevel::Within7Days => (
             format!(
                 "URGENT: the certificate expires in {days_left} day(s), at {}",
                 rfc3339(not_after)
             ),
             renew.to_owned(),
-        )
-    } else if days_left < EXPIRY_WARNING_DAYS {
-        (
+        ),
+        ExpiryLevel::Within30Days => (
             format!(
                 "the certificate expires in {days_left} day(s), at {}",
                 rfc3339(not_after)
             ),
             "renew it before then and replace tls_cert_file and tls_key_file".to_owned(),
-        )
-    } else {
-        return;
+        ),
     };
-    report.push(Finding::warning(CERT, cause, fix).in_file(path));
+    Some(Finding::warning(CERT, cause, fix).in_file(path))
+}
+
+fn validity_warning(not_before: i64, not_after: i64, now: i64, path: &Path, report: &mut Report) {
+    let level = ExpiryLevel::at(not_after, now);
+    let finding = if level != ExpiryLevel::Expired && now < not_before {
+        Some(Finding::warning(
+            CERT,
+            format!("the certificate is not valid before {}: every peer will refuse this node until then", rfc3339(not_before)),
+            "check this machine's clock, or use a certificate valid now",
+        ).in_file(path))
+    } else {
+        expiry_finding(level, not_after, now, path)
+    };
+    report.findings.extend(finding);
 }
 
 /// The openssl commands that re-issue the node certificate at `path` as X.509 v3 with

@@ -450,6 +450,55 @@ fn secret_errors_say_how_to_make_a_secret_and_how_to_compare_key_ids() {
 }
 
 #[test]
+fn an_empty_accepted_secret_file_accepts_nothing_so_a_rotation_only_changes_contents() {
+    let dir = TempDir::new("accepted-empty");
+    let now = SystemTime::now();
+    let current = dir.write("current", &format!("{SECRET}\n"));
+    let accepted = dir.write("accepted", "\n");
+    let mut s = named();
+    s.shared_secret_file = Some(current.clone());
+    s.accepted_secret_files = vec![accepted.clone()];
+    let loaded = s.build(now);
+    let keyring = loaded
+        .config
+        .as_ref()
+        .and_then(|c| c.keyring.as_ref())
+        .expect("keyring");
+    assert_eq!(keyring.key_ids().count(), 1, "{}", loaded.report);
+    assert!(has(
+        &messages(&loaded),
+        &format!(
+            "note: accepted_secret_files ({}): the file is empty: no secret accepted from it",
+            accepted.display()
+        )
+    ));
+
+    // The same file holding the next secret: accepted, and its key id noted.
+    let next = "the next secret, at least thirty-two bytes long";
+    std::fs::write(&accepted, format!("{next}\n")).unwrap();
+    let loaded = s.build(now);
+    let keyring = loaded
+        .config
+        .as_ref()
+        .and_then(|c| c.keyring.as_ref())
+        .expect("keyring");
+    assert_eq!(keyring.key_ids().count(), 2);
+    assert!(has(
+        &messages(&loaded),
+        &format!(
+            "also accepted from peers: the secret with key id {}",
+            key_id_of(next)
+        )
+    ));
+
+    // The primary secret file may not be empty.
+    std::fs::write(&current, "").unwrap();
+    let m = messages(&s.build(now));
+    assert!(has(&m, "error: shared_secret_file ("), "{m:#?}");
+    assert!(has(&m, "the secret is empty"), "{m:#?}");
+}
+
+#[test]
 fn tls_enabled_without_files_is_refused_by_the_tls_loader() {
     let mut s = named();
     s.shared_secret = Some(settings::SecretText::new(SECRET));

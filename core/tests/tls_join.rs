@@ -799,3 +799,21 @@ fn no_cipher_suite_in_common_is_named_on_both_sides() {
         "{msg}"
     );
 }
+
+#[test]
+fn each_side_sees_the_certificate_the_other_presented_and_its_serial() {
+    let ca = TestCa::new("cluster CA");
+    let (a_id, b_id) = (ca.node("node-a"), ca.node("node-b"));
+    let (i, a) = (node("node-a", ca.tls(&a_id)), node("node-b", ca.tls(&b_id)));
+    let mut pair = run(i, a, |b| b.server_name("node-b"));
+    for (side, presented) in [(Side::Initiator, &b_id), (Side::Acceptor, &a_id)] {
+        let tls = pair.conn(side).peer().and_then(|p| p.tls.clone()).unwrap();
+        assert_eq!(tls.certificate, presented.chain[0]);
+        let serial = tls.serial().expect("a serial");
+        assert!(!serial.is_empty());
+        // Debug names the serial, not the DER.
+        let shown = format!("{tls:?}");
+        let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(shown.contains(&hex) && shown.len() < 400, "{shown}");
+    }
+}

@@ -39,11 +39,15 @@ impl fmt::Display for DurationError {
 
 impl std::error::Error for DurationError {}
 
-/// Parses `"250ms"`, `"10s"`, `"5m"`, `"1h"` and sums like `"1m30s"`.
+/// Parses `"250ms"`, `"10s"`, `"5m"`, `"1h"` and sums like `"1m30s"`; a bare `"0"` is
+/// zero (in any unit, so not ambiguous: `reload_interval = "0"` turns the watch off).
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     if text.is_empty() {
         return Err(DurationError::Empty);
+    }
+    if text == "0" {
+        return Ok(Duration::ZERO);
     }
     let malformed = || DurationError::Malformed(text.to_owned());
     let mut total = Duration::ZERO;
@@ -127,6 +131,8 @@ mod tests {
             ("1h", 3_600_000),
             ("1m30s", 90_000),
             (" 2s ", 2_000),
+            ("0", 0),
+            ("0s", 0),
         ] {
             assert_eq!(
                 parse_duration(text),

@@ -1,10 +1,20 @@
 //! The join keyring from settings: `shared_secret` or `shared_secret_file`, and
 //! `accepted_secret_files`, each read as text with surrounding whitespace removed
 //! (`docs/PROTOCOL.md` §5.3), with every problem in the report.
+//!
+//! An accepted secret file holds one secret, in exactly the format of
+//! `shared_secret_file`, or nothing: an empty (or whitespace-only) file accepts no
+//! secret. So the settings can name the files of a rotation once and the rotation's
+//! three steps only change file contents (new secret into the accepted file; swap the
+//! two files' contents; empty the accepted file), which the file watch picks up. One
+//! secret per file, not one per line, so the same text gives the same key id in either
+//! file: a secret spanning lines (`openssl rand -base64` wraps at 64 characters) would
+//! otherwise change meaning when moved from one file to the other.
 
 use std::path::Path;
 
 use palisade_core::join::{Keyring, SecretError, SharedSecret, MIN_SECRET_LEN};
+use zeroize::Zeroizing;
 
 use super::secret::{secret_bytes, KEY_ID_HINT};
 use super::Settings;
@@ -49,11 +59,37 @@ impl Settings {
         let mut keyring = Keyring::new(primary);
         let mut ok = true;
         for path in &self.accepted_secret_files {
-            let Some(secret) = read_secret("accepted_secret_files", path, report) else {
+            let secret = match read_text("accepted_secret_files", path, report) {
+                Some(text) if secret_bytes(&text).is_empty() => {
+                    report.push(
+                        Finding::note(
+                            "accepted_secret_files",
+                            "the file is empty: no secret accepted from it",
+                        )
+                        .in_file(path),
+                    );
+                    continue;
+                }
+                Some(text) => usable_secret(
+                    "accepted_secret_files",
+                    secret_bytes(&text),
+                    Some(path),
+                    report,
+                ),
+                None => None,
+            };
+            let Some(secret) = secret else {
                 ok = false;
                 continue;
             };
             let id = secret.key_id();
+            report.push(
+                Finding::note(
+                    "accepted_secret_files",
+                    format!("also accepted from peers: the secret with key id {id}"),
+                )
+                .in_file(path),
+            );
             match keyring.clone().with_accepted(secret) {
                 Ok(more) => keyring = more,
                 Err(SecretError::Duplicate(_)) | Err(_) => {
@@ -74,10 +110,17 @@ impl Settings {
 }
 
 fn read_secret(key: &'static str, path: &Path, report: &mut Report) -> Option<SharedSecret> {
+    let text = read_text(key, path, report)?;
+    usable_secret(key, secret_bytes(&text), Some(path), report)
+}
+
+/// A secret file's text, zeroed when dropped.
+fn read_text(key: &'static str, path: &Path, report: &mut Report) -> Option<Zeroizing<String>> {
     match std::fs::read(path) {
-        Ok(bytes) => match std::str::from_utf8(&bytes) {
-            Ok(text) => usable_secret(key, secret_bytes(text), Some(path), report),
-            Err(_) => {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Some(Zeroizing::new(text)),
+            Err(e) => {
+                drop(Zeroizing::new(e.into_bytes()));
                 report.push(
                     Finding::error(key, "the secret file is not UTF-8 text", MAKE_SECRET)
                         .in_file(path),

@@ -97,7 +97,7 @@ pub const KEYS: &[Key] = &[
     key("seeds", List, Some("[]"), "Peers to dial at start, `host:port` each."),
     key("shared_secret", Text, None, "The join secret (at least 32 bytes). Give it through the environment, not the file. Never printed."),
     key("shared_secret_file", Path, None, "File holding the join secret (surrounding whitespace removed). Not together with `shared_secret`."),
-    key("accepted_secret_files", List, Some("[]"), "Files holding older secrets still accepted from peers during a rotation."),
+    key("accepted_secret_files", List, Some("[]"), "Files each holding one more secret accepted from peers (a rotation's other secret), same format as `shared_secret_file`; an empty file accepts nothing, so a rotation only changes file contents."),
     key("tls_enabled", Bool, Some("false"), "TLS under the frame stream."),
     key("tls_cert_file", Path, None, "This node's certificate chain, PEM, leaf first."),
     key("tls_key_file", Path, None, "This node's private key, PEM (PKCS#8, PKCS#1 RSA or SEC1 EC)."),
@@ -126,6 +126,7 @@ pub const KEYS: &[Key] = &[
     key("failed_join_rate_per_source", Float, Some("1.0"), "Listener: failed joins per second one address may cause, sustained."),
     key("failed_join_burst_per_source", Int, Some("10"), "Listener: failed joins one address may cause at once before it is backed off."),
     key("source_backoff", Duration, Some("15s"), "Listener: how long an address whose failed joins ran out is refused."),
+    key("reload_interval", Duration, Some("10s"), "How often the certificate, key, CA and secret files are re-read (by content) and a complete, valid new set taken; the certificate's expiry is re-checked then too. `0`: only on demand."),
 ];
 
 /// The key named `name`.

@@ -50,7 +50,8 @@ pub struct Settings {
     pub shared_secret: Option<SecretText>,
     /// `shared_secret_file`: a file holding the join secret.
     pub shared_secret_file: Option<PathBuf>,
-    /// `accepted_secret_files`: files of older secrets still accepted during a rotation.
+    /// `accepted_secret_files`: files each holding one more secret accepted from peers
+    /// during a rotation, or nothing (an empty file), so a rotation changes contents only.
     pub accepted_secret_files: Vec<PathBuf>,
     /// `max_frame`: largest frame payload accepted from a peer, bytes.
     pub max_frame: usize,
@@ -92,6 +93,10 @@ pub struct Settings {
     /// `source_backoff`: listener, how long a source out of failed joins is refused.
     #[serde(with = "human")]
     pub source_backoff: Duration,
+    /// `reload_interval`: how often the file watch re-reads the certificate, key, CA
+    /// and secret files; zero: never on its own (`FileWatch::check` on demand only).
+    #[serde(with = "human")]
+    pub reload_interval: Duration,
     /// The TLS keys (`tls_enabled`, `tls_cert_file`, ...), at the top level of the file.
     #[serde(flatten)]
     pub tls: TlsSettings,
@@ -100,6 +105,10 @@ pub struct Settings {
 /// The default `connect_timeout`: enough for a peer across regions, short enough that
 /// a dial to a dead address does not hold a reconnect loop.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default `reload_interval`: a renewed certificate is in use within seconds of
+/// being written, at the cost of reading a few small files.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -130,6 +139,7 @@ impl Default for Settings {
             failed_join_rate_per_source: limits.failed_join_rate_per_source,
             failed_join_burst_per_source: limits.failed_join_burst_per_source,
             source_backoff: limits.source_backoff,
+            reload_interval: DEFAULT_RELOAD_INTERVAL,
             tls: TlsSettings::default(),
         }
     }
@@ -318,7 +328,8 @@ impl Settings {
              replay_cache_capacity, replay_cache_per_source, send_buffer_limit,
              recv_buffer_limit, max_unjoined, max_unjoined_per_source,
              new_connection_rate_per_source, new_connection_burst_per_source,
-             failed_join_rate_per_source, failed_join_burst_per_source, source_backoff];
+             failed_join_rate_per_source, failed_join_burst_per_source, source_backoff,
+             reload_interval];
             tls [tls_enabled, tls_cert_file, tls_key_file, tls_ca_file, tls_trust,
                  verify_hostname, same_name_as_own_cert, allowed_names, node_id_in_cert,
                  min_tls, cipher_suites]);

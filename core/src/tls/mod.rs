@@ -30,7 +30,7 @@ pub const CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-palisade-join-v1";
 pub const CHANNEL_BINDING_LEN: usize = 32;
 
 /// What TLS established about the peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TlsPeer {
     /// The negotiated version (`TLSv1_3`, `TLSv1_2`).
     pub version: &'static str,
@@ -38,4 +38,36 @@ pub struct TlsPeer {
     pub cipher_suite: &'static str,
     /// The names in the peer's certificate.
     pub names: CertNames,
+    /// The peer's end-entity certificate (DER), as verified: which certificate a link
+    /// was made with, so a rotation can be followed link by link (see [`Self::serial`]).
+    pub certificate: pki_types::CertificateDer<'static>,
+}
+
+impl TlsPeer {
+    /// The serial number of the peer's certificate (big-endian bytes as encoded), the
+    /// way an operator tells a renewed certificate from the one before.
+    pub fn serial(&self) -> Option<Vec<u8>> {
+        use x509_parser::prelude::FromDer;
+        let (_, cert) =
+            x509_parser::certificate::X509Certificate::from_der(&self.certificate).ok()?;
+        Some(cert.raw_serial().to_vec())
+    }
+}
+
+/// Not derived: the certificate shows as its serial, not a kilobyte of DER.
+impl std::fmt::Debug for TlsPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let serial: String = self
+            .serial()
+            .unwrap_or_default()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        f.debug_struct("TlsPeer")
+            .field("version", &self.version)
+            .field("cipher_suite", &self.cipher_suite)
+            .field("names", &self.names)
+            .field("certificate_serial", &serial)
+            .finish()
+    }
 }

@@ -351,6 +351,7 @@ impl TlsSession {
     /// What the handshake established about the peer.
     pub(crate) fn peer(&self) -> Option<TlsPeer> {
         let accepted = self.verifier.accepted()?;
+        let certificate = self.conn.peer_certificates()?.first()?.clone().into_owned();
         Some(TlsPeer {
             version: self
                 .conn
@@ -363,6 +364,7 @@ impl TlsSession {
                 .and_then(|s| s.suite().as_str())
                 .unwrap_or("unknown"),
             names: accepted.names.clone(),
+            certificate,
         })
     }
 
