@@ -29,8 +29,12 @@ pub use palisade_core::{
 };
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, Dial, Error as LinkError, FailureHook,
-    HandshakeFailure,
+    HandshakeFailure, Metrics, MetricsSnapshot,
 };
+/// A node's counters and gauges: [`Metrics`], [`MetricsSnapshot`], the refusal
+/// [`Direction`](metrics::Direction) and the label functions. The `metrics` feature also
+/// sends every update to the `metrics` crate facade.
+pub use palisade_driver::metrics;
 pub use report::{Finding, Report, Severity};
 pub use settings::{Loaded, Settings, SettingsError, SettingsErrors};
 pub use tls_load::load_tls;
