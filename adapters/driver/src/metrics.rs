@@ -500,3 +500,275 @@ mod facade {
     pub fn refused(_: &Metrics, _: RejectCode, _: Direction) {}
     pub fn tls_failure(_: &Metrics, _: &'static str) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_core::Rejection;
+
+    fn refused(code: RejectCode, by_peer: bool) -> Error {
+        let r = Rejection::new(code, "no");
+        Error::Link(ConnectionError::Join(if by_peer {
+            JoinError::RefusedByPeer(r)
+        } else {
+            JoinError::RefusedPeer(r)
+        }))
+    }
+
+    fn tls(e: TlsError) -> Error {
+        Error::Link(ConnectionError::Tls(e))
+    }
+
+    #[test]
+    fn clones_share_the_counters_and_the_setters_show_in_the_snapshot() {
+        let m = Metrics::new("n1");
+        assert_eq!(m.snapshot(), MetricsSnapshot::default());
+        let other = m.clone();
+        assert_eq!(m, other);
+        assert_ne!(m, Metrics::new("n1"), "another node's counters");
+        other.record_reload(true);
+        other.record_reload(false);
+        other.record_reload(false);
+        other.record_below_strict();
+        other.set_permissive(true);
+        other.set_cert_expiry(Some(-5));
+        let s = m.snapshot();
+        assert_eq!((s.reloads_ok, s.reloads_failed), (1, 2));
+        assert_eq!(s.links_below_strict, 1);
+        assert!(s.permissive);
+        assert_eq!(s.cert_expiry_seconds, Some(-5));
+        m.set_cert_expiry(None);
+        m.set_permissive(false);
+        let s = m.snapshot();
+        assert_eq!((s.cert_expiry_seconds, s.permissive), (None, false));
+        m.set_cert_expiry(Some(i64::MIN));
+        assert!(m.snapshot().cert_expiry_seconds.is_some());
+    }
+
+    #[test]
+    fn refusals_count_by_code_and_side_and_tls_failures_by_cause() {
+        let m = Metrics::new("n1");
+        m.record_failure(&refused(RejectCode::UnknownKey, false));
+        m.record_failure(&refused(RejectCode::UnknownKey, false));
+        m.record_failure(&refused(RejectCode::UnknownKey, true));
+        m.record_failure(&refused(RejectCode::Other(77), true));
+        m.record_failure(&tls(TlsError::CertificateRefused(Box::new(
+            CertRefusal::UnknownIssuer {
+                subject: "CN=x".into(),
+                issuer: "CN=y".into(),
+            },
+        ))));
+        m.record_failure(&tls(TlsError::RefusedByPeer {
+            alert: "unknown_ca".into(),
+        }));
+        // Not counted: neither a refusal nor a TLS failure.
+        m.record_failure(&Error::Io(std::io::ErrorKind::ConnectionReset.into()));
+        m.record_failure(&Error::Link(ConnectionError::HandshakeTimeout {
+            after: std::time::Duration::from_secs(1),
+        }));
+        let s = m.snapshot();
+        assert_eq!(s.refused(RejectCode::UnknownKey, Direction::Sent), 2);
+        assert_eq!(s.refused(RejectCode::UnknownKey, Direction::Received), 1);
+        assert_eq!(s.refused(RejectCode::Other(77), Direction::Received), 1);
+        assert_eq!(s.joins_refused.len(), 3);
+        assert_eq!(
+            s.tls_failures,
+            BTreeMap::from([("peer_unknown_ca", 1), ("unknown_ca", 1)])
+        );
+        assert_eq!(s.tls_failed("unknown_ca"), 1);
+        assert_eq!(s.tls_failed("expired"), 0);
+    }
+
+    #[test]
+    fn tls_labels_are_short_and_bounded() {
+        let label = |e: ConnectionError| tls_failure_label(&e);
+        let refused = |r: CertRefusal| ConnectionError::Tls(TlsError::CertificateRefused(Box::new(r)));
+        assert_eq!(
+            label(refused(CertRefusal::Expired {
+                not_after: String::new(),
+                now: String::new()
+            })),
+            Some("expired")
+        );
+        assert_eq!(
+            label(refused(CertRefusal::HostnameMismatch {
+                expected: "a".into(),
+                presented: Default::default()
+            })),
+            Some("name_mismatch")
+        );
+        assert_eq!(
+            label(refused(CertRefusal::Invalid { detail: "x".into() })),
+            Some("bad_certificate")
+        );
+        let alert = |a: &str| {
+            label(ConnectionError::Tls(TlsError::RefusedByPeer { alert: a.into() }))
+        };
+        assert_eq!(alert("certificate_expired"), Some("peer_certificate_expired"));
+        // Whatever the peer sends, the label set stays fixed.
+        assert_eq!(alert("anything the peer likes"), Some("peer_refused"));
+        assert_eq!(
+            label(ConnectionError::Tls(TlsError::Protocol { detail: "x".into() })),
+            Some("handshake")
+        );
+        assert_eq!(
+            label(ConnectionError::Preface(PrefaceError::PeerSpeaksPlaintext)),
+            Some("peer_speaks_plaintext")
+        );
+        assert_eq!(label(ConnectionError::Preface(PrefaceError::PeerSpeaksHttp)), None);
+    }
+
+    #[test]
+    fn the_link_side_moves_the_gauges_and_adds_its_tally() {
+        let m = Metrics::new("n1");
+        m.handshake_started();
+        m.handshake_started();
+        m.handshake_ended();
+        m.link_joined(Side::Acceptor, true);
+        m.link_joined(Side::Initiator, false);
+        let mut tally = Tally {
+            frames_sent: 3,
+            bytes_sent: 30,
+            frames_received: 2,
+            bytes_received: 7,
+        };
+        m.add_traffic(&mut tally);
+        assert_eq!(tally, Tally::default(), "the tally is emptied");
+        let s = m.snapshot();
+        assert_eq!(s.handshakes_in_progress, 1);
+        assert_eq!((s.joins_ok, s.links_accepted, s.links_dialed), (2, 1, 1));
+        assert_eq!(s.links_open, 1, "a link that joined already closed is not open");
+        assert_eq!(
+            (s.frames_sent, s.bytes_sent, s.frames_received, s.bytes_received),
+            (3, 30, 2, 7)
+        );
+        m.link_closed();
+        assert_eq!(m.snapshot().links_open, 0);
+    }
+
+    #[test]
+    fn the_snapshot_reads_as_one_line_per_series() {
+        let m = Metrics::new("n1");
+        m.record_failure(&refused(RejectCode::ClockSkew, true));
+        m.record_failure(&refused(RejectCode::UnknownKey, false));
+        m.set_cert_expiry(Some(3600));
+        let text = m.snapshot().to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.first(), Some(&"links_accepted 0"));
+        assert!(lines.contains(&"joins_refused{code=\"unknown_key\",side=\"sent\"} 1"));
+        let skew = lines.iter().position(|l| l.contains("clock_skew"));
+        let key = lines.iter().position(|l| l.contains("unknown_key"));
+        assert!(key < skew, "sorted by code: {text}");
+        assert!(lines.contains(&"cert_expiry_seconds 3600"));
+        assert_eq!(lines.last(), Some(&"permissive 0"));
+        assert!(lines.iter().all(|l| l.split(' ').count() == 2), "{text}");
+    }
+
+    /// The facade gets every update under its Prometheus-style name with the node label.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn every_update_reaches_the_metrics_facade() {
+        use metrics::{
+            Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder,
+            SharedString, Unit,
+        };
+        use std::sync::Mutex;
+
+        type Store = Arc<Mutex<BTreeMap<String, f64>>>;
+        struct Handle(String, Store);
+        impl Handle {
+            fn update(&self, f: impl FnOnce(&mut f64)) {
+                f(self.1.lock().unwrap().entry(self.0.clone()).or_default());
+            }
+        }
+        impl CounterFn for Handle {
+            fn increment(&self, n: u64) {
+                self.update(|v| *v += n as f64);
+            }
+            fn absolute(&self, n: u64) {
+                self.update(|v| *v = n as f64);
+            }
+        }
+        impl GaugeFn for Handle {
+            fn increment(&self, n: f64) {
+                self.update(|v| *v += n);
+            }
+            fn decrement(&self, n: f64) {
+                self.update(|v| *v -= n);
+            }
+            fn set(&self, n: f64) {
+                self.update(|v| *v = n);
+            }
+        }
+        struct Rec(Store);
+        impl Rec {
+            fn handle(&self, key: &Key) -> Arc<Handle> {
+                let mut labels: Vec<String> =
+                    key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+                labels.sort();
+                let name = format!("{}{{{}}}", key.name(), labels.join(","));
+                Arc::new(Handle(name, Arc::clone(&self.0)))
+            }
+        }
+        impl Recorder for Rec {
+            fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+                Counter::from_arc(self.handle(key))
+            }
+            fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+                Gauge::from_arc(self.handle(key))
+            }
+            fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+                Histogram::noop()
+            }
+        }
+
+        let store = Store::default();
+        let recorder = Rec(Arc::clone(&store));
+        metrics::with_local_recorder(&recorder, || {
+            let m = Metrics::new("n1");
+            m.handshake_started();
+            m.handshake_ended();
+            m.link_joined(Side::Acceptor, true);
+            m.record_failure(&refused(RejectCode::UnknownKey, true));
+            m.record_failure(&tls(TlsError::NoClientCertificate));
+            m.add_traffic(&mut Tally {
+                frames_sent: 2,
+                bytes_sent: 10,
+                frames_received: 1,
+                bytes_received: 4,
+            });
+            m.record_reload(false);
+            m.record_below_strict();
+            m.set_cert_expiry(Some(60));
+            m.set_permissive(true);
+        });
+        let got = store.lock().unwrap().clone();
+        let want = [
+            ("palisade_handshakes_in_progress{node=n1}", 0.0),
+            ("palisade_joins_ok_total{node=n1}", 1.0),
+            ("palisade_links_accepted_total{node=n1}", 1.0),
+            ("palisade_links_open{node=n1}", 1.0),
+            (
+                "palisade_joins_refused_total{code=unknown_key,node=n1,side=received}",
+                1.0,
+            ),
+            (
+                "palisade_tls_failures_total{cause=no_client_certificate,node=n1}",
+                1.0,
+            ),
+            ("palisade_frames_sent_total{node=n1}", 2.0),
+            ("palisade_bytes_sent_total{node=n1}", 10.0),
+            ("palisade_frames_received_total{node=n1}", 1.0),
+            ("palisade_bytes_received_total{node=n1}", 4.0),
+            ("palisade_reloads_failed_total{node=n1}", 1.0),
+            ("palisade_links_below_strict_total{node=n1}", 1.0),
+            ("palisade_cert_expiry_seconds{node=n1}", 60.0),
+            ("palisade_permissive{node=n1}", 1.0),
+        ];
+        let want: BTreeMap<String, f64> = want.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+        assert_eq!(got, want);
+    }
+}
