@@ -11,13 +11,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use palisade::metrics::Direction;
 use palisade::smol::Smol;
+use palisade::tls::{TlsConfig, TrustAnchors};
 use palisade::{
     CloseReason, Config, Endpoint, LinkError, Metrics, MetricsSnapshot, RejectCode, SharedSecret,
 };
-use palisade::metrics::Direction;
-use palisade::tls::{TlsConfig, TrustAnchors};
-use palisade_driver::{establish_blocking_dialed, establish_dialed, Acceptor, AdmissionLimits, Dial};
+use palisade_driver::{
+    establish_blocking_dialed, establish_dialed, Acceptor, AdmissionLimits, Dial,
+};
 use palisade_testkit::bounded;
 use palisade_testkit::certs::TestCa;
 
@@ -118,7 +120,11 @@ fn frame(i: usize) -> Bytes {
 }
 
 /// Waits (bounded) until `check` holds for a fresh snapshot of `metrics`.
-fn wait_for(what: &str, metrics: impl Fn() -> MetricsSnapshot, check: impl Fn(&MetricsSnapshot) -> bool) {
+fn wait_for(
+    what: &str,
+    metrics: impl Fn() -> MetricsSnapshot,
+    check: impl Fn(&MetricsSnapshot) -> bool,
+) {
     let until = Instant::now() + Duration::from_secs(15);
     loop {
         let now = metrics();
@@ -150,7 +156,11 @@ fn joins_frames_and_bytes_are_counted_exactly_on_both_nodes() {
             let blocking = establish_blocking_dialed(stream, &endpoint, &dial).expect("joins");
 
             // The acceptor's handshake tasks see their joins a moment after the dialer.
-            wait_for("the acceptor's joins", || server.metrics(), |m| m.joins_ok == 3);
+            wait_for(
+                "the acceptor's joins",
+                || server.metrics(),
+                |m| m.joins_ok == 3,
+            );
             let (a, b) = (server.metrics(), dialer.snapshot());
             assert_eq!((a.links_open, b.links_open), (3, 3), "\n{a}\n{b}");
             assert_eq!((a.links_accepted, a.links_dialed), (3, 0));
@@ -187,18 +197,28 @@ fn joins_frames_and_bytes_are_counted_exactly_on_both_nodes() {
         let bytes: u64 = (0..FRAMES).map(|i| frame(i).len() as u64).sum::<u64>() * LINKS as u64;
         let frames = (FRAMES * LINKS) as u64;
         for (name, metrics) in [("acceptor", server.acceptor.metrics()), ("dialer", &dialer)] {
-            wait_for(&format!("{name}: links closed"), || metrics.snapshot(), |m| {
-                m.links_open == 0
-            });
+            wait_for(
+                &format!("{name}: links closed"),
+                || metrics.snapshot(),
+                |m| m.links_open == 0,
+            );
             let m = metrics.snapshot();
             assert_eq!(
-                (m.frames_sent, m.frames_received, m.bytes_sent, m.bytes_received),
+                (
+                    m.frames_sent,
+                    m.frames_received,
+                    m.bytes_sent,
+                    m.bytes_received
+                ),
                 (frames, frames, bytes, bytes),
                 "{name}:\n{m}"
             );
             assert_eq!(m.handshakes_in_progress, 0, "{name}:\n{m}");
             assert_eq!(m.joins_ok, 3, "{name}:\n{m}");
-            assert!(m.joins_refused.is_empty() && m.tls_failures.is_empty(), "{name}:\n{m}");
+            assert!(
+                m.joins_refused.is_empty() && m.tls_failures.is_empty(),
+                "{name}:\n{m}"
+            );
         }
     });
 }
@@ -208,15 +228,20 @@ fn a_wrong_secret_is_counted_with_its_code_on_both_nodes() {
     bounded("a refused join", LIMIT, || {
         let server = Server::start(node("refuse-a", SECRET));
         let dialer = Metrics::new("refuse-b");
-        let endpoint =
-            Endpoint::new(node("refuse-b", "another-secret-of-32-bytes-or-more!!")).expect("config");
-        let err = smol::block_on(dial_async(&endpoint, &dial_to(server.addr, "refuse-a", &dialer)))
-            .expect_err("a wrong secret is refused");
+        let endpoint = Endpoint::new(node("refuse-b", "another-secret-of-32-bytes-or-more!!"))
+            .expect("config");
+        let err = smol::block_on(dial_async(
+            &endpoint,
+            &dial_to(server.addr, "refuse-a", &dialer),
+        ))
+        .expect_err("a wrong secret is refused");
         assert_eq!(err.reject_code(), Some(RejectCode::UnknownKey), "{err}");
 
-        wait_for("the acceptor counts its refusal", || server.metrics(), |m| {
-            m.refused(RejectCode::UnknownKey, Direction::Sent) == 1
-        });
+        wait_for(
+            "the acceptor counts its refusal",
+            || server.metrics(),
+            |m| m.refused(RejectCode::UnknownKey, Direction::Sent) == 1,
+        );
         let (a, b) = (server.metrics(), dialer.snapshot());
         let refusals = |m: &MetricsSnapshot| {
             let mut v: Vec<_> = m
@@ -229,7 +254,11 @@ fn a_wrong_secret_is_counted_with_its_code_on_both_nodes() {
         };
         assert_eq!(refusals(&a), [(4, Direction::Sent, 1)], "\n{a}");
         assert_eq!(refusals(&b), [(4, Direction::Received, 1)], "\n{b}");
-        assert!(a.to_string().contains("joins_refused{code=\"unknown_key\",side=\"sent\"} 1"), "{a}");
+        assert!(
+            a.to_string()
+                .contains("joins_refused{code=\"unknown_key\",side=\"sent\"} 1"),
+            "{a}"
+        );
         for (name, m) in [("acceptor", &a), ("dialer", &b)] {
             assert_eq!(
                 (m.joins_ok, m.links_open, m.handshakes_in_progress),
@@ -238,9 +267,11 @@ fn a_wrong_secret_is_counted_with_its_code_on_both_nodes() {
             );
             assert!(m.tls_failures.is_empty(), "{name}:\n{m}");
         }
-        wait_for("the acceptor's handshake ends", || server.metrics(), |m| {
-            m.handshakes_in_progress == 0
-        });
+        wait_for(
+            "the acceptor's handshake ends",
+            || server.metrics(),
+            |m| m.handshakes_in_progress == 0,
+        );
     });
 }
 
@@ -259,20 +290,29 @@ fn a_certificate_from_a_foreign_ca_is_counted_as_a_tls_failure() {
             .with_tls(tls)
             .with_secret(secret(SECRET));
         let endpoint = Endpoint::new(config).expect("config");
-        let err = smol::block_on(dial_async(&endpoint, &dial_to(server.addr, "tls-a", &dialer)))
-            .expect_err("an unknown CA is refused");
+        let err = smol::block_on(dial_async(
+            &endpoint,
+            &dial_to(server.addr, "tls-a", &dialer),
+        ))
+        .expect_err("an unknown CA is refused");
         assert!(err.reject_code().is_none(), "{err}");
 
-        wait_for("the acceptor counts the TLS failure", || server.metrics(), |m| {
-            !m.tls_failures.is_empty() && m.handshakes_in_progress == 0
-        });
+        wait_for(
+            "the acceptor counts the TLS failure",
+            || server.metrics(),
+            |m| !m.tls_failures.is_empty() && m.handshakes_in_progress == 0,
+        );
         let (a, b) = (server.metrics(), dialer.snapshot());
         assert_eq!(
             a.tls_failures,
             BTreeMap::from([("unknown_ca", 1)]),
             "the acceptor refused the certificate:\n{a}"
         );
-        assert!(a.to_string().contains("tls_failures{cause=\"unknown_ca\"} 1"), "{a}");
+        assert!(
+            a.to_string()
+                .contains("tls_failures{cause=\"unknown_ca\"} 1"),
+            "{a}"
+        );
         // The dialer hears the acceptor's alert.
         assert_eq!(
             b.tls_failures,
@@ -406,16 +446,19 @@ fn the_link_span_carries_what_the_join_revealed_and_never_a_secret() {
             let err = dial_async(&wrong, &dial).await.expect_err("refused");
             assert_eq!(err.reject_code(), Some(RejectCode::UnknownKey));
         });
-        wait_for("links closed", || server.metrics(), |m| {
-            m.links_open == 0 && m.refused(RejectCode::UnknownKey, Direction::Sent) == 1
-        });
+        wait_for(
+            "links closed",
+            || server.metrics(),
+            |m| m.links_open == 0 && m.refused(RejectCode::UnknownKey, Direction::Sent) == 1,
+        );
         let addr = server.addr.to_string();
         // The acceptor logs the refusal once its handshake task ends: wait for it.
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             let c = captured.lock().unwrap();
             let logged = c.events.iter().any(|(_, f)| {
-                f.get("message").is_some_and(|m| m.contains("handshake with"))
+                f.get("message")
+                    .is_some_and(|m| m.contains("handshake with"))
                     && f.get("message").is_some_and(|m| m.contains("unknown key"))
             });
             if logged || Instant::now() > until {
@@ -445,10 +488,17 @@ fn the_link_span_carries_what_the_join_revealed_and_never_a_secret() {
         // The acceptor's span: the peer's node id, key id, TLS, and how it closed.
         let accepted = find("acceptor", "trace-b");
         assert_eq!(accepted.get("key_id"), Some(&key_id), "{accepted:?}");
-        assert_eq!(accepted.get("tls_version").map(String::as_str), Some("TLSv1_3"));
+        assert_eq!(
+            accepted.get("tls_version").map(String::as_str),
+            Some("TLSv1_3")
+        );
         assert!(accepted.contains_key("tls_suite"), "{accepted:?}");
         assert!(accepted.contains_key("peer"), "{accepted:?}");
-        assert_eq!(accepted.get("close_code").map(String::as_str), Some("0"), "{accepted:?}");
+        assert_eq!(
+            accepted.get("close_code").map(String::as_str),
+            Some("0"),
+            "{accepted:?}"
+        );
         // The dialer's span: the address dialed, the acceptor's node id and key id.
         let dialed = find("dialer", "trace-a");
         assert_eq!(dialed.get("peer"), Some(&addr), "{dialed:?}");
@@ -489,7 +539,11 @@ fn the_link_span_carries_what_the_join_revealed_and_never_a_secret() {
             .collect();
         assert!(everything.len() > 20, "captured too little: {everything:?}");
         for text in [secret_text, wrong_text] {
-            let forms = [text.to_owned(), hex(text.as_bytes()), base64(text.as_bytes())];
+            let forms = [
+                text.to_owned(),
+                hex(text.as_bytes()),
+                base64(text.as_bytes()),
+            ];
             for form in &forms {
                 // A 16-character piece of each form is enough to find it.
                 let piece = &form[..16];

@@ -36,8 +36,8 @@ pub mod observe;
 
 pub use admission::{AdmissionError, AdmissionLimits, AdmissionStats, Permit};
 pub use blocking::{
-    establish_blocking, establish_blocking_admitted, establish_blocking_dialed,
-    BlockingConnection, BlockingRecvHalf, BlockingSendHalf,
+    establish_blocking, establish_blocking_admitted, establish_blocking_dialed, BlockingConnection,
+    BlockingRecvHalf, BlockingSendHalf,
 };
 pub use conn::{establish, establish_admitted, establish_dialed, Connection, RecvHalf, SendHalf};
 pub use dial::Dial;

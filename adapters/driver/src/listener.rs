@@ -138,10 +138,9 @@ impl Gate {
         let span = link_span(Side::Acceptor, Some(&peer_addr));
         let _in_span = span.enter();
         match self.admission.admit(peer_addr, Instant::now()) {
-            Ok(permit) => Some(permit.observed_by(LinkObserver::new(
-                Some(self.metrics.clone()),
-                span.clone(),
-            ))),
+            Ok(permit) => Some(
+                permit.observed_by(LinkObserver::new(Some(self.metrics.clone()), span.clone())),
+            ),
             Err(e) => {
                 // A flood is refused thousands of times a second: the counters and the
                 // hook see each one, the log only at debug level (backoffs starting and

@@ -582,7 +582,8 @@ mod tests {
     #[test]
     fn tls_labels_are_short_and_bounded() {
         let label = |e: ConnectionError| tls_failure_label(&e);
-        let refused = |r: CertRefusal| ConnectionError::Tls(TlsError::CertificateRefused(Box::new(r)));
+        let refused =
+            |r: CertRefusal| ConnectionError::Tls(TlsError::CertificateRefused(Box::new(r)));
         assert_eq!(
             label(refused(CertRefusal::Expired {
                 not_after: String::new(),
@@ -602,20 +603,30 @@ mod tests {
             Some("bad_certificate")
         );
         let alert = |a: &str| {
-            label(ConnectionError::Tls(TlsError::RefusedByPeer { alert: a.into() }))
+            label(ConnectionError::Tls(TlsError::RefusedByPeer {
+                alert: a.into(),
+            }))
         };
-        assert_eq!(alert("certificate_expired"), Some("peer_certificate_expired"));
+        assert_eq!(
+            alert("certificate_expired"),
+            Some("peer_certificate_expired")
+        );
         // Whatever the peer sends, the label set stays fixed.
         assert_eq!(alert("anything the peer likes"), Some("peer_refused"));
         assert_eq!(
-            label(ConnectionError::Tls(TlsError::Protocol { detail: "x".into() })),
+            label(ConnectionError::Tls(TlsError::Protocol {
+                detail: "x".into()
+            })),
             Some("handshake")
         );
         assert_eq!(
             label(ConnectionError::Preface(PrefaceError::PeerSpeaksPlaintext)),
             Some("peer_speaks_plaintext")
         );
-        assert_eq!(label(ConnectionError::Preface(PrefaceError::PeerSpeaksHttp)), None);
+        assert_eq!(
+            label(ConnectionError::Preface(PrefaceError::PeerSpeaksHttp)),
+            None
+        );
     }
 
     #[test]
@@ -637,9 +648,17 @@ mod tests {
         let s = m.snapshot();
         assert_eq!(s.handshakes_in_progress, 1);
         assert_eq!((s.joins_ok, s.links_accepted, s.links_dialed), (2, 1, 1));
-        assert_eq!(s.links_open, 1, "a link that joined already closed is not open");
         assert_eq!(
-            (s.frames_sent, s.bytes_sent, s.frames_received, s.bytes_received),
+            s.links_open, 1,
+            "a link that joined already closed is not open"
+        );
+        assert_eq!(
+            (
+                s.frames_sent,
+                s.bytes_sent,
+                s.frames_received,
+                s.bytes_received
+            ),
             (3, 30, 2, 7)
         );
         m.link_closed();
@@ -703,8 +722,10 @@ mod tests {
         struct Rec(Store);
         impl Rec {
             fn handle(&self, key: &Key) -> Arc<Handle> {
-                let mut labels: Vec<String> =
-                    key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+                let mut labels: Vec<String> = key
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
                 labels.sort();
                 let name = format!("{}{{{}}}", key.name(), labels.join(","));
                 Arc::new(Handle(name, Arc::clone(&self.0)))
