@@ -27,9 +27,13 @@ pub use palisade_core::{
     PrefaceError, RandomError, RandomSource, RejectCode, Rejection, SecretError, SendError,
     SharedSecret, Side,
 };
+/// A node's counters and gauges: [`Metrics`], [`MetricsSnapshot`], the refusal
+/// [`Direction`](metrics::Direction) and the label functions. The `metrics` feature also
+/// sends every update to the `metrics` crate facade.
+pub use palisade_driver::metrics;
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, Dial, Error as LinkError, FailureHook,
-    HandshakeFailure,
+    HandshakeFailure, Metrics, MetricsSnapshot,
 };
 pub use report::{Finding, Report, Severity};
 pub use settings::{Loaded, Settings, SettingsError, SettingsErrors};

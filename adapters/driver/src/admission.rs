@@ -31,6 +31,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::observe::LinkObserver;
+
 /// The limits of [`Admission`]. The field names are the settings' config keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdmissionLimits {
@@ -520,10 +522,13 @@ impl Admission {
                 close();
             }
         }
-        Ok(Permit(Arc::new(PermitInner {
-            admission: Arc::clone(self),
-            slot,
-        })))
+        Ok(Permit(
+            Arc::new(PermitInner {
+                admission: Arc::clone(self),
+                slot,
+            }),
+            LinkObserver::default(),
+        ))
     }
 
     /// The slot stops counting (joined, or its socket closed).
@@ -584,7 +589,7 @@ impl Drop for PermitInner {
 /// driver holds one until the socket is closed, so sockets never outnumber the slots by
 /// more than those being torn down after an eviction).
 #[derive(Clone)]
-pub struct Permit(Arc<PermitInner>);
+pub struct Permit(Arc<PermitInner>, LinkObserver);
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -640,6 +645,18 @@ impl Permit {
     /// The source this connection counts against.
     pub fn source(&self) -> IpAddr {
         self.0.slot.source
+    }
+
+    /// The link's span and counters travel with its permit, so whichever adapter runs
+    /// the handshake counts it for the listener that admitted it.
+    pub(crate) fn observed_by(mut self, observer: LinkObserver) -> Self {
+        self.1 = observer;
+        self
+    }
+
+    /// The span and counters of the admitted link.
+    pub fn observer(&self) -> &LinkObserver {
+        &self.1
     }
 }
 

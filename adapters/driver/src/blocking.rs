@@ -11,12 +11,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use palisade_core::{CloseCode, CloseReason, PeerInfo};
+use palisade_core::{CloseCode, CloseReason, Endpoint, PeerInfo};
 
 use crate::admission::Permit;
+use crate::dial::Dial;
 use crate::driver::{closing_bounds, READ_BUF};
 use crate::error::Error;
 use crate::link::{Link, REFUSAL_FLUSH};
+use crate::observe::{link_span, LinkObserver};
 
 /// Longest a reader thread blocks in `read` before it looks at the link again.
 const MAX_READ_WAIT: Duration = Duration::from_secs(1);
@@ -235,11 +237,28 @@ pub struct BlockingRecvHalf {
 /// or [`REFUSAL_FLUSH`] has passed (a peer that does not read): a caller that exits on
 /// the error still leaves the peer the reason, not a bare EOF. A successful join returns
 /// at once.
+///
+/// The link has a span naming the socket's peer address, and is not counted: dialers
+/// use [`establish_blocking_dialed`], listeners [`establish_blocking_admitted`].
 pub fn establish_blocking(
     socket: TcpStream,
     conn: palisade_core::Connection,
 ) -> Result<BlockingConnection, Error> {
-    establish_inner(socket, conn, None)
+    let peer = socket.peer_addr().ok();
+    let span = link_span(conn.side(), peer.as_ref().map(|p| p as _));
+    establish_inner(socket, conn, None, LinkObserver::new(None, span))
+}
+
+/// [`establish_blocking`] for a socket connected as `dial` says: the core connection is
+/// made from `endpoint` for `dial`, the span names the address dialed, and the link is
+/// counted in the dial's [`Dial::metrics`], if any.
+pub fn establish_blocking_dialed(
+    socket: TcpStream,
+    endpoint: &Endpoint,
+    dial: &Dial,
+) -> Result<BlockingConnection, Error> {
+    let conn = dial.connection(endpoint)?;
+    establish_inner(socket, conn, None, dial.observer())
 }
 
 /// [`establish_blocking`] for a connection a listener admitted: the reader thread holds
@@ -249,18 +268,22 @@ pub fn establish_blocking_admitted(
     conn: palisade_core::Connection,
     permit: Permit,
 ) -> Result<BlockingConnection, Error> {
-    establish_inner(socket, conn, Some(permit))
+    let observer = permit.observer().clone();
+    establish_inner(socket, conn, Some(permit), observer)
 }
 
 fn establish_inner(
     socket: TcpStream,
     conn: palisade_core::Connection,
     permit: Option<Permit>,
+    observer: LinkObserver,
 ) -> Result<BlockingConnection, Error> {
+    let span = observer.span().clone();
+    let _in_span = span.enter();
     let writer = socket.try_clone()?;
     writer.set_write_timeout(Some(WRITE_SLICE))?;
     let shared = Arc::new(Shared {
-        link: Link::new(conn),
+        link: Link::observed(conn, observer),
         writer: Mutex::new(Writer {
             stream: writer,
             out: VecDeque::new(),
@@ -283,9 +306,11 @@ fn establish_inner(
         });
     }
     let reader = Arc::clone(&shared);
+    let reader_span = span.clone();
     thread::Builder::new()
         .name("palisade-reader".into())
         .spawn(move || {
+            let _in_span = reader_span.enter();
             run_reader(&reader, socket);
             // The listener's slot is given back once this thread's socket is closed.
             drop(reader);

@@ -12,12 +12,15 @@ use bytes::Bytes;
 use futures_core::Stream;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_sink::Sink;
-use palisade_core::{CloseCode, CloseReason, PeerInfo};
+use palisade_core::{CloseCode, CloseReason, Endpoint, PeerInfo};
+use tracing::Instrument;
 
 use crate::admission::Permit;
+use crate::dial::Dial;
 use crate::driver::{Driver, Runtime};
 use crate::error::Error;
 use crate::link::{Link, REFUSAL_FLUSH};
+use crate::observe::{link_span, LinkObserver};
 
 /// Closes the link when the application has dropped every handle on it.
 #[derive(Debug)]
@@ -61,6 +64,10 @@ pub struct RecvHalf {
 /// or [`REFUSAL_FLUSH`] has passed (a peer that does not read): a caller that exits on
 /// the error still leaves the peer the reason, not a bare EOF. A successful join returns
 /// at once.
+///
+/// The link has a span (without the peer's address, which this function is not told)
+/// and is not counted: dialers use [`establish_dialed`], listeners
+/// [`establish_admitted`].
 pub async fn establish<S, R>(
     runtime: &R,
     socket: S,
@@ -70,7 +77,26 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     R: Runtime,
 {
-    establish_inner(runtime, socket, conn, None).await
+    let observer = LinkObserver::new(None, link_span(conn.side(), None));
+    establish_inner(runtime, socket, conn, None, observer).await
+}
+
+/// [`establish`] for a socket connected as `dial` says: the core connection is made from
+/// `endpoint` for `dial` (the name TLS checks, the node that must answer), the link's
+/// span names the address dialed, and the link is counted in the dial's
+/// [`Dial::metrics`], if any.
+pub async fn establish_dialed<S, R>(
+    runtime: &R,
+    socket: S,
+    endpoint: &Endpoint,
+    dial: &Dial,
+) -> Result<Connection, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    let conn = dial.connection(endpoint)?;
+    establish_inner(runtime, socket, conn, None, dial.observer()).await
 }
 
 /// [`establish`] for a connection a listener admitted: the driver holds `permit` until
@@ -86,7 +112,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     R: Runtime,
 {
-    establish_inner(runtime, socket, conn, Some(permit)).await
+    let observer = permit.observer().clone();
+    establish_inner(runtime, socket, conn, Some(permit), observer).await
 }
 
 async fn establish_inner<S, R>(
@@ -94,12 +121,31 @@ async fn establish_inner<S, R>(
     socket: S,
     conn: palisade_core::Connection,
     permit: Option<Permit>,
+    observer: LinkObserver,
 ) -> Result<Connection, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     R: Runtime,
 {
-    let link = Arc::new(Link::new(conn));
+    let span = observer.span().clone();
+    join(runtime, socket, conn, permit, observer)
+        .instrument(span)
+        .await
+}
+
+async fn join<S, R>(
+    runtime: &R,
+    socket: S,
+    conn: palisade_core::Connection,
+    permit: Option<Permit>,
+    observer: LinkObserver,
+) -> Result<Connection, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    let span = observer.span().clone();
+    let link = Arc::new(Link::observed(conn, observer));
     let owner = Arc::new(Owner(Arc::clone(&link)));
     if let Some(permit) = &permit {
         let weak = Arc::downgrade(&link);
@@ -112,7 +158,8 @@ where
             }
         });
     }
-    runtime.spawn(Driver::new(Arc::clone(&link), socket, runtime.clone()).holding(permit));
+    let driver = Driver::new(Arc::clone(&link), socket, runtime.clone()).holding(permit);
+    runtime.spawn(driver.instrument(span));
     let peer = match poll_fn(|cx| link.poll_joined(Some(cx))).await {
         Ok(peer) => peer,
         Err(e) => {

@@ -14,15 +14,18 @@ use palisade_core::{Connection, Endpoint};
 
 use crate::driver::Runtime;
 use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::observe::{link_span, LinkObserver};
 use crate::server_name_of;
 
-/// Where and whom to dial.
+/// Where and whom to dial, and the node's counters the link is counted in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dial {
     addr: String,
     server_name: Option<String>,
     expected_peer: Option<String>,
     connect_timeout: Option<Duration>,
+    metrics: Option<Metrics>,
 }
 
 impl Dial {
@@ -34,7 +37,27 @@ impl Dial {
             server_name: None,
             expected_peer: None,
             connect_timeout: None,
+            metrics: None,
         }
+    }
+
+    /// Counts the link in `metrics` (joins, refusals, TLS failures, frames, bytes): give
+    /// every dial of a node the handle its listener counts in.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The counters the link is counted in, if any.
+    pub fn counted_in(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
+    /// The link's span (`palisade_link`, side `dialer`, the address dialed) and
+    /// counters.
+    pub fn observer(&self) -> LinkObserver {
+        let span = link_span(palisade_core::Side::Initiator, Some(&self.addr));
+        LinkObserver::new(self.metrics.clone(), span)
     }
 
     /// TLS checks the acceptor's certificate against `name` (and sends it as SNI)

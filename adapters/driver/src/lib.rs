@@ -15,7 +15,10 @@
 //! - [`listener`]: concurrent handshakes for accepted sockets, bounded, with failures
 //!   reported and the accept loop undisturbed;
 //! - [`blocking`]: the same for blocking std sockets (reader thread + writer lock);
-//! - [`error::Error`]: one error type for every adapter.
+//! - [`error::Error`]: one error type for every adapter;
+//! - [`metrics`] and [`observe`]: a node's counters ([`Metrics`], read as a
+//!   [`MetricsSnapshot`]; the `metrics` feature also feeds the `metrics` facade) and
+//!   each link's `tracing` span (`palisade_link`).
 //!
 //! An adapter crate then holds only its runtime's socket, timer and spawn calls.
 
@@ -28,19 +31,22 @@ pub mod error;
 pub mod link;
 pub mod listener;
 pub mod live;
+pub mod metrics;
+pub mod observe;
 
 pub use admission::{AdmissionError, AdmissionLimits, AdmissionStats, Permit};
 pub use blocking::{
-    establish_blocking, establish_blocking_admitted, BlockingConnection, BlockingRecvHalf,
-    BlockingSendHalf,
+    establish_blocking, establish_blocking_admitted, establish_blocking_dialed, BlockingConnection,
+    BlockingRecvHalf, BlockingSendHalf,
 };
-pub use conn::{establish, establish_admitted, Connection, RecvHalf, SendHalf};
+pub use conn::{establish, establish_admitted, establish_dialed, Connection, RecvHalf, SendHalf};
 pub use dial::Dial;
 pub use driver::{Driver, Runtime};
 pub use error::{Error, HandshakeFailure};
 pub use link::REFUSAL_FLUSH;
 pub use listener::{Acceptor, FailureHook, Gate};
 pub use live::LiveEndpoint;
+pub use metrics::{Direction, Metrics, MetricsSnapshot};
 
 /// The host part of `host:port` (brackets removed from an IPv6 literal): the name TLS
 /// checks the acceptor's certificate against.

@@ -17,6 +17,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use palisade_core::{CloseCause, CloseReason, Connection, Event, PeerInfo, SendError};
 
 use crate::error::Error;
+use crate::metrics::Tally;
+use crate::observe::{LinkObserver, Stage};
 
 /// Most bytes [`Link::output`] takes from the core per call.
 const OUTPUT_BATCH: usize = 64 * 1024;
@@ -74,6 +76,10 @@ struct Inner {
     app: Waiters,
     /// The socket side waiting for something to write or for room to read.
     driver: Waiters,
+    /// Where the link stands for the gauges (handshakes in progress, links open).
+    stage: Stage,
+    /// Frames and payload bytes not yet added to the node's counters.
+    tally: Tally,
 }
 
 /// One link's shared state. Wrap it in an `Arc`.
@@ -84,14 +90,22 @@ pub struct Link {
     /// Closed by the listener to make room: the socket is dropped at once, no linger.
     /// Outside the lock: the driver checks it on every step.
     aborted: AtomicBool,
+    /// The link's span and its node's counters.
+    observer: LinkObserver,
 }
 
 /// What the application side gets from [`Link::poll_recv`].
 pub(crate) type Recv = Result<Option<Bytes>, Error>;
 
 impl Link {
-    /// A link around a fresh core connection.
+    /// A link around a fresh core connection, neither counted nor with a span.
     pub fn new(conn: Connection) -> Self {
+        Self::observed(conn, LinkObserver::default())
+    }
+
+    /// A link counted in `observer`'s metrics and recorded in its span.
+    pub fn observed(conn: Connection, observer: LinkObserver) -> Self {
+        observer.handshake_started();
         Self {
             inner: Mutex::new(Inner {
                 conn,
@@ -105,9 +119,34 @@ impl Link {
                 sleepers: 0,
                 app: Waiters::default(),
                 driver: Waiters::default(),
+                stage: Stage::Handshaking,
+                tally: Tally::default(),
             }),
             changed: Condvar::new(),
             aborted: AtomicBool::new(false),
+            observer,
+        }
+    }
+
+    /// The link's span and counters.
+    pub fn observer(&self) -> &LinkObserver {
+        &self.observer
+    }
+
+    /// The join completed: counted once, recorded in the span.
+    fn on_joined(&self, inner: &mut Inner, peer: &PeerInfo) {
+        if inner.stage == Stage::Handshaking {
+            let open = !inner.finished;
+            inner.stage = if open { Stage::Open } else { Stage::Done };
+            self.observer.joined(inner.conn.side(), peer, open);
+        }
+    }
+
+    /// The join failed with `error`: counted once, recorded in the span.
+    fn on_join_failed(&self, inner: &mut Inner, error: &Error) {
+        if inner.stage == Stage::Handshaking {
+            inner.stage = Stage::Done;
+            self.observer.handshake_failed(error);
         }
     }
 
@@ -139,6 +178,8 @@ impl Link {
     pub fn input(&self, bytes: &[u8], now: Instant) -> bool {
         let mut g = self.lock();
         let inner = &mut *g;
+        // A socket read is a batch boundary.
+        self.observer.flush(&mut inner.tally);
         if inner.pending_input.is_empty() {
             let n = inner.conn.handle_input(bytes, now);
             if let Some(rest) = bytes.get(n..) {
@@ -200,6 +241,8 @@ impl Link {
         if let Some(w) = waker {
             g.driver.register(w);
         }
+        // Taking output is a batch boundary.
+        self.observer.flush(&mut g.tally);
         let before = out.len();
         // A batch at a time: encrypting the whole send buffer (1 MiB) under the lock
         // stalls the sender (and, on a small runtime, the worker it runs on) and delays
@@ -275,6 +318,14 @@ impl Link {
         if !g.conn.is_closed() {
             g.conn.handle_eof();
         }
+        let inner = &mut *g;
+        self.observer.flush(&mut inner.tally);
+        if inner.stage == Stage::Open {
+            inner.stage = Stage::Done;
+            let io = inner.io_error.as_ref().map(|(_, msg)| msg.as_str());
+            let cause = inner.ended.as_ref().or(inner.conn.close_cause());
+            self.observer.closed(cause, io);
+        }
         self.app_changed(&mut g);
     }
 
@@ -305,16 +356,21 @@ impl Link {
             return Poll::Ready(Ok(peer.clone()));
         }
         if g.ended.is_some() {
-            return Poll::Ready(Err(Self::ended_error(&g)));
+            let error = Self::ended_error(&g);
+            self.on_join_failed(&mut g, &error);
+            return Poll::Ready(Err(error));
         }
         match g.conn.poll_event() {
             Some(Event::Joined(peer)) => {
+                self.on_joined(&mut g, &peer);
                 g.peer = Some(peer.clone());
                 Poll::Ready(Ok(peer))
             }
             Some(Event::Closed(cause)) => {
                 g.ended = Some(cause);
-                Poll::Ready(Err(Self::ended_error(&g)))
+                let error = Self::ended_error(&g);
+                self.on_join_failed(&mut g, &error);
+                Poll::Ready(Err(error))
             }
             // Frames come only after Joined; nothing else can be first.
             Some(Event::Frame(_)) | None => {
@@ -334,6 +390,11 @@ impl Link {
         while inner.ended.is_none() {
             match inner.conn.poll_event() {
                 Some(Event::Frame(frame)) => {
+                    inner.tally.frames_received += 1;
+                    inner.tally.bytes_received += frame.len() as u64;
+                    if inner.tally.is_full() {
+                        self.observer.flush(&mut inner.tally);
+                    }
                     if !inner.pending_input.is_empty() {
                         // The receive window has room again.
                         Self::retry_input(inner, Instant::now());
@@ -341,9 +402,14 @@ impl Link {
                     }
                     return Poll::Ready(Ok(Some(frame)));
                 }
-                Some(Event::Joined(peer)) => inner.peer = Some(peer),
+                Some(Event::Joined(peer)) => {
+                    self.on_joined(inner, &peer);
+                    inner.peer = Some(peer);
+                }
                 Some(Event::Closed(cause)) => inner.ended = Some(cause),
                 None => {
+                    // The application has taken everything that arrived: a batch.
+                    self.observer.flush(&mut inner.tally);
                     if let Some(cx) = cx {
                         inner.app.register(cx.waker());
                     }
@@ -351,6 +417,7 @@ impl Link {
                 }
             }
         }
+        self.observer.flush(&mut inner.tally);
         match &inner.ended {
             Some(CloseCause::Error(_)) => Poll::Ready(Err(Self::ended_error(inner))),
             _ if inner.io_error.is_some() => Poll::Ready(Err(Self::ended_error(inner))),
@@ -371,8 +438,14 @@ impl Link {
         if g.conn.is_closed() {
             return Poll::Ready(Err(Self::ended_error(&g)));
         }
+        let len = frame.len() as u64;
         match g.conn.send(frame) {
             Ok(()) => {
+                g.tally.frames_sent += 1;
+                g.tally.bytes_sent += len;
+                if g.tally.is_full() {
+                    self.observer.flush(&mut g.tally);
+                }
                 g.driver.wake();
                 Poll::Ready(Ok(()))
             }
@@ -493,5 +566,22 @@ impl Link {
             };
             g.sleepers -= 1;
         }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // However the link goes (its driver never ran, say), the gauges let go of it.
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.observer.flush(&mut inner.tally);
+        match inner.stage {
+            Stage::Handshaking => {
+                let error = Self::ended_error(inner);
+                self.observer.handshake_failed(&error);
+            }
+            Stage::Open => self.observer.closed(inner.conn.close_cause(), None),
+            Stage::Done => {}
+        }
+        inner.stage = Stage::Done;
     }
 }

@@ -10,13 +10,16 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_io::{AsyncRead, AsyncWrite};
-use palisade_core::{Endpoint, RejectCode};
+use palisade_core::{Endpoint, RejectCode, Side};
+use tracing::Instrument;
 
 use crate::admission::{Admission, AdmissionLimits, AdmissionStats, Permit};
 use crate::conn::{establish_admitted, Connection};
 use crate::driver::Runtime;
 use crate::error::{Error, HandshakeFailure};
 use crate::live::LiveEndpoint;
+use crate::metrics::Metrics;
+use crate::observe::{link_span, LinkObserver};
 
 /// How long an accept loop pauses after the listening socket runs out of a resource
 /// (file descriptors, buffers, memory): retrying at once would fail again at once and
@@ -56,12 +59,13 @@ pub const ACCEPT_BACKLOG: usize = 1024;
 /// admission control closes (`Error::Admission`).
 pub type FailureHook = Arc<dyn Fn(&HandshakeFailure) + Send + Sync>;
 
-/// Admission control in front of every handshake, and the failure report. Shared by
-/// the async and the blocking listeners.
+/// Admission control in front of every handshake, the failure report, and the node's
+/// counters for the links it admits. Shared by the async and the blocking listeners.
 #[derive(Clone)]
 pub struct Gate {
     admission: Arc<Admission>,
     hook: Option<FailureHook>,
+    metrics: Metrics,
 }
 
 impl Default for Gate {
@@ -86,15 +90,32 @@ impl Gate {
         Self {
             admission: Admission::unchecked(AdmissionLimits::default()),
             hook,
+            metrics: Metrics::default(),
         }
     }
 
     /// A gate with `limits` (refused when they cannot work).
     pub fn with_limits(hook: Option<FailureHook>, limits: AdmissionLimits) -> Result<Self, Error> {
+        Self::with_limits_and_metrics(hook, limits, Metrics::default())
+    }
+
+    /// A gate with `limits` counting its links into `metrics` (a node's listener and
+    /// dialers share one [`Metrics`]).
+    pub fn with_limits_and_metrics(
+        hook: Option<FailureHook>,
+        limits: AdmissionLimits,
+        metrics: Metrics,
+    ) -> Result<Self, Error> {
         Ok(Self {
             admission: Admission::new(limits)?,
             hook,
+            metrics,
         })
+    }
+
+    /// The counters of the links this gate admits.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Connections that have not joined now.
@@ -110,9 +131,16 @@ impl Gate {
     /// A place for a handshake with `peer_addr`, or `None` (reported) when admission
     /// control closes it: drop the socket at once. May evict the oldest unjoined
     /// connection.
+    ///
+    /// The permit carries the link's span (`palisade_link`, made here) and this gate's
+    /// counters to whichever `establish_*_admitted` runs the handshake.
     pub fn enter(&self, peer_addr: SocketAddr) -> Option<Permit> {
+        let span = link_span(Side::Acceptor, Some(&peer_addr));
+        let _in_span = span.enter();
         match self.admission.admit(peer_addr, Instant::now()) {
-            Ok(permit) => Some(permit),
+            Ok(permit) => Some(
+                permit.observed_by(LinkObserver::new(Some(self.metrics.clone()), span.clone())),
+            ),
             Err(e) => {
                 // A flood is refused thousands of times a second: the counters and the
                 // hook see each one, the log only at debug level (backoffs starting and
@@ -131,6 +159,7 @@ impl Gate {
     /// source (unless we evicted it, reported as an eviction, or refused it as busy),
     /// maybe starting a backoff; logs it and tells the hook.
     pub fn handshake_failed(&self, permit: &Permit, peer_addr: SocketAddr, error: Error) {
+        let _in_span = permit.observer().span().enter();
         // Refusing a join because this node is busy (its replay cache is full) is not
         // the peer's doing.
         let ours = error.reject_code() == Some(RejectCode::Busy);
@@ -205,13 +234,18 @@ impl<R: Runtime> std::fmt::Debug for Acceptor<R> {
 
 impl<R: Runtime> Acceptor<R> {
     /// An acceptor making links with `endpoint`'s settings and the default
-    /// [`AdmissionLimits`].
+    /// [`AdmissionLimits`], counting into metrics of its own (labelled with the
+    /// endpoint's node id).
     pub fn new(endpoint: Endpoint, runtime: R, hook: Option<FailureHook>) -> Self {
+        let metrics = Metrics::new(endpoint.config().node_id.clone());
         Self {
             endpoint: LiveEndpoint::new(endpoint),
             runtime,
             queue: Arc::default(),
-            gate: Gate::new(hook),
+            gate: Gate {
+                metrics,
+                ..Gate::new(hook)
+            },
         }
     }
 
@@ -222,12 +256,30 @@ impl<R: Runtime> Acceptor<R> {
         hook: Option<FailureHook>,
         limits: AdmissionLimits,
     ) -> Result<Self, Error> {
+        let metrics = Metrics::new(endpoint.config().node_id.clone());
+        Self::with_limits_and_metrics(endpoint, runtime, hook, limits, metrics)
+    }
+
+    /// An acceptor with admission limits of your own, counting into `metrics` (share
+    /// the handle with the node's dials: [`Dial::metrics`](crate::Dial::metrics)).
+    pub fn with_limits_and_metrics(
+        endpoint: Endpoint,
+        runtime: R,
+        hook: Option<FailureHook>,
+        limits: AdmissionLimits,
+        metrics: Metrics,
+    ) -> Result<Self, Error> {
         Ok(Self {
             endpoint: LiveEndpoint::new(endpoint),
             runtime,
             queue: Arc::default(),
-            gate: Gate::with_limits(hook, limits)?,
+            gate: Gate::with_limits_and_metrics(hook, limits, metrics)?,
         })
+    }
+
+    /// The counters of this acceptor's links.
+    pub fn metrics(&self) -> &Metrics {
+        self.gate.metrics()
     }
 
     /// Handshakes in progress now (connections that have not joined).
@@ -267,6 +319,7 @@ impl<R: Runtime> Acceptor<R> {
         ) {
             Ok(c) => c,
             Err(e) => {
+                let _in_span = permit.observer().span().enter();
                 self.gate.report(HandshakeFailure {
                     peer_addr,
                     error: e.into(),
@@ -275,7 +328,8 @@ impl<R: Runtime> Acceptor<R> {
             }
         };
         let this = self.clone();
-        self.runtime.spawn(async move {
+        let span = permit.observer().span().clone();
+        let handshake = async move {
             // The driver holds a clone of the permit until the socket is closed.
             match establish_admitted(&this.runtime, socket, conn, permit.clone()).await {
                 Ok(conn) => {
@@ -284,7 +338,8 @@ impl<R: Runtime> Acceptor<R> {
                 }
                 Err(error) => this.gate.handshake_failed(&permit, peer_addr, error),
             }
-        });
+        };
+        self.runtime.spawn(handshake.instrument(span));
     }
 
     fn push(&self, conn: Connection, peer_addr: SocketAddr) {

@@ -1,0 +1,156 @@
+//! What one link tells the operator: its `tracing` span and its node's [`Metrics`].
+//!
+//! The span (`palisade_link`, target `palisade`) is made when the socket is accepted or
+//! dialed, with the peer's address and the side; the join records the peer's node id,
+//! TLS version and suite and the key id; the end records the reject code or the close
+//! code and reason. The link's socket loop (task or thread) and every line the driver
+//! logs about the link run inside it. Nothing secret is ever recorded: key ids name a
+//! secret without revealing it, and secrets, proofs and keys never reach the driver.
+
+use std::fmt::Display;
+
+use palisade_core::{CloseCause, PeerInfo, Side};
+use tracing::field::{display, Empty};
+use tracing::Span;
+
+use crate::error::Error;
+use crate::metrics::{reject_label, Metrics, Tally};
+
+/// The span of one link, before the join. `peer`: the address accepted or dialed.
+pub fn link_span(side: Side, peer: Option<&dyn Display>) -> Span {
+    let span = tracing::info_span!(
+        target: "palisade",
+        "palisade_link",
+        side = side_label(side),
+        peer = Empty,
+        node_id = Empty,
+        tls_version = Empty,
+        tls_suite = Empty,
+        key_id = Empty,
+        // Filled by migration mode: the link did not meet the strict settings.
+        below_strict = Empty,
+        reject = Empty,
+        close_code = Empty,
+        close = Empty,
+    );
+    if let Some(peer) = peer {
+        span.record("peer", display(peer));
+    }
+    span
+}
+
+/// `acceptor` or `dialer`.
+pub fn side_label(side: Side) -> &'static str {
+    match side {
+        Side::Acceptor => "acceptor",
+        Side::Initiator => "dialer",
+    }
+}
+
+/// Where a link stands, for the gauges: each link enters and leaves each gauge once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Handshaking,
+    Open,
+    Done,
+}
+
+/// A link's span and its node's counters (none: the link is not counted).
+#[derive(Debug, Clone)]
+pub struct LinkObserver {
+    metrics: Option<Metrics>,
+    span: Span,
+}
+
+impl Default for LinkObserver {
+    fn default() -> Self {
+        Self::new(None, Span::none())
+    }
+}
+
+impl LinkObserver {
+    /// Counts into `metrics` (if any) and records into `span`.
+    pub fn new(metrics: Option<Metrics>, span: Span) -> Self {
+        Self { metrics, span }
+    }
+
+    /// The link's span.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// The counters, if the link is counted.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
+    pub(crate) fn handshake_started(&self) {
+        if let Some(m) = &self.metrics {
+            m.handshake_started();
+        }
+    }
+
+    /// The join completed; `open`: the socket is still up.
+    pub(crate) fn joined(&self, side: Side, peer: &PeerInfo, open: bool) {
+        if let Some(m) = &self.metrics {
+            m.handshake_ended();
+            m.link_joined(side, open);
+        }
+        let span = &self.span;
+        span.record("node_id", peer.node_id.as_str());
+        if let Some(key) = peer.key_id {
+            span.record("key_id", display(key));
+        }
+        if let Some(tls) = &peer.tls {
+            span.record("tls_version", tls.version);
+            span.record("tls_suite", tls.cipher_suite);
+        }
+        span.in_scope(|| tracing::debug!(target: "palisade", "joined {}", peer.node_id));
+    }
+
+    /// The handshake failed with `error`.
+    pub(crate) fn handshake_failed(&self, error: &Error) {
+        if let Some(m) = &self.metrics {
+            m.handshake_ended();
+            m.record_failure(error);
+        }
+        match error.reject_code() {
+            Some(code) => {
+                self.span.record("reject", reject_label(code));
+            }
+            None => {
+                self.span.record("close", display(error));
+            }
+        }
+    }
+
+    /// The joined link's socket is shut; `cause`: why the link ended.
+    pub(crate) fn closed(&self, cause: Option<&CloseCause>, io_error: Option<&str>) {
+        if let Some(m) = &self.metrics {
+            m.link_closed();
+        }
+        let span = &self.span;
+        match cause {
+            Some(c @ (CloseCause::Local(r) | CloseCause::Peer(r))) => {
+                span.record("close_code", r.code.to_u16());
+                span.record("close", display(c));
+            }
+            Some(CloseCause::Error(e)) => {
+                span.record("close", display(e));
+            }
+            None => {}
+        }
+        if let Some(io) = io_error {
+            span.record("close", io);
+        }
+        span.in_scope(|| tracing::debug!(target: "palisade", "link closed"));
+    }
+
+    /// Adds `tally` to the counters (and empties it).
+    pub(crate) fn flush(&self, tally: &mut Tally) {
+        match &self.metrics {
+            Some(m) => m.add_traffic(tally),
+            None => *tally = Tally::default(),
+        }
+    }
+}
