@@ -15,19 +15,25 @@
 //! - [`listener`]: concurrent handshakes for accepted sockets, bounded, with failures
 //!   reported and the accept loop undisturbed;
 //! - [`blocking`]: the same for blocking std sockets (reader thread + writer lock);
-//! - [`error::Error`]: one error type for every adapter.
+//! - [`error::Error`]: one error type for every adapter;
+//! - [`serve`]: the async accept loop and [`serve::Listener`], over a runtime's [`Net`];
+//! - [`dialer`]: [`Dialer`] and [`BlockingDialer`], settings replaceable while they run;
+//! - [`async_adapter!`]: an async adapter's public `Listener`, `Dialer` and dial functions.
 //!
 //! An adapter crate then holds only its runtime's socket, timer and spawn calls.
 
+mod adapter;
 pub mod admission;
 pub mod blocking;
 pub mod conn;
 pub mod dial;
+pub mod dialer;
 pub mod driver;
 pub mod error;
 pub mod link;
 pub mod listener;
 pub mod live;
+pub mod serve;
 
 pub use admission::{AdmissionError, AdmissionLimits, AdmissionStats, Permit};
 pub use blocking::{
@@ -36,11 +42,17 @@ pub use blocking::{
 };
 pub use conn::{establish, establish_admitted, Connection, RecvHalf, SendHalf};
 pub use dial::Dial;
+pub use dialer::{BlockingDialer, Dialer};
 pub use driver::{Driver, Runtime};
 pub use error::{Error, HandshakeFailure};
 pub use link::REFUSAL_FLUSH;
 pub use listener::{Acceptor, FailureHook, Gate};
 pub use live::LiveEndpoint;
+pub use serve::{FuturesSocket, Net, ShutdownWrite};
+
+// What `async_adapter!` names from the core, reachable as `$crate::__core`.
+#[doc(hidden)]
+pub use palisade_core as __core;
 
 /// The host part of `host:port` (brackets removed from an IPv6 literal): the name TLS
 /// checks the acceptor's certificate against.
