@@ -5,12 +5,12 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::pin::Pin;
 use std::time::Instant;
 
 use async_std::net::{TcpListener, TcpStream};
-use palisade_driver::{FuturesSocket, Net, Runtime, ShutdownWrite};
+use palisade_driver::{FuturesSocket, Runtime, ShutdownWrite};
 
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, Connection, Dial, Error, HandshakeFailure,
@@ -37,37 +37,13 @@ impl Runtime for AsyncStd {
     }
 }
 
-impl Net for AsyncStd {
-    type TcpListener = TcpListener;
-    type TcpStream = TcpStream;
-    type Socket = Socket;
-
-    fn current() -> Self {
-        AsyncStd
-    }
-
-    fn accept(
-        listener: &TcpListener,
-    ) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send {
-        listener.accept()
-    }
-
-    fn listener_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
-        listener.local_addr()
-    }
-
-    fn connect(addr: &str) -> impl Future<Output = io::Result<TcpStream>> + Send {
-        TcpStream::connect(addr)
-    }
-
-    fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
-        stream.set_nodelay(true)
-    }
-
-    fn socket(stream: TcpStream) -> Socket {
-        FuturesSocket::new(stream)
-    }
-}
+palisade_driver::tcp_net!(
+    AsyncStd,
+    current: AsyncStd,
+    listener: TcpListener,
+    stream: TcpStream,
+    socket: Socket = Socket::new,
+);
 
 impl ShutdownWrite for AsyncStd {
     fn shutdown_write(stream: &TcpStream) -> io::Result<()> {

@@ -138,3 +138,55 @@ macro_rules! async_adapter {
         }
     };
 }
+
+/// Implements [`Net`](crate::Net) for the runtime type `$net` whose TCP types
+/// `$listener` and `$stream` have the method names tokio, async-std and smol share
+/// (`accept`, `local_addr`, `connect`, `set_nodelay`): `$current` is the runtime value to
+/// spawn on now, and `$wrap` turns a stream into `$socket`, the `futures-io` view the
+/// driver speaks.
+#[macro_export]
+macro_rules! tcp_net {
+    (
+        $net:ty,
+        current: $current:expr,
+        listener: $listener:ty,
+        stream: $stream:ty,
+        socket: $socket:ty = $wrap:expr $(,)?
+    ) => {
+        impl $crate::Net for $net {
+            type TcpListener = $listener;
+            type TcpStream = $stream;
+            type Socket = $socket;
+
+            fn current() -> Self {
+                $current
+            }
+
+            fn accept(
+                listener: &$listener,
+            ) -> impl ::std::future::Future<
+                Output = ::std::io::Result<($stream, ::std::net::SocketAddr)>,
+            > + Send {
+                listener.accept()
+            }
+
+            fn listener_addr(listener: &$listener) -> ::std::io::Result<::std::net::SocketAddr> {
+                listener.local_addr()
+            }
+
+            fn connect(
+                addr: &str,
+            ) -> impl ::std::future::Future<Output = ::std::io::Result<$stream>> + Send {
+                <$stream>::connect(addr)
+            }
+
+            fn set_nodelay(stream: &$stream) -> ::std::io::Result<()> {
+                stream.set_nodelay(true)
+            }
+
+            fn socket(stream: $stream) -> $socket {
+                $wrap(stream)
+            }
+        }
+    };
+}

@@ -1,6 +1,6 @@
-//! Dialing, written once for every adapter: [`Dialer`] (async, generic over the runtime's
-//! [`Net`]) and [`BlockingDialer`] (std sockets) hold settings that can be replaced while
-//! they run, and the adapters' free functions (`connect`, `dial`, `connect_stream`, ...)
+//! Dialing, written once for every adapter: [`Dialer`] (generic over the runtime's
+//! [`Net`], or [`Blocking`] for std sockets) holds settings that can be replaced while
+//! it runs, and the adapters' free functions (`connect`, `dial`, `connect_stream`, ...)
 //! are [`dial`] / [`connect_stream`] (or their blocking twins) with a fixed endpoint.
 //!
 //! A dial takes the settings current when it starts and keeps them to the end, so a
@@ -44,7 +44,7 @@ impl<N> fmt::Debug for Dialer<N> {
     }
 }
 
-impl<N: Net> Dialer<N> {
+impl<N> Dialer<N> {
     /// A dialer with `endpoint`'s settings (and its replay cache and randomness, which a
     /// `reconfigure` keeps).
     pub fn new(endpoint: Endpoint) -> Self {
@@ -70,7 +70,9 @@ impl<N: Net> Dialer<N> {
     pub fn reconfigure(&self, config: Config) -> Result<(), Error> {
         self.endpoint.reconfigure(config)
     }
+}
 
+impl<N: Net> Dialer<N> {
     /// Dials as `dial` says (the address, the name TLS checks, the node that must
     /// answer, the TCP connect timeout) and joins.
     pub async fn dial(&self, dial: &Dial) -> Result<Connection, Error> {
@@ -111,46 +113,28 @@ pub async fn connect_stream<N: Net>(
     establish(&N::current(), N::socket(stream), conn).await
 }
 
+/// The "runtime" of a [`Dialer`] that dials blocking std sockets: its `dial`,
+/// `connect` and `connect_stream` block the calling thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Blocking;
+
 /// [`Dialer`] for blocking std sockets: the same shape, blocking calls.
-#[derive(Debug, Clone)]
-pub struct BlockingDialer {
-    endpoint: LiveEndpoint,
-}
+pub type BlockingDialer = Dialer<Blocking>;
 
-impl BlockingDialer {
-    /// A dialer with `endpoint`'s settings.
-    pub fn new(endpoint: Endpoint) -> Self {
-        Self {
-            endpoint: LiveEndpoint::new(endpoint),
-        }
-    }
-
-    /// A dialer with `config`'s settings; settings that cannot work are refused.
-    pub fn from_config(config: Config) -> Result<Self, Error> {
-        Ok(Self::new(Endpoint::new(config)?))
-    }
-
-    /// The settings the next dial will use.
-    pub fn endpoint(&self) -> Endpoint {
-        self.endpoint.current()
-    }
-
-    /// New settings for the dials started from now on (see [`Dialer::reconfigure`]).
-    pub fn reconfigure(&self, config: Config) -> Result<(), Error> {
-        self.endpoint.reconfigure(config)
-    }
-
-    /// Dials as `dial` says and joins, blocking.
+impl Dialer<Blocking> {
+    /// Dials as `dial` says (the address, the name TLS checks, the node that must
+    /// answer, the TCP connect timeout) and joins, blocking.
     pub fn dial(&self, dial: &Dial) -> Result<BlockingConnection, Error> {
         dial_blocking(&self.endpoint(), dial)
     }
 
-    /// Dials `addr` (`host:port`) and joins, blocking.
+    /// Dials `addr` (`host:port`) and joins, blocking; TLS checks the host's name.
     pub fn connect(&self, addr: &str) -> Result<BlockingConnection, Error> {
         self.dial(&Dial::new(addr))
     }
 
-    /// Joins over a stream the caller connected, blocking.
+    /// Joins over a stream the caller connected, blocking; `dial` gives the name TLS
+    /// checks and the node that must answer (its address and timeout are not used).
     pub fn connect_stream(
         &self,
         stream: TcpStream,

@@ -42,7 +42,7 @@ pub use blocking::{
 };
 pub use conn::{establish, establish_admitted, Connection, RecvHalf, SendHalf};
 pub use dial::Dial;
-pub use dialer::{BlockingDialer, Dialer};
+pub use dialer::{Blocking, BlockingDialer, Dialer};
 pub use driver::{Driver, Runtime};
 pub use error::{Error, HandshakeFailure};
 pub use link::REFUSAL_FLUSH;

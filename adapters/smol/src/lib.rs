@@ -5,11 +5,11 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::pin::Pin;
 use std::time::Instant;
 
-use palisade_driver::{FuturesSocket, Net, Runtime, ShutdownWrite};
+use palisade_driver::{FuturesSocket, Runtime, ShutdownWrite};
 use smol::net::{TcpListener, TcpStream};
 
 pub use palisade_driver::{
@@ -38,37 +38,13 @@ impl Runtime for Smol {
     }
 }
 
-impl Net for Smol {
-    type TcpListener = TcpListener;
-    type TcpStream = TcpStream;
-    type Socket = Socket;
-
-    fn current() -> Self {
-        Smol
-    }
-
-    fn accept(
-        listener: &TcpListener,
-    ) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send {
-        listener.accept()
-    }
-
-    fn listener_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
-        listener.local_addr()
-    }
-
-    fn connect(addr: &str) -> impl Future<Output = io::Result<TcpStream>> + Send {
-        TcpStream::connect(addr)
-    }
-
-    fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
-        stream.set_nodelay(true)
-    }
-
-    fn socket(stream: TcpStream) -> Socket {
-        FuturesSocket::new(stream)
-    }
-}
+palisade_driver::tcp_net!(
+    Smol,
+    current: Smol,
+    listener: TcpListener,
+    stream: TcpStream,
+    socket: Socket = Socket::new,
+);
 
 impl ShutdownWrite for Smol {
     fn shutdown_write(stream: &TcpStream) -> io::Result<()> {

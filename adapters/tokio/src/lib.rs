@@ -5,12 +5,11 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use palisade_driver::{Net, Runtime};
+use palisade_driver::Runtime;
 use tokio::io::{AsyncRead as TokioRead, AsyncWrite as TokioWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
@@ -39,37 +38,13 @@ impl Runtime for Tokio {
     }
 }
 
-impl Net for Tokio {
-    type TcpListener = TcpListener;
-    type TcpStream = TcpStream;
-    type Socket = Socket;
-
-    fn current() -> Self {
-        Tokio(Handle::current())
-    }
-
-    fn accept(
-        listener: &TcpListener,
-    ) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send {
-        listener.accept()
-    }
-
-    fn listener_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
-        listener.local_addr()
-    }
-
-    fn connect(addr: &str) -> impl Future<Output = io::Result<TcpStream>> + Send {
-        TcpStream::connect(addr)
-    }
-
-    fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
-        stream.set_nodelay(true)
-    }
-
-    fn socket(stream: TcpStream) -> Socket {
-        Socket(stream)
-    }
-}
+palisade_driver::tcp_net!(
+    Tokio,
+    current: Tokio(Handle::current()),
+    listener: TcpListener,
+    stream: TcpStream,
+    socket: Socket = Socket,
+);
 
 /// A tokio socket seen through the `futures-io` traits the driver speaks. (tokio-util's
 /// `Compat` would do, but it does not forward vectored writes.)
