@@ -309,13 +309,22 @@ fn baseline_blocking(setup: &Setup) -> BaselineBlocking {
     }
 }
 
-/// A palisade listener whose accepted links are drained until the peer closes.
+/// A palisade listener whose accepted links are drained until the peer closes. Every
+/// handshake comes from 127.0.0.1, thousands a second: the default per-source admission
+/// rate (20/s, a defence against floods) would refuse all but the first few, so this
+/// listener lets one source open connections as fast as it can.
 fn palisade_listener(rt: &Runtime, setup: &Setup) -> Listening {
-    let config = setup.pal_server.clone();
+    let endpoint = palisade::Endpoint::new(setup.pal_server.clone()).expect("endpoint");
+    let limits = palisade::AdmissionLimits {
+        new_connection_rate_per_source: 1e9,
+        new_connection_burst_per_source: u32::MAX,
+        ..Default::default()
+    };
     rt.block_on(async move {
-        let listener = palisade::tokio::Listener::bind("127.0.0.1:0", config)
-            .await
-            .expect("bind");
+        let listener =
+            palisade::tokio::Listener::bind_with_limits("127.0.0.1:0", endpoint, None, limits)
+                .await
+                .expect("bind");
         let addr = listener.local_addr().to_string();
         let task = tokio::spawn(async move {
             loop {

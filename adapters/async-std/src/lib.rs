@@ -1,26 +1,25 @@
-//! palisade on async-std: [`Listener`] and [`connect`] give joined [`Connection`]s. The
-//! socket loop, the handles (with `Stream` / `Sink`) and the error type are
-//! `palisade-driver`'s; this crate holds async-std's sockets, timer and spawn.
+//! palisade on async-std: [`Listener`] and [`connect`] (or a [`Dialer`]) give joined
+//! [`Connection`]s. The socket loop, the accept loop, the handles (with `Stream` /
+//! `Sink`), the dialer and the error type are `palisade-driver`'s; this crate holds
+//! async-std's sockets, timer and spawn.
 
 use std::future::Future;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use async_std::task::JoinHandle;
-use palisade_core::{Config, Endpoint};
-use palisade_driver::dial::connect_within;
-use palisade_driver::{establish, Acceptor, FailureHook, Runtime};
+use async_std::net::{TcpListener, TcpStream};
+use palisade_driver::{FuturesSocket, Runtime, ShutdownWrite};
 
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, Connection, Dial, Error, HandshakeFailure,
     RecvHalf, SendHalf,
 };
 
-/// async-std's sleep and spawn.
+palisade_driver::async_adapter!(AsyncStd, async_std::net::ToSocketAddrs);
+
+/// async-std's sleep, spawn and TCP.
 #[derive(Debug, Clone, Copy)]
 pub struct AsyncStd;
 
@@ -38,172 +37,20 @@ impl Runtime for AsyncStd {
     }
 }
 
+palisade_driver::tcp_net!(
+    AsyncStd,
+    current: AsyncStd,
+    listener: TcpListener,
+    stream: TcpStream,
+    socket: Socket = Socket::new,
+);
+
+impl ShutdownWrite for AsyncStd {
+    fn shutdown_write(stream: &TcpStream) -> io::Result<()> {
+        stream.shutdown(Shutdown::Write)
+    }
+}
+
 /// An async-std socket whose `poll_close` shuts the write side (async-std's own only
 /// flushes, which would leave the peer waiting for our FIN).
-#[derive(Debug)]
-pub struct Socket(TcpStream);
-
-impl futures_io::AsyncRead for Socket {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl futures_io::AsyncWrite for Socket {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.0.shutdown(Shutdown::Write))
-    }
-}
-
-/// Accepts palisade links; every handshake runs in its own task.
-#[derive(Debug)]
-pub struct Listener {
-    acceptor: Acceptor<AsyncStd>,
-    local_addr: SocketAddr,
-    accept_loop: Option<JoinHandle<()>>,
-}
-
-impl Listener {
-    /// Binds and starts accepting. Failed handshakes are logged (tracing).
-    pub async fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Self, Error> {
-        Self::bind_with(addr, Endpoint::new(config)?, None).await
-    }
-
-    /// Binds with an endpoint of your own and an optional failure hook.
-    pub async fn bind_with(
-        addr: impl ToSocketAddrs,
-        endpoint: Endpoint,
-        on_failure: Option<FailureHook>,
-    ) -> Result<Self, Error> {
-        Self::bind_with_limits(addr, endpoint, on_failure, AdmissionLimits::default()).await
-    }
-
-    /// [`Listener::bind_with`] with admission limits of your own (per-source caps and
-    /// rates, backoff, the cap on connections that have not joined).
-    pub async fn bind_with_limits(
-        addr: impl ToSocketAddrs,
-        endpoint: Endpoint,
-        on_failure: Option<FailureHook>,
-        limits: AdmissionLimits,
-    ) -> Result<Self, Error> {
-        let acceptor = Acceptor::with_limits(endpoint, AsyncStd, on_failure, limits)?;
-        let socket = TcpListener::bind(addr).await?;
-        let local_addr = socket.local_addr()?;
-        let handler = acceptor.clone();
-        let accept_loop = async_std::task::spawn(async move {
-            loop {
-                match socket.accept().await {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        handler.handle(Socket(stream), peer);
-                    }
-                    Err(e) => {
-                        let pause = handler.accept_error(&e);
-                        if !pause.is_zero() {
-                            async_std::task::sleep(pause).await;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Self {
-            acceptor,
-            local_addr,
-            accept_loop: Some(accept_loop),
-        })
-    }
-
-    /// The next joined link and its peer's address.
-    pub async fn accept(&self) -> (Connection, SocketAddr) {
-        self.acceptor.accept().await
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Handshakes in progress now (connections that have not joined).
-    pub fn handshakes_in_progress(&self) -> usize {
-        self.acceptor.handshakes_in_progress()
-    }
-
-    /// New settings for the links accepted from now on: new handshakes use them, joined
-    /// links and handshakes in progress keep theirs. Settings that cannot work are
-    /// refused and the old ones stay.
-    pub fn reconfigure(&self, config: Config) -> Result<(), Error> {
-        self.acceptor.reconfigure(config)
-    }
-
-    /// The admission counters (refusals, evictions, backoffs, joins).
-    pub fn stats(&self) -> AdmissionStats {
-        self.acceptor.stats()
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Some(task) = self.accept_loop.take() {
-            async_std::task::spawn(task.cancel());
-        }
-    }
-}
-
-/// Dials `addr` (`host:port`) and joins. With `verify_hostname` on (the default of
-/// settings in CA mode), TLS checks the acceptor's certificate for the host; use
-/// [`dial`] with `Dial::server_name` to check another name.
-///
-/// A failed join is returned only once the refusal owed to the peer (REJECT or CLOSE,
-/// TLS close_notify, end of stream) is with the socket, or after at most
-/// `palisade_driver::REFUSAL_FLUSH` (1 s) for a peer that does not read; see
-/// `palisade_driver::establish`.
-pub async fn connect(addr: &str, config: Config) -> Result<Connection, Error> {
-    connect_with(&Endpoint::new(config)?, addr).await
-}
-
-/// Dials `addr` with an endpoint of your own and joins.
-pub async fn connect_with(endpoint: &Endpoint, addr: &str) -> Result<Connection, Error> {
-    connect_expecting(endpoint, addr, None).await
-}
-
-/// Dials `addr` and joins only if the node answering there has node id `expected_peer`
-/// (when given): any other node is refused with reject code 9.
-pub async fn connect_expecting(
-    endpoint: &Endpoint,
-    addr: &str,
-    expected_peer: Option<&str>,
-) -> Result<Connection, Error> {
-    dial(endpoint, &Dial::new(addr).expect_peer_opt(expected_peer)).await
-}
-
-/// Dials as `dial` says (the address, the name TLS checks, the node that must answer,
-/// the TCP connect timeout) and joins.
-pub async fn dial(endpoint: &Endpoint, dial: &Dial) -> Result<Connection, Error> {
-    let stream = connect_within(&AsyncStd, dial, TcpStream::connect(dial.addr())).await?;
-    stream.set_nodelay(true)?;
-    establish(&AsyncStd, Socket(stream), dial.connection(endpoint)?).await
-}
+pub type Socket = FuturesSocket<AsyncStd>;

@@ -1,5 +1,5 @@
-//! palisade on blocking std sockets: [`Listener`] and [`connect`] give joined
-//! [`Connection`]s. One reader thread per link; writes happen on the sending thread.
+//! palisade on blocking std sockets: [`Listener`] and [`connect`] (or a [`Dialer`]) give
+//! joined [`Connection`]s. One reader thread per link; writes happen on the sending thread.
 //! The socket loop, the handles and the error type are `palisade-driver`'s; this crate
 //! holds `std::net` and threads.
 
@@ -11,14 +11,14 @@ use std::thread;
 use std::time::{Instant, SystemTime};
 
 use palisade_core::{Config, Endpoint};
+use palisade_driver::dialer::{connect_stream_blocking, dial_blocking};
 use palisade_driver::listener::{accept_failed, ACCEPT_BACKLOG};
-use palisade_driver::{
-    establish_blocking, establish_blocking_admitted, FailureHook, Gate, LiveEndpoint, Permit,
-};
+use palisade_driver::{establish_blocking_admitted, FailureHook, Gate, LiveEndpoint, Permit};
 
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, BlockingConnection as Connection,
-    BlockingRecvHalf as RecvHalf, BlockingSendHalf as SendHalf, Dial, Error,
+    BlockingDialer as Dialer, BlockingRecvHalf as RecvHalf, BlockingSendHalf as SendHalf, Dial,
+    Error,
 };
 
 /// Accepts palisade links; every handshake runs on a thread of its own.
@@ -194,24 +194,7 @@ pub fn connect_expecting(
 /// Dials as `dial` says (the address, the name TLS checks, the node that must answer,
 /// the TCP connect timeout) and joins.
 pub fn dial(endpoint: &Endpoint, dial: &Dial) -> Result<Connection, Error> {
-    let stream = match dial.timeout() {
-        None => TcpStream::connect(dial.addr())?,
-        Some(t) => connect_within(dial, t)?,
-    };
-    connect_stream(endpoint, stream, dial)
-}
-
-/// `TcpStream::connect` to each address `dial` resolves to, each bounded by `t`.
-fn connect_within(dial: &Dial, t: std::time::Duration) -> Result<TcpStream, Error> {
-    let mut last = None;
-    for addr in dial.addr().to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, t) {
-            Ok(stream) => return Ok(stream),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = Some(dial.timed_out()),
-            Err(e) => last = Some(e.into()),
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::NoAddress(dial.addr().to_owned())))
+    dial_blocking(endpoint, dial)
 }
 
 /// Joins over a stream the caller connected (say, from a chosen source address); `dial`
@@ -222,6 +205,5 @@ pub fn connect_stream(
     stream: TcpStream,
     dial: &Dial,
 ) -> Result<Connection, Error> {
-    stream.set_nodelay(true)?;
-    establish_blocking(stream, dial.connection(endpoint)?)
+    connect_stream_blocking(endpoint, stream, dial)
 }

@@ -18,14 +18,19 @@
 //! - [`error::Error`]: one error type for every adapter;
 //! - [`metrics`] and [`observe`]: a node's counters ([`Metrics`], read as a
 //!   [`MetricsSnapshot`]; the `metrics` feature also feeds the `metrics` facade) and
-//!   each link's `tracing` span (`palisade_link`).
+//!   each link's `tracing` span (`palisade_link`);
+//! - [`serve`]: the async accept loop and [`serve::Listener`], over a runtime's [`Net`];
+//! - [`dialer`]: [`Dialer`] and [`BlockingDialer`], settings replaceable while they run;
+//! - [`async_adapter!`]: an async adapter's public `Listener`, `Dialer` and dial functions.
 //!
 //! An adapter crate then holds only its runtime's socket, timer and spawn calls.
 
+mod adapter;
 pub mod admission;
 pub mod blocking;
 pub mod conn;
 pub mod dial;
+pub mod dialer;
 pub mod driver;
 pub mod error;
 pub mod link;
@@ -33,6 +38,7 @@ pub mod listener;
 pub mod live;
 pub mod metrics;
 pub mod observe;
+pub mod serve;
 
 pub use admission::{AdmissionError, AdmissionLimits, AdmissionStats, Permit};
 pub use blocking::{
@@ -41,12 +47,18 @@ pub use blocking::{
 };
 pub use conn::{establish, establish_admitted, establish_dialed, Connection, RecvHalf, SendHalf};
 pub use dial::Dial;
+pub use dialer::{Blocking, BlockingDialer, Dialer};
 pub use driver::{Driver, Runtime};
 pub use error::{Error, HandshakeFailure};
 pub use link::REFUSAL_FLUSH;
 pub use listener::{Acceptor, FailureHook, Gate};
 pub use live::LiveEndpoint;
 pub use metrics::{Direction, Metrics, MetricsSnapshot};
+pub use serve::{FuturesSocket, Net, ShutdownWrite};
+
+// What `async_adapter!` names from the core, reachable as `$crate::__core`.
+#[doc(hidden)]
+pub use palisade_core as __core;
 
 /// The host part of `host:port` (brackets removed from an IPv6 literal): the name TLS
 /// checks the acceptor's certificate against.
