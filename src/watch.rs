@@ -36,6 +36,7 @@ use crate::report::{Finding, Report, Severity};
 use crate::settings::Settings;
 use crate::tls_load::expiry_finding;
 pub use crate::tls_load::ExpiryLevel;
+use crate::Metrics;
 
 /// What a check found.
 #[derive(Debug)]
@@ -137,6 +138,8 @@ pub struct FileWatch {
     cert: Option<InUse>,
     pending: Option<ExpiryWarning>,
     counters: Arc<Counters>,
+    /// The node's metrics, fed with every reload and expiry check when given.
+    metrics: Option<Metrics>,
 }
 
 impl FileWatch {
@@ -167,7 +170,16 @@ impl FileWatch {
                 failed: AtomicU64::new(0),
                 expiry: AtomicI64::new(NO_EXPIRY),
             }),
+            metrics: None,
         }
+    }
+
+    /// Counts every reload (taken or refused) and the seconds to expiry of every check
+    /// in the node's `metrics` too (`reloads_ok`, `reloads_failed`,
+    /// `cert_expiry_seconds`): pass the listener's `metrics()`.
+    pub fn count_in(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The files watched: certificate, key, CA bundle, secret and accepted secrets.
@@ -235,6 +247,9 @@ impl FileWatch {
                 self.taken = seen;
                 self.refused = None;
                 self.counters.ok.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.record_reload(true);
+                }
                 Reload::Reloaded {
                     config,
                     report: loaded.report,
@@ -245,6 +260,9 @@ impl FileWatch {
                 log_findings(&loaded.report, Severity::Error);
                 self.refused = Some(seen);
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.record_reload(false);
+                }
                 Reload::Refused {
                     report: loaded.report,
                 }
@@ -256,11 +274,17 @@ impl FileWatch {
     fn expiry(&mut self, now: SystemTime) {
         let Some(cert) = &mut self.cert else {
             self.counters.expiry.store(NO_EXPIRY, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                m.set_cert_expiry(None);
+            }
             return;
         };
         let now = unix_secs(now);
         let left = cert.not_after.saturating_sub(now);
         self.counters.expiry.store(left, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.set_cert_expiry(Some(left));
+        }
         let level = ExpiryLevel::at(cert.not_after, now);
         if level <= cert.reported {
             return;

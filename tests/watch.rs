@@ -177,8 +177,9 @@ fn bad_new_sets_keep_the_old_certificate_and_say_which_file_and_why() {
     publish(&volume, 1, &v1, &v1);
     let settings = settings(&volume, &ca_file, &secret_file);
     let config = settings.build(SystemTime::now()).config.unwrap();
-    let mut watch = FileWatch::new(settings);
     let (listener, addr) = serve(config);
+    // The node's metrics count the watch's reloads beside the listener's links.
+    let mut watch = FileWatch::new(settings).count_in(listener.metrics().clone());
     assert_eq!(presented_serial(&addr, &ca), serial(&v1));
 
     let (cert, key) = (volume.path("tls.crt"), volume.path("tls.key"));
@@ -248,6 +249,10 @@ fn bad_new_sets_keep_the_old_certificate_and_say_which_file_and_why() {
         (watch.stats().reloads_ok, watch.stats().reloads_failed),
         (1, 4)
     );
+    let node = listener.metrics().snapshot();
+    assert_eq!((node.reloads_ok, node.reloads_failed), (1, 4));
+    assert_eq!(node.cert_expiry_seconds, watch.seconds_to_expiry());
+    assert!(node.cert_expiry_seconds.is_some_and(|s| s > 0));
 }
 
 /// Unix seconds of a date at midnight UTC.
@@ -269,7 +274,9 @@ fn expiry_is_re_evaluated_at_every_check_and_each_threshold_warns_once() {
     // Valid until 2030-01-01.
     let v1 = listener_cert(&ca, "v1.node-a");
     publish(&volume, 1, &v1, &v1);
-    let mut watch = FileWatch::new(settings(&volume, &ca_file, &secret_file));
+    let metrics = palisade::Metrics::new("node-a");
+    let mut watch =
+        FileWatch::new(settings(&volume, &ca_file, &secret_file)).count_in(metrics.clone());
     let cert = volume.path("tls.crt");
 
     let mut level_at = |now: SystemTime| {
@@ -311,6 +318,7 @@ fn expiry_is_re_evaluated_at_every_check_and_each_threshold_warns_once() {
     let (warning, secs) = level_at(at(2030, 1, 2));
     assert_eq!(warning.expect("expired").0, Expired);
     assert_eq!(secs, Some(-86_400));
+    assert_eq!(metrics.snapshot().cert_expiry_seconds, Some(-86_400));
     assert_eq!(level_at(at(2030, 1, 3)).0, None);
 
     // A renewed certificate starts afresh: nothing to warn about, the new end counted.

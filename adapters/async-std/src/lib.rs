@@ -14,7 +14,7 @@ use palisade_driver::{FuturesSocket, Runtime, ShutdownWrite};
 
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, Connection, Dial, Error, HandshakeFailure,
-    RecvHalf, SendHalf,
+    Metrics, MetricsSnapshot, RecvHalf, SendHalf,
 };
 
 palisade_driver::async_adapter!(AsyncStd, async_std::net::ToSocketAddrs);

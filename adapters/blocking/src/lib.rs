@@ -18,7 +18,7 @@ use palisade_driver::{establish_blocking_admitted, FailureHook, Gate, LiveEndpoi
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, BlockingConnection as Connection,
     BlockingDialer as Dialer, BlockingRecvHalf as RecvHalf, BlockingSendHalf as SendHalf, Dial,
-    Error,
+    Error, Metrics, MetricsSnapshot,
 };
 
 /// Accepts palisade links; every handshake runs on a thread of its own.
@@ -54,7 +54,8 @@ impl Listener {
         on_failure: Option<FailureHook>,
         limits: AdmissionLimits,
     ) -> Result<Self, Error> {
-        let gate = Gate::with_limits(on_failure, limits)?;
+        let metrics = Metrics::new(endpoint.config().node_id.clone());
+        let gate = Gate::with_limits_and_metrics(on_failure, limits, metrics)?;
         let socket = TcpListener::bind(addr)?;
         let local_addr = socket.local_addr()?;
         let (tx, rx) = sync_channel(ACCEPT_BACKLOG);
@@ -101,6 +102,12 @@ impl Listener {
     /// The admission counters (refusals, evictions, backoffs, joins).
     pub fn stats(&self) -> AdmissionStats {
         self.gate.stats()
+    }
+
+    /// The node's counters this listener counts in (joins, refusals, TLS failures,
+    /// frames, bytes); give a clone to `Dialer::with_metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        self.gate.metrics()
     }
 }
 

@@ -74,6 +74,12 @@ macro_rules! async_adapter {
             pub fn stats(&self) -> $crate::AdmissionStats {
                 self.0.stats()
             }
+
+            /// The node's counters this listener counts in (joins, refusals, TLS
+            /// failures, frames, bytes); give a clone to `Dialer::with_metrics`.
+            pub fn metrics(&self) -> &$crate::Metrics {
+                self.0.metrics()
+            }
         }
 
         /// Dials and joins links with settings that can be replaced while it runs

@@ -13,17 +13,19 @@ use std::time::Duration;
 
 use palisade_core::{Config, Endpoint};
 
-use crate::blocking::{establish_blocking, BlockingConnection};
-use crate::conn::{establish, Connection};
+use crate::blocking::{establish_blocking_dialed, BlockingConnection};
+use crate::conn::{establish_dialed, Connection};
 use crate::dial::{connect_within, Dial};
 use crate::error::Error;
 use crate::live::LiveEndpoint;
+use crate::metrics::Metrics;
 use crate::serve::Net;
 
 /// Dials and joins links with settings that can be replaced while it runs. Cheap to
 /// clone; clones share the settings, so one `reconfigure` reaches every task dialing.
 pub struct Dialer<N> {
     endpoint: LiveEndpoint,
+    metrics: Metrics,
     _net: PhantomData<fn() -> N>,
 }
 
@@ -31,6 +33,7 @@ impl<N> Clone for Dialer<N> {
     fn clone(&self) -> Self {
         Self {
             endpoint: self.endpoint.clone(),
+            metrics: self.metrics.clone(),
             _net: PhantomData,
         }
     }
@@ -48,9 +51,30 @@ impl<N> Dialer<N> {
     /// A dialer with `endpoint`'s settings (and its replay cache and randomness, which a
     /// `reconfigure` keeps).
     pub fn new(endpoint: Endpoint) -> Self {
+        let metrics = Metrics::new(endpoint.config().node_id.clone());
+        Self::with_metrics(endpoint, metrics)
+    }
+
+    /// A dialer whose links are counted in `metrics`: give it the handle the node's
+    /// listener counts in (`Listener::metrics`), so one snapshot shows the whole node.
+    pub fn with_metrics(endpoint: Endpoint, metrics: Metrics) -> Self {
         Self {
             endpoint: LiveEndpoint::new(endpoint),
+            metrics,
             _net: PhantomData,
+        }
+    }
+
+    /// The counters this dialer's links are counted in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// `dial`, counted in this dialer's metrics unless it names counters of its own.
+    fn counted(&self, dial: &Dial) -> Dial {
+        match dial.counted_in() {
+            Some(_) => dial.clone(),
+            None => dial.clone().metrics(self.metrics.clone()),
         }
     }
 
@@ -76,7 +100,7 @@ impl<N: Net> Dialer<N> {
     /// Dials as `dial` says (the address, the name TLS checks, the node that must
     /// answer, the TCP connect timeout) and joins.
     pub async fn dial(&self, dial: &Dial) -> Result<Connection, Error> {
-        self::dial::<N>(&self.endpoint(), dial).await
+        self::dial::<N>(&self.endpoint(), &self.counted(dial)).await
     }
 
     /// Dials `addr` (`host:port`) and joins; TLS checks the host's name.
@@ -91,7 +115,7 @@ impl<N: Net> Dialer<N> {
         stream: N::TcpStream,
         dial: &Dial,
     ) -> Result<Connection, Error> {
-        connect_stream::<N>(&self.endpoint(), stream, dial).await
+        connect_stream::<N>(&self.endpoint(), stream, &self.counted(dial)).await
     }
 }
 
@@ -109,8 +133,7 @@ pub async fn connect_stream<N: Net>(
     dial: &Dial,
 ) -> Result<Connection, Error> {
     N::set_nodelay(&stream)?;
-    let conn = dial.connection(endpoint)?;
-    establish(&N::current(), N::socket(stream), conn).await
+    establish_dialed(&N::current(), N::socket(stream), endpoint, dial).await
 }
 
 /// The "runtime" of a [`Dialer`] that dials blocking std sockets: its `dial`,
@@ -125,7 +148,7 @@ impl Dialer<Blocking> {
     /// Dials as `dial` says (the address, the name TLS checks, the node that must
     /// answer, the TCP connect timeout) and joins, blocking.
     pub fn dial(&self, dial: &Dial) -> Result<BlockingConnection, Error> {
-        dial_blocking(&self.endpoint(), dial)
+        dial_blocking(&self.endpoint(), &self.counted(dial))
     }
 
     /// Dials `addr` (`host:port`) and joins, blocking; TLS checks the host's name.
@@ -140,7 +163,7 @@ impl Dialer<Blocking> {
         stream: TcpStream,
         dial: &Dial,
     ) -> Result<BlockingConnection, Error> {
-        connect_stream_blocking(&self.endpoint(), stream, dial)
+        connect_stream_blocking(&self.endpoint(), stream, &self.counted(dial))
     }
 }
 
@@ -160,7 +183,7 @@ pub fn connect_stream_blocking(
     dial: &Dial,
 ) -> Result<BlockingConnection, Error> {
     stream.set_nodelay(true)?;
-    establish_blocking(stream, dial.connection(endpoint)?)
+    establish_blocking_dialed(stream, endpoint, dial)
 }
 
 /// `TcpStream::connect` to each address `dial` resolves to, each bounded by `t`.

@@ -24,6 +24,7 @@ use crate::conn::Connection;
 use crate::driver::Runtime;
 use crate::error::Error;
 use crate::listener::{Acceptor, FailureHook};
+use crate::metrics::Metrics;
 
 /// An async runtime's TCP: what the accept loop and the dialer need besides sleep and
 /// spawn. Each async adapter implements it for its runtime type.
@@ -186,6 +187,12 @@ impl<N: Net> Listener<N> {
     /// The admission counters (refusals, evictions, backoffs, joins).
     pub fn stats(&self) -> AdmissionStats {
         self.acceptor.stats()
+    }
+
+    /// The node's counters this listener counts in (joins, refusals, TLS failures,
+    /// frames, bytes); give a clone to the node's `Dialer::with_metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        self.acceptor.metrics()
     }
 }
 

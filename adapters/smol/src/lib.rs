@@ -14,7 +14,7 @@ use smol::net::{TcpListener, TcpStream};
 
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, Connection, Dial, Error, HandshakeFailure,
-    RecvHalf, SendHalf,
+    Metrics, MetricsSnapshot, RecvHalf, SendHalf,
 };
 
 palisade_driver::async_adapter!(Smol, smol::net::AsyncToSocketAddrs);

@@ -16,7 +16,7 @@ use tokio::runtime::Handle;
 
 pub use palisade_driver::{
     AdmissionError, AdmissionLimits, AdmissionStats, Connection, Dial, Error, HandshakeFailure,
-    RecvHalf, SendHalf,
+    Metrics, MetricsSnapshot, RecvHalf, SendHalf,
 };
 
 palisade_driver::async_adapter!(Tokio, tokio::net::ToSocketAddrs);
