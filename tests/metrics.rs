@@ -554,3 +554,60 @@ fn the_link_span_carries_what_the_join_revealed_and_never_a_secret() {
         }
     });
 }
+
+/// One node, one snapshot: a tokio listener's metrics handed to the node's `Dialer`
+/// count the links it accepts and the links it dials together, and a `Dial` naming
+/// counters of its own is counted there instead.
+#[test]
+fn a_nodes_listener_and_dialer_count_in_one_snapshot() {
+    bounded("one node's listener and dialer", LIMIT, || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let a = palisade::tokio::Listener::bind("127.0.0.1:0", node("node-a", SECRET))
+                .await
+                .expect("bind a");
+            let b = palisade::tokio::Listener::bind("127.0.0.1:0", node("node-b", SECRET))
+                .await
+                .expect("bind b");
+            let a_dialer = palisade::tokio::Dialer::with_metrics(
+                Endpoint::new(node("node-a", SECRET)).expect("a"),
+                a.metrics().clone(),
+            );
+            let b_dialer = palisade::tokio::Dialer::with_metrics(
+                Endpoint::new(node("node-b", SECRET)).expect("b"),
+                b.metrics().clone(),
+            );
+            // a dials b twice; b dials a once.
+            let to_b = Dial::new(b.local_addr().to_string()).server_name("node-b");
+            let to_a = Dial::new(a.local_addr().to_string()).server_name("node-a");
+            let _ab1 = a_dialer.dial(&to_b).await.expect("a → b");
+            let _ab2 = a_dialer.dial(&to_b).await.expect("a → b again");
+            let _ba = b_dialer.dial(&to_a).await.expect("b → a");
+            let (_in_b1, _) = b.accept().await;
+            let (_in_b2, _) = b.accept().await;
+            let (_in_a, _) = a.accept().await;
+            // A dial with counters of its own is counted there, not in the node's.
+            let elsewhere = Metrics::new("elsewhere");
+            let _own = a_dialer
+                .dial(&to_b.clone().metrics(elsewhere.clone()))
+                .await
+                .expect("a → b, counted elsewhere");
+            let (_in_b3, _) = b.accept().await;
+
+            let a_now = a.metrics().snapshot();
+            assert_eq!(
+                (a_now.links_dialed, a_now.links_accepted),
+                (2, 1),
+                "{a_now}"
+            );
+            assert_eq!(a_now.links_open, 3, "{a_now}");
+            let b_now = b.metrics().snapshot();
+            assert_eq!(
+                (b_now.links_dialed, b_now.links_accepted),
+                (1, 3),
+                "{b_now}"
+            );
+            assert_eq!(elsewhere.snapshot().links_dialed, 1);
+        });
+    });
+}
