@@ -35,7 +35,8 @@ pub enum CertsCommand {
     /// A cluster CA, a certificate + key per node, a shared secret and a ready
     /// palisade.toml per node.
     Init(InitArgs),
-    /// Re-issue one node's certificate and key from the CA in DIR/ca (rotation).
+    /// Re-issue one node's certificate and key from the CA in DIR/ca (rotation); without
+    /// --dns / --ip it keeps the names of the node's current certificate.
     Issue {
         /// The folder `certs init` wrote.
         #[arg(long)]
@@ -148,6 +149,14 @@ pub fn run(command: CertsCommand) -> Result<ExitCode, CliError> {
         }
         CertsCommand::Issue { dir, node, names } => {
             let ca = Ca::load(&dir.join("ca"))?;
+            // Without --dns / --ip, the new certificate keeps the current one's names.
+            let names = match current_names(&dir.join(&node)) {
+                Some(current) if names.dns.is_empty() && names.ip.is_empty() => Names {
+                    days: names.days,
+                    ..current
+                },
+                _ => names,
+            };
             let serial = ca.issue_into(&dir.join(&node), &node, &names, true)?;
             println!(
                 "re-issued {node}'s certificate (serial {serial}) in {}",
