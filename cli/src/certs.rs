@@ -249,7 +249,9 @@ pub fn init(args: &InitArgs, ports: &[u16]) -> Result<Made, CliError> {
         .dir
         .canonicalize()
         .map_err(|e| exit::io("resolve", &args.dir, &e))?;
-    let ca = Ca::new("palisade cluster CA", 3650)?;
+    // A name of its own: two CAs of one name confuse chain building (a certificate of
+    // the other is then reported as a bad signature rather than an unknown issuer).
+    let ca = Ca::new(&ca_name(&args.cluster)?, 3650)?;
     ca.save(&dir.join("ca"), args.force)?;
     let secret_path = dir.join("secret");
     secret::write_private(&secret_path, secret::generate()?.as_bytes(), args.force)?;
@@ -341,6 +343,15 @@ impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ca").finish_non_exhaustive()
     }
+}
+
+/// `palisade CA <cluster> <4 random bytes, hex>`.
+fn ca_name(cluster: &str) -> Result<String, CliError> {
+    let mut tag = [0u8; 4];
+    SystemRandom::new()
+        .fill(&mut tag)
+        .map_err(|_| CliError::new(exit::IO, "the OS random source failed"))?;
+    Ok(format!("palisade CA {cluster} {}", hex::encode(tag)))
 }
 
 fn rcgen_err(what: &str, e: rcgen::Error) -> CliError {
@@ -653,7 +664,7 @@ fn rotate_ca(dir: &Path, step: RotateStep, days: u32) -> Result<(), CliError> {
         RotateStep::Add => {
             let old = std::fs::read_to_string(dir.join("ca/ca.crt"))
                 .map_err(|e| exit::io("read", &dir.join("ca/ca.crt"), &e))?;
-            let next = Ca::new("palisade cluster CA (next)", days)?;
+            let next = Ca::new(&ca_name("next")?, days)?;
             next.save(&next_dir, false)?;
             for (node, path) in node_dirs(dir)? {
                 replace(

@@ -143,7 +143,7 @@ struct Counters {
 #[derive(Debug)]
 struct Node {
     id: String,
-    links: Mutex<HashMap<String, LinkEntry>>,
+    links: Mutex<HashMap<String, Vec<LinkEntry>>>,
     next_link: AtomicU64,
     own_cert: RwLock<Option<(String, CertSummary)>>,
     key_id: RwLock<String>,
@@ -170,36 +170,41 @@ fn key_id(config: &Config) -> String {
 }
 
 impl Node {
-    /// Registers a joined link; `false` when the peer already has the link to keep: of
-    /// two links between the same pair, the one dialed by the smaller node id stays (both
-    /// ends decide alike); of two in the same direction, the newer (the peer restarted).
+    /// Registers a joined link; `None` when the peer already has the link to keep. Two
+    /// nodes that dial each other would hold two links: of those, the one dialed by the
+    /// smaller node id stays (both ends decide alike) and the other is closed. Links in
+    /// the same direction (a probe, a client, a peer that restarted) all stay; a dead one
+    /// ends on its own.
     fn register(&self, peer: &str, dialed: bool, close: oneshot::Sender<()>) -> Option<u64> {
         let id = self.next_link.fetch_add(1, Ordering::Relaxed);
         let mut links = self.links.lock().ok()?;
-        if let Some(old) = links.get_mut(peer) {
+        let entries = links.entry(peer.to_owned()).or_default();
+        if entries.iter().any(|e| e.dialed != dialed) {
             let preferred_dialed = self.id.as_str() < peer;
-            if old.dialed != dialed && old.dialed == preferred_dialed {
+            if dialed != preferred_dialed {
                 return None;
             }
-            if let Some(close) = old.close.take() {
-                let _ = close.send(());
+            for old in entries.iter_mut().filter(|e| e.dialed != dialed) {
+                if let Some(close) = old.close.take() {
+                    let _ = close.send(());
+                }
             }
         }
-        links.insert(
-            peer.to_owned(),
-            LinkEntry {
-                id,
-                dialed,
-                close: Some(close),
-            },
-        );
+        entries.push(LinkEntry {
+            id,
+            dialed,
+            close: Some(close),
+        });
         Some(id)
     }
 
     fn unregister(&self, peer: &str, id: u64) {
         if let Ok(mut links) = self.links.lock() {
-            if links.get(peer).is_some_and(|e| e.id == id) {
-                links.remove(peer);
+            if let Some(entries) = links.get_mut(peer) {
+                entries.retain(|e| e.id != id);
+                if entries.is_empty() {
+                    links.remove(peer);
+                }
             }
         }
         self.link_gone.notify_waiters();
@@ -213,7 +218,11 @@ impl Node {
         let mut names: Vec<String> = self
             .links
             .lock()
-            .map(|l| l.iter().map(|(p, e)| format!("{p}#{}", e.id)).collect())
+            .map(|l| {
+                l.iter()
+                    .flat_map(|(p, es)| es.iter().map(move |e| format!("{p}#{}", e.id)))
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         names
@@ -266,7 +275,7 @@ impl Node {
 
     fn close_all(&self) {
         if let Ok(mut links) = self.links.lock() {
-            for entry in links.values_mut() {
+            for entry in links.values_mut().flatten() {
                 if let Some(close) = entry.close.take() {
                     let _ = close.send(());
                 }
@@ -275,7 +284,7 @@ impl Node {
     }
 
     fn link_count(&self) -> usize {
-        self.links.lock().map_or(0, |l| l.len())
+        self.links.lock().map_or(0, |l| l.values().map(Vec::len).sum())
     }
 }
 

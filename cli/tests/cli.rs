@@ -383,3 +383,22 @@ fn secret_id_matches_the_nodes_key_id_and_show_judges_certificates() {
     assert_eq!(show.status.code(), Some(1), "{}", text(&show));
     assert!(text(&show).contains("CA certificate"), "{}", text(&show));
 }
+
+#[test]
+fn demo_exits_0_with_every_expectation_held_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .env_remove("PALISADE_SHARED_SECRET")
+        .output()
+        .unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains(", 0 failed"), "{shown}");
+    for needle in ["wrong secret", "another CA", "plaintext", "replayed", "step 3", "new certificate", "MiB/s"] {
+        assert!(shown.contains(needle), "no {needle:?} in\n{shown}");
+    }
+    // The temp dir the demo made is gone.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "{shown}");
+}
