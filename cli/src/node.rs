@@ -284,7 +284,9 @@ impl Node {
     }
 
     fn link_count(&self) -> usize {
-        self.links.lock().map_or(0, |l| l.values().map(Vec::len).sum())
+        self.links
+            .lock()
+            .map_or(0, |l| l.values().map(Vec::len).sum())
     }
 }
 
@@ -556,4 +558,56 @@ fn frame_pong(ping: &Bytes) -> Bytes {
         *first = proto::PONG;
     }
     b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> Node {
+        let config = Config::new("test", id);
+        Node {
+            id: id.into(),
+            links: Mutex::new(HashMap::new()),
+            next_link: AtomicU64::new(1),
+            own_cert: RwLock::new(None),
+            key_id: RwLock::new(String::new()),
+            counters: Counters::default(),
+            link_gone: Notify::new(),
+            reloaded: Notify::new(),
+            dialer: Dialer {
+                endpoint: RwLock::new(Endpoint::new(config).unwrap()),
+                connect_timeout: RwLock::new(Duration::from_secs(1)),
+            },
+            started: Instant::now(),
+        }
+    }
+
+    /// Two nodes that dial each other keep the same one of their two links, whichever
+    /// joined first on each side; links in one direction (probes) are all kept.
+    #[test]
+    fn of_two_mutual_links_both_ends_keep_the_one_the_smaller_id_dialed() {
+        let (a, b) = (node("node-a"), node("node-b"));
+        // node-a: its accepted link from node-b joins first, then its own dial.
+        let (tx, mut a_accepted) = oneshot::channel();
+        let first = a.register("node-b", false, tx).unwrap();
+        let (tx, _a_dialed) = oneshot::channel();
+        assert!(a.register("node-b", true, tx).is_some());
+        assert!(
+            a_accepted.try_recv().is_ok(),
+            "node-a closes the link node-b dialed"
+        );
+        a.unregister("node-b", first); // as its link task does once CLOSE is sent
+                                       // node-b: the other order; it refuses its own dial and keeps the accepted one.
+        let (tx, _b_accepted) = oneshot::channel();
+        assert!(b.register("node-a", false, tx).is_some());
+        let (tx, _b_dialed) = oneshot::channel();
+        assert!(b.register("node-a", true, tx).is_none());
+        // Probes (same direction) coexist.
+        for _ in 0..2 {
+            let (tx, _) = oneshot::channel();
+            assert!(a.register("probe", false, tx).is_some());
+        }
+        assert_eq!(a.link_count(), 3);
+    }
 }

@@ -396,9 +396,65 @@ fn demo_exits_0_with_every_expectation_held_and_leaves_nothing_behind() {
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(shown.contains(", 0 failed"), "{shown}");
-    for needle in ["wrong secret", "another CA", "plaintext", "replayed", "step 3", "new certificate", "MiB/s"] {
+    for needle in [
+        "wrong secret",
+        "another CA",
+        "plaintext",
+        "replayed",
+        "step 3",
+        "new certificate",
+        "MiB/s",
+    ] {
         assert!(shown.contains(needle), "no {needle:?} in\n{shown}");
     }
     // The temp dir the demo made is gone.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "{shown}");
+}
+
+#[test]
+fn an_interrupted_demo_stops_its_nodes_and_removes_its_temp_dir() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(BIN)
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .env_remove("PALISADE_SHARED_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut pids = Vec::new();
+    while pids.len() < 3 {
+        let line = lines.next().expect("the demo printed its nodes").unwrap();
+        if let Some(rest) = line.split_once(": pid ").map(|(_, r)| r) {
+            pids.push(rest.split_whitespace().next().unwrap().to_owned());
+        }
+    }
+    let demo_pid = demo.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &demo_pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = demo.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the demo ignored SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(20));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    for pid in pids {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Gone, or a zombie waiting for its reaper: not running either way.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            assert!(Instant::now() < deadline, "node {pid} still runs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
