@@ -56,7 +56,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
     }
     let demo = outcome?;
     println!();
-    println!("{:<4} {:<58} {}", "", "expectation", "observed");
+    println!("{:<4} {:<58} observed", "", "expectation");
     for (ok, what, seen) in &demo.expectations {
         println!("{:<4} {what:<58} {seen}", if *ok { "ok" } else { "FAIL" });
     }
@@ -489,8 +489,7 @@ impl Demo {
             .map_err(|e| exit::io("read", &foreign.dir, &e))?;
         let cfg = format!(
             "{}shared_secret_file = {:?}\ntls_ca_file = {:?}\n",
-            without(&without(&foreign_cfg, "tls_ca_file"), "shared_secret_file")
-                .replace("\"demo\"", "\"demo\""),
+            without(&without(&foreign_cfg, "tls_ca_file"), "shared_secret_file"),
             made_secret(&cluster),
             bundle_path.display().to_string()
         );
