@@ -413,13 +413,14 @@ impl Demo {
         config: &Path,
         source: [u8; 4],
         client_ok: impl Fn(&LinkError) -> bool,
+        node_says: &str,
     ) -> Result<(), CliError> {
         let src = std::net::Ipv4Addr::from(source).to_string();
         let result = dial_from(&endpoint(config)?, &self.nodes[0].addr, source).await;
         let node_side = self.node_refusal(&src).await;
         let (ok, seen) = match (&result, &node_side) {
             (Err(e), Some(reason)) => (
-                client_ok(e),
+                client_ok(e) && reason.contains(node_says),
                 format!("intruder: {e}\n{:63}node-1: {reason}", ""),
             ),
             (Ok(_), _) => (false, "the intruder joined!".to_owned()),
@@ -459,6 +460,7 @@ impl Demo {
                     Some(RejectCode::UnknownKey | RejectCode::AuthenticationFailed)
                 )
             },
+            "unknown key",
         )
         .await?;
 
@@ -505,6 +507,7 @@ impl Demo {
                         | LinkError::Link(palisade::ConnectionError::UnexpectedEof { .. })
                 )
             },
+            "not in this node's CA bundle",
         )
         .await?;
 
@@ -518,7 +521,8 @@ impl Demo {
             "plaintext to a TLS port refused",
             &cfg,
             [127, 0, 0, 13],
-            |_| true,
+            |e| e.to_string().contains("TLS"),
+            "requires TLS",
         )
         .await?;
 
