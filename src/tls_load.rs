@@ -714,3 +714,11 @@ fn core_finding(err: &TlsConfigError, tls: &TlsSettings) -> Finding {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A certificate's serial number as lowercase hex (as `check`'s note and
+/// `palisade certs show` print it), `None` when `der` is not a certificate. Public so the
+/// `palisade` command names certificates exactly as the load report does.
+pub fn serial_hex(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(hex(cert.raw_serial()))
+}

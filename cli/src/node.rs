@@ -1,0 +1,613 @@
+//! `palisade node`: a real node on tokio. It listens, keeps one link per peer to its
+//! `seeds` (reconnecting with capped exponential backoff and jitter, and giving up on a
+//! permanent error until the next reload), answers the CLI's pings ([`crate::proto`]),
+//! logs joins and refusals with their reasons, reloads certificates and secrets live
+//! (polled every `--reload-interval`; SIGHUP re-reads the config file too), closes every
+//! link with CLOSE on SIGINT/SIGTERM and exits 0, and prints a stats snapshot on SIGUSR1
+//! (or every `--stats-interval`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::Args;
+use palisade::core::tls::CertSummary;
+use palisade::tokio::{Connection, Listener};
+use palisade::{CloseCode, CloseReason, Config, Dial, Endpoint, FileWatch, LinkError, Reload};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{oneshot, Notify};
+use tracing::{error, info, warn};
+
+use crate::exit::{self, CliError};
+use crate::proto;
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's config file (TOML; PALISADE_* environment variables override it).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// How often the certificate, key, CA and secret files are checked for changes.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub reload_interval: Duration,
+    /// Also print the stats snapshot this often (it is always printed on SIGUSR1).
+    #[arg(long, value_parser = duration)]
+    pub stats_interval: Option<Duration>,
+    /// Log debug detail too.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    palisade::settings::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Reconnect backoff: first wait, cap.
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the links' CLOSE to be written.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+pub fn run(args: &NodeArgs) -> Result<ExitCode, CliError> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(if args.verbose {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        })
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let (settings, loaded) = palisade::Settings::load_checked(&args.config, SystemTime::now());
+    for finding in loaded
+        .report
+        .findings
+        .iter()
+        .filter(|f| f.severity != palisade::Severity::Note)
+    {
+        warn!("{finding}");
+    }
+    let Some(config) = loaded.config else {
+        eprintln!("{}", loaded.report);
+        return Err(CliError::new(
+            exit::INVALID,
+            format!(
+                "{} has errors; the node did not start",
+                args.config.display()
+            ),
+        )
+        .hint(format!("palisade check --config {}", args.config.display())));
+    };
+    let listen = settings.listen.clone();
+    crate::runtime()?.block_on(serve(args, settings, config, loaded.limits, listen))
+}
+
+/// Dials with the current settings; a reload swaps them. (The seam where issue 12's
+/// `Dialer` goes: today an `Endpoint` re-made per settings generation.)
+#[derive(Debug)]
+struct Dialer {
+    endpoint: RwLock<Endpoint>,
+    connect_timeout: RwLock<Duration>,
+}
+
+impl Dialer {
+    async fn dial(&self, addr: &str) -> Result<Connection, LinkError> {
+        let endpoint = self
+            .endpoint
+            .read()
+            .map(|e| e.clone())
+            .map_err(|_| LinkError::NoAddress(addr.into()))?;
+        let timeout = self
+            .connect_timeout
+            .read()
+            .map(|t| *t)
+            .unwrap_or(Duration::from_secs(5));
+        palisade::tokio::dial(&endpoint, &Dial::new(addr).connect_timeout(timeout)).await
+    }
+
+    fn replace(&self, config: Config, connect_timeout: Duration) -> Result<(), LinkError> {
+        let endpoint = Endpoint::new(config)?;
+        if let Ok(mut e) = self.endpoint.write() {
+            *e = endpoint;
+        }
+        if let Ok(mut t) = self.connect_timeout.write() {
+            *t = connect_timeout;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct LinkEntry {
+    id: u64,
+    dialed: bool,
+    close: Option<oneshot::Sender<()>>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    joins: AtomicU64,
+    refused: AtomicU64,
+    dial_failures: AtomicU64,
+    reloads: AtomicU64,
+    reloads_refused: AtomicU64,
+    frames: AtomicU64,
+    bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Node {
+    id: String,
+    links: Mutex<HashMap<String, Vec<LinkEntry>>>,
+    next_link: AtomicU64,
+    own_cert: RwLock<Option<(String, CertSummary)>>,
+    key_id: RwLock<String>,
+    counters: Counters,
+    link_gone: Notify,
+    reloaded: Notify,
+    dialer: Dialer,
+    started: Instant,
+}
+
+fn own_cert(config: &Config) -> Option<(String, CertSummary)> {
+    let der = config.tls.as_ref()?.identity.cert_chain.first()?;
+    Some((
+        palisade::tls_load::serial_hex(der)?,
+        CertSummary::parse(der)?,
+    ))
+}
+
+fn key_id(config: &Config) -> String {
+    config
+        .keyring
+        .as_ref()
+        .map_or("none".into(), |k| k.primary().key_id().to_string())
+}
+
+impl Node {
+    /// Registers a joined link; `None` when the peer already has the link to keep. Two
+    /// nodes that dial each other would hold two links: of those, the one dialed by the
+    /// smaller node id stays (both ends decide alike) and the other is closed. Links in
+    /// the same direction (a probe, a client, a peer that restarted) all stay; a dead one
+    /// ends on its own.
+    fn register(&self, peer: &str, dialed: bool, close: oneshot::Sender<()>) -> Option<u64> {
+        let id = self.next_link.fetch_add(1, Ordering::Relaxed);
+        let mut links = self.links.lock().ok()?;
+        let entries = links.entry(peer.to_owned()).or_default();
+        if entries.iter().any(|e| e.dialed != dialed) {
+            let preferred_dialed = self.id.as_str() < peer;
+            if dialed != preferred_dialed {
+                return None;
+            }
+            for old in entries.iter_mut().filter(|e| e.dialed != dialed) {
+                if let Some(close) = old.close.take() {
+                    let _ = close.send(());
+                }
+            }
+        }
+        entries.push(LinkEntry {
+            id,
+            dialed,
+            close: Some(close),
+        });
+        Some(id)
+    }
+
+    fn unregister(&self, peer: &str, id: u64) {
+        if let Ok(mut links) = self.links.lock() {
+            if let Some(entries) = links.get_mut(peer) {
+                entries.retain(|e| e.id != id);
+                if entries.is_empty() {
+                    links.remove(peer);
+                }
+            }
+        }
+        self.link_gone.notify_waiters();
+    }
+
+    fn has_link(&self, peer: &str) -> bool {
+        self.links.lock().is_ok_and(|l| l.contains_key(peer))
+    }
+
+    fn link_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .links
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .flat_map(|(p, es)| es.iter().map(move |e| format!("{p}#{}", e.id)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    fn info(&self) -> Bytes {
+        let mut text = format!("node_id={}\n", self.id);
+        if let Ok(cert) = self.own_cert.read() {
+            if let Some((serial, s)) = cert.as_ref() {
+                text += &format!(
+                    "cert_serial={serial}\ncert_issuer={}\ncert_not_after={}\n",
+                    s.issuer, s.not_after
+                );
+            }
+        }
+        if let Ok(k) = self.key_id.read() {
+            text += &format!("key_id={k}\n");
+        }
+        text += &format!("links={}\n", self.link_names().join(","));
+        frame(proto::INFO, text.as_bytes())
+    }
+
+    fn snapshot(&self, listener: &Listener) -> String {
+        let c = &self.counters;
+        let s = listener.stats();
+        format!(
+            "stats: node {} up {:.0}s; links [{}]; joins {}, refused {}, dial failures {}, reloads {} (refused {}), frames in {}, bytes in {}; listener: admitted {}, joined {}, failed {}, unjoined now {}, refused (per-source cap {}, rate {}, backoff {}), evicted {}",
+            self.id,
+            self.started.elapsed().as_secs_f64(),
+            self.link_names().join(", "),
+            c.joins.load(Ordering::Relaxed),
+            c.refused.load(Ordering::Relaxed),
+            c.dial_failures.load(Ordering::Relaxed),
+            c.reloads.load(Ordering::Relaxed),
+            c.reloads_refused.load(Ordering::Relaxed),
+            c.frames.load(Ordering::Relaxed),
+            c.bytes.load(Ordering::Relaxed),
+            s.admitted, s.joined, s.failed, s.unjoined, s.refused_per_source_cap, s.refused_rate, s.refused_backoff, s.evicted,
+        )
+    }
+
+    fn take_config(&self, config: &Config) {
+        if let Ok(mut c) = self.own_cert.write() {
+            *c = own_cert(config);
+        }
+        if let Ok(mut k) = self.key_id.write() {
+            *k = key_id(config);
+        }
+    }
+
+    fn close_all(&self) {
+        if let Ok(mut links) = self.links.lock() {
+            for entry in links.values_mut().flatten() {
+                if let Some(close) = entry.close.take() {
+                    let _ = close.send(());
+                }
+            }
+        }
+    }
+
+    fn link_count(&self) -> usize {
+        self.links
+            .lock()
+            .map_or(0, |l| l.values().map(Vec::len).sum())
+    }
+}
+
+pub fn frame(kind: u8, body: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(1 + body.len());
+    b.put_u8(kind);
+    b.put_slice(body);
+    b.freeze()
+}
+
+async fn serve(
+    args: &NodeArgs,
+    settings: palisade::Settings,
+    config: Config,
+    limits: palisade::AdmissionLimits,
+    listen: Option<String>,
+) -> Result<ExitCode, CliError> {
+    let node =
+        Arc::new(Node {
+            id: config.node_id.clone(),
+            links: Mutex::new(HashMap::new()),
+            next_link: AtomicU64::new(1),
+            own_cert: RwLock::new(own_cert(&config)),
+            key_id: RwLock::new(key_id(&config)),
+            counters: Counters::default(),
+            link_gone: Notify::new(),
+            reloaded: Notify::new(),
+            dialer: Dialer {
+                endpoint: RwLock::new(Endpoint::new(config.clone()).map_err(|e| {
+                    CliError::new(exit::INVALID, "the settings cannot work").cause(&e)
+                })?),
+                connect_timeout: RwLock::new(settings.connect_timeout),
+            },
+            started: Instant::now(),
+        });
+    let hook_node = Arc::clone(&node);
+    let hook: palisade::FailureHook = Arc::new(move |failure| {
+        hook_node.counters.refused.fetch_add(1, Ordering::Relaxed);
+        warn!(peer = %failure.peer_addr, "refused a link: {}", failure.error);
+    });
+    let listener = match &listen {
+        Some(addr) => {
+            let endpoint = Endpoint::new(config.clone())
+                .map_err(|e| CliError::new(exit::INVALID, "the settings cannot work").cause(&e))?;
+            let listener = Listener::bind_with_limits(addr.as_str(), endpoint, Some(hook), limits)
+                .await
+                .map_err(|e| {
+                    CliError::new(exit::IO, format!("cannot listen on {addr}"))
+                        .cause(&e)
+                        .hint("is another process on that port? change `listen`")
+                })?;
+            info!(node = %node.id, "listening on {} (key id {})", listener.local_addr(), key_id(&config));
+            Some(Arc::new(listener))
+        }
+        None => None,
+    };
+    if let Some(listener) = &listener {
+        let (node, listener) = (Arc::clone(&node), Arc::clone(listener));
+        tokio::spawn(async move {
+            loop {
+                let (conn, addr) = listener.accept().await;
+                let node = Arc::clone(&node);
+                tokio::spawn(async move { run_link(node, conn, false, addr.to_string()).await });
+            }
+        });
+    }
+    for seed in settings.seeds.clone() {
+        tokio::spawn(dial_loop(Arc::clone(&node), seed));
+    }
+
+    let mut watch = FileWatch::new(settings);
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| CliError::new(exit::IO, "cannot install the SIGHUP handler").cause(&e))?;
+    let mut usr1 = signal(SignalKind::user_defined1())
+        .map_err(|e| CliError::new(exit::IO, "cannot install the SIGUSR1 handler").cause(&e))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| CliError::new(exit::IO, "cannot install the SIGTERM handler").cause(&e))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| CliError::new(exit::IO, "cannot install the SIGINT handler").cause(&e))?;
+    let mut poll = tokio::time::interval(args.reload_interval);
+    poll.tick().await;
+    let mut stats = args.stats_interval.map(tokio::time::interval);
+    let print_stats = |node: &Node| match &listener {
+        Some(l) => println!("{}", node.snapshot(l)),
+        None => println!(
+            "stats: node {} links [{}]",
+            node.id,
+            node.link_names().join(", ")
+        ),
+    };
+    loop {
+        tokio::select! {
+            _ = poll.tick() => apply(&node, listener.as_deref(), watch.check(SystemTime::now()), "files"),
+            _ = hup.recv() => {
+                info!("SIGHUP: re-reading {} and the files it names", args.config.display());
+                let (settings, loaded) = palisade::Settings::load_checked(&args.config, SystemTime::now());
+                match loaded.config {
+                    Some(config) => {
+                        if settings.listen != listen {
+                            warn!("listen changed in {}; restart the node to listen on the new address", args.config.display());
+                        }
+                        let report = loaded.report;
+                        apply(&node, listener.as_deref(), Reload::Reloaded { config, report }, "config");
+                        let _ = node.dialer.connect_timeout.write().map(|mut t| *t = settings.connect_timeout);
+                        watch = FileWatch::new(settings);
+                    }
+                    None => apply(&node, listener.as_deref(), Reload::Refused { report: loaded.report }, "config"),
+                }
+            }
+            _ = usr1.recv() => print_stats(&node),
+            _ = async { match stats.as_mut() { Some(s) => { s.tick().await; } None => std::future::pending().await } } => print_stats(&node),
+            _ = term.recv() => { info!("SIGTERM: closing {} link(s)", node.link_count()); break; }
+            _ = int.recv() => { info!("SIGINT: closing {} link(s)", node.link_count()); break; }
+        }
+    }
+    node.close_all();
+    let deadline = Instant::now() + CLOSE_WAIT;
+    while node.link_count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    print_stats(&node);
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
+    match reload {
+        Reload::Unchanged => {}
+        Reload::Reloaded { config, report } => {
+            for finding in report.warnings() {
+                warn!("{finding}");
+            }
+            if let Some(listener) = listener {
+                if let Err(e) = listener.reconfigure(config.clone()) {
+                    error!("reload refused by the listener ({e}); keeping the previous settings");
+                    node.counters
+                        .reloads_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+            if let Err(e) = node.dialer.replace(
+                config.clone(),
+                node.dialer
+                    .connect_timeout
+                    .read()
+                    .map_or(Duration::from_secs(5), |t| *t),
+            ) {
+                error!("reload refused for dialing ({e}); keeping the previous settings");
+            }
+            node.take_config(&config);
+            node.counters.reloads.fetch_add(1, Ordering::Relaxed);
+            let serial = own_cert(&config)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|| "none".into());
+            info!("reloaded ({what}): certificate serial {serial}, key id {}; new links use them, joined links keep theirs", key_id(&config));
+            node.reloaded.notify_waiters();
+        }
+        Reload::Refused { report } => {
+            node.counters
+                .reloads_refused
+                .fetch_add(1, Ordering::Relaxed);
+            for finding in report.errors() {
+                error!("reload refused, keeping the previous settings: {finding}");
+            }
+        }
+    }
+}
+
+fn jittered(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = SystemRandom::new().fill(&mut b);
+    // 50% to 100% of d ("equal jitter"), so peers that failed together spread out.
+    d / 2 + d.mul_f64(f64::from(u16::from_be_bytes(b)) / f64::from(u16::MAX) / 2.0)
+}
+
+async fn dial_loop(node: Arc<Node>, seed: String) {
+    let mut backoff = BACKOFF_START;
+    let mut known: Option<String> = None;
+    loop {
+        while let Some(peer) = known.as_deref().filter(|p| node.has_link(p)) {
+            let gone = node.link_gone.notified();
+            if !node.has_link(peer) {
+                break;
+            }
+            gone.await;
+        }
+        match node.dialer.dial(&seed).await {
+            Ok(conn) => {
+                backoff = BACKOFF_START;
+                known = Some(conn.peer().node_id.clone());
+                run_link(Arc::clone(&node), conn, true, seed.clone()).await;
+                tokio::time::sleep(jittered(BACKOFF_START)).await;
+            }
+            Err(e) if e.is_permanent() => {
+                node.counters.dial_failures.fetch_add(1, Ordering::Relaxed);
+                error!(seed = %seed, "dialing {seed} failed permanently: {e}; not retrying until the settings are reloaded (files change, or SIGHUP)");
+                node.reloaded.notified().await;
+                backoff = BACKOFF_START;
+            }
+            Err(e) => {
+                node.counters.dial_failures.fetch_add(1, Ordering::Relaxed);
+                let wait = jittered(backoff);
+                warn!(seed = %seed, "dialing {seed} failed: {e}; retrying in {:.1}s", wait.as_secs_f64());
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(BACKOFF_CAP);
+            }
+        }
+    }
+}
+
+async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String) {
+    let peer = conn.peer().clone();
+    let (close_tx, mut close_rx) = oneshot::channel();
+    let Some(id) = node.register(&peer.node_id, dialed, close_tx) else {
+        info!(peer = %peer.node_id, "a second link with {} ({addr}); keeping the first", peer.node_id);
+        conn.close(CloseReason::new(
+            CloseCode::Normal,
+            "duplicate link: one link per peer",
+        ))
+        .await;
+        return;
+    };
+    node.counters.joins.fetch_add(1, Ordering::Relaxed);
+    let tls = peer.tls.as_ref().map_or("plaintext".into(), |t| {
+        format!(
+            "{} {}, certificate names [{}]",
+            t.version, t.cipher_suite, t.names
+        )
+    });
+    let key = peer
+        .key_id
+        .map_or("no secret".into(), |k| format!("key id {k}"));
+    info!(peer = %peer.node_id, "joined {} ({addr}, {}): {tls}; {key}; clock skew {} ms", peer.node_id, if dialed { "dialed" } else { "accepted" }, peer.clock_skew_ms);
+    let (mut tx, mut rx) = conn.split();
+    let ended = loop {
+        tokio::select! {
+            frame = rx.recv() => match frame {
+                Ok(Some(f)) => {
+                    node.counters.frames.fetch_add(1, Ordering::Relaxed);
+                    node.counters.bytes.fetch_add(f.len() as u64, Ordering::Relaxed);
+                    let reply = match f.first() {
+                        Some(&proto::PING) => Some(frame_pong(&f)),
+                        Some(&proto::INFO_REQUEST) => Some(node.info()),
+                        _ => None,
+                    };
+                    if let Some(reply) = reply {
+                        if let Err(e) = tx.send(reply).await {
+                            break format!("send failed: {e}");
+                        }
+                    }
+                }
+                Ok(None) => break "closed by the peer".to_owned(),
+                Err(e) => break format!("{e}"),
+            },
+            _ = &mut close_rx => {
+                tx.close(CloseReason::new(CloseCode::ShuttingDown, "node shutting down or link replaced")).await;
+                break "closed by this node (CLOSE sent)".to_owned();
+            }
+        }
+    };
+    info!(peer = %peer.node_id, "link with {} ended: {ended}", peer.node_id);
+    node.unregister(&peer.node_id, id);
+}
+
+fn frame_pong(ping: &Bytes) -> Bytes {
+    let mut b = BytesMut::from(&ping[..]);
+    if let Some(first) = b.first_mut() {
+        *first = proto::PONG;
+    }
+    b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> Node {
+        let config = Config::new("test", id);
+        Node {
+            id: id.into(),
+            links: Mutex::new(HashMap::new()),
+            next_link: AtomicU64::new(1),
+            own_cert: RwLock::new(None),
+            key_id: RwLock::new(String::new()),
+            counters: Counters::default(),
+            link_gone: Notify::new(),
+            reloaded: Notify::new(),
+            dialer: Dialer {
+                endpoint: RwLock::new(Endpoint::new(config).unwrap()),
+                connect_timeout: RwLock::new(Duration::from_secs(1)),
+            },
+            started: Instant::now(),
+        }
+    }
+
+    /// Two nodes that dial each other keep the same one of their two links, whichever
+    /// joined first on each side; links in one direction (probes) are all kept.
+    #[test]
+    fn of_two_mutual_links_both_ends_keep_the_one_the_smaller_id_dialed() {
+        let (a, b) = (node("node-a"), node("node-b"));
+        // node-a: its accepted link from node-b joins first, then its own dial.
+        let (tx, mut a_accepted) = oneshot::channel();
+        let first = a.register("node-b", false, tx).unwrap();
+        let (tx, _a_dialed) = oneshot::channel();
+        assert!(a.register("node-b", true, tx).is_some());
+        assert!(
+            a_accepted.try_recv().is_ok(),
+            "node-a closes the link node-b dialed"
+        );
+        a.unregister("node-b", first); // as its link task does once CLOSE is sent
+                                       // node-b: the other order; it refuses its own dial and keeps the accepted one.
+        let (tx, _b_accepted) = oneshot::channel();
+        assert!(b.register("node-a", false, tx).is_some());
+        let (tx, _b_dialed) = oneshot::channel();
+        assert!(b.register("node-a", true, tx).is_none());
+        // Probes (same direction) coexist.
+        for _ in 0..2 {
+            let (tx, _) = oneshot::channel();
+            assert!(a.register("probe", false, tx).is_some());
+        }
+        assert_eq!(a.link_count(), 3);
+    }
+}

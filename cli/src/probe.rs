@@ -1,0 +1,236 @@
+//! `palisade probe`: dial one node as a node would, and report each step — TCP connect,
+//! TLS and the join, the peer's identity, a few ping round trips — or the step that
+//! failed, with its own exit code (see `palisade --help`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use clap::Args;
+use palisade::core::tls::{CertRefusal, TlsError};
+use palisade::tokio::Connection;
+use palisade::{ConnectionError, Dial, Endpoint, JoinError, LinkError, RejectCode};
+use tokio::net::TcpStream;
+
+use crate::exit::{self, CliError};
+use crate::node::frame;
+use crate::proto;
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The config of the identity to probe with (e.g. DIR/probe/palisade.toml from
+    /// `certs init`): its certificate, secret and cluster name are used.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The node's address.
+    pub addr: String,
+    /// The node id the node must have (its join and, in CA mode, its certificate).
+    #[arg(long)]
+    pub expect_name: Option<String>,
+    /// How many pings.
+    #[arg(long, default_value_t = 3)]
+    pub pings: u32,
+}
+
+/// What a successful probe saw.
+#[derive(Debug, Clone)]
+pub struct Probed {
+    pub tcp: Duration,
+    pub join: Duration,
+    pub peer: palisade::PeerInfo,
+    pub info: Vec<(String, String)>,
+    pub rtts: Vec<Duration>,
+}
+
+pub fn run(args: &ProbeArgs) -> Result<ExitCode, CliError> {
+    let (_, loaded) = palisade::Settings::load_checked(&args.config, SystemTime::now());
+    let Some(config) = loaded.config else {
+        println!("{}", loaded.report);
+        return Err(CliError::new(
+            exit::INVALID,
+            format!("{} has errors", args.config.display()),
+        )
+        .hint(format!("palisade check --config {}", args.config.display())));
+    };
+    let endpoint = Endpoint::new(config)
+        .map_err(|e| CliError::new(exit::INVALID, "the settings cannot work").cause(&e))?;
+    let probed = crate::runtime()?.block_on(probe(
+        &endpoint,
+        &args.addr,
+        args.expect_name.as_deref(),
+        args.pings,
+    ))?;
+    print(&args.addr, &probed);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print(addr: &str, p: &Probed) {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    println!("probe {addr}: joined");
+    println!("  node id:      {}", p.peer.node_id);
+    match &p.peer.tls {
+        Some(tls) => {
+            println!("  TLS:          {} {}", tls.version, tls.cipher_suite);
+            println!("  cert names:   {}", tls.names);
+        }
+        None => println!("  TLS:          off (plaintext)"),
+    }
+    let v = |k| proto::info_value(&p.info, k).unwrap_or("?");
+    println!("  cert serial:  {}", v("cert_serial"));
+    println!("  cert issuer:  {}", v("cert_issuer"));
+    if let Some(end) =
+        proto::info_value(&p.info, "cert_not_after").and_then(|s| s.parse::<i64>().ok())
+    {
+        println!("  days left:    {}", (end - now).div_euclid(86_400));
+    }
+    println!(
+        "  key id:       {}",
+        p.peer
+            .key_id
+            .map_or("none (no shared secret)".into(), |k| k.to_string())
+    );
+    println!("  clock skew:   {} ms", p.peer.clock_skew_ms);
+    println!("  peer's links: {}", v("links"));
+    println!("  TCP connect:  {:.2} ms", ms(p.tcp));
+    println!("  TLS + join:   {:.2} ms", ms(p.join));
+    let rtts: Vec<String> = p.rtts.iter().map(|d| format!("{:.3} ms", ms(*d))).collect();
+    println!("  ping RTTs:    {}", rtts.join(", "));
+    println!("  (serial, issuer and days left are the node's own report over the link; names, TLS and key id are what this side saw)");
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Dials, joins, asks for INFO, pings; or the failing step as a [`CliError`].
+pub async fn probe(
+    endpoint: &Endpoint,
+    addr: &str,
+    expect: Option<&str>,
+    pings: u32,
+) -> Result<Probed, CliError> {
+    let timeout = Duration::from_secs(5);
+    let t0 = Instant::now();
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(CliError::new(
+            exit::TCP,
+            format!("TCP connect to {addr} failed"),
+        )
+        .cause(&e)
+        .hint("is the node running and listening there? check its `listen` and any firewall")),
+        Err(_) => {
+            return Err(CliError::new(
+                exit::TCP,
+                format!("TCP connect to {addr} timed out after {timeout:?}"),
+            )
+            .hint("is the address reachable?"))
+        }
+    };
+    let tcp = t0.elapsed();
+    let t1 = Instant::now();
+    let dial = Dial::new(addr).expect_peer_opt(expect);
+    let mut conn = palisade::tokio::connect_stream(endpoint, stream, &dial)
+        .await
+        .map_err(|e| classify(addr, &e))?;
+    let join = t1.elapsed();
+    let peer = conn.peer().clone();
+    let after = |what: &str, e: Option<LinkError>| {
+        let err = CliError::new(exit::AFTER_JOIN, format!("joined {addr}, but {what}"));
+        match e {
+            Some(e) => err.cause(&e),
+            None => err,
+        }
+        .hint("is the peer a `palisade node`? other applications need not answer the CLI's pings")
+    };
+    let info = match exchange(&mut conn, frame(proto::INFO_REQUEST, b""), proto::INFO).await {
+        Ok(body) => proto::parse_info(&body),
+        Err(e) => return Err(after("it did not answer INFO", e)),
+    };
+    let mut rtts = Vec::new();
+    for i in 0..pings {
+        let t = Instant::now();
+        match exchange(&mut conn, frame(proto::PING, &i.to_be_bytes()), proto::PONG).await {
+            Ok(_) => rtts.push(t.elapsed()),
+            Err(e) => return Err(after("a ping went unanswered", e)),
+        }
+    }
+    conn.close(palisade::CloseReason::normal()).await;
+    Ok(Probed {
+        tcp,
+        join,
+        peer,
+        info,
+        rtts,
+    })
+}
+
+/// Sends `request` and waits (up to 5 s) for a frame of kind `reply`; its body.
+pub async fn exchange(
+    conn: &mut Connection,
+    request: Bytes,
+    reply: u8,
+) -> Result<Bytes, Option<LinkError>> {
+    conn.send(request).await.map_err(Some)?;
+    let wait = async {
+        loop {
+            match conn.recv().await {
+                Ok(Some(f)) if f.first() == Some(&reply) => return Ok(f.slice(1..)),
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err(None),
+                Err(e) => return Err(Some(e)),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .map_err(|_| None)?
+}
+
+/// The step a failed dial failed at, as its exit code and message.
+pub fn classify(addr: &str, e: &LinkError) -> CliError {
+    let (code, step, hint) = step_of(e);
+    CliError::new(code, format!("{step} with {addr} failed"))
+        .cause(e)
+        .hint(hint)
+}
+
+/// (exit code, step name, hint) of a failed dial.
+pub fn step_of(e: &LinkError) -> (u8, &'static str, &'static str) {
+    const TLS_HINT: &str =
+        "compare both nodes' CA bundles and certificates: `palisade certs show tls.crt` on each";
+    const AUTHZ_HINT: &str = "the certificate is trusted but its names are not allowed: check verify_hostname, allowed_names, node_id_in_cert and --expect-name";
+    const JOIN_HINT: &str = "compare `palisade secret id --file SECRET` and cluster_name on both nodes, and their clocks";
+    match e {
+        LinkError::Io(_) | LinkError::NoAddress(_) => (
+            exit::TCP,
+            "TCP connect",
+            "is the node running and listening there?",
+        ),
+        LinkError::Setup(_) | LinkError::Config(_) => (exit::TLS, "TLS setup", TLS_HINT),
+        LinkError::Link(ConnectionError::Tls(TlsError::CertificateRefused(r))) => match **r {
+            CertRefusal::HostnameMismatch { .. }
+            | CertRefusal::NameNotAllowed { .. }
+            | CertRefusal::NoSharedName { .. } => {
+                (exit::AUTHORIZATION, "authorization", AUTHZ_HINT)
+            }
+            _ => (exit::TLS, "TLS", TLS_HINT),
+        },
+        LinkError::Link(ConnectionError::Tls(_) | ConnectionError::Preface(_)) => {
+            (exit::TLS, "TLS", TLS_HINT)
+        }
+        LinkError::Link(ConnectionError::Join(j))
+            if j.rejection().code == RejectCode::IdentityNotAllowed =>
+        {
+            (exit::AUTHORIZATION, "authorization", AUTHZ_HINT)
+        }
+        LinkError::Link(
+            ConnectionError::Join(JoinError::RefusedByPeer(_) | JoinError::RefusedPeer(_))
+            | ConnectionError::Join(_),
+        ) => (exit::JOIN, "the join", JOIN_HINT),
+        _ => (exit::JOIN, "the join", JOIN_HINT),
+    }
+}
