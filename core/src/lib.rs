@@ -39,6 +39,7 @@ mod events;
 pub mod frame;
 pub mod frame_auth;
 pub mod join;
+mod mode;
 pub mod preface;
 pub mod random;
 mod send_queue;
@@ -49,6 +50,7 @@ mod wire;
 
 pub use close::{CloseCode, CloseReason};
 pub use config::{Config, ConfigError, Side};
+pub use mode::{BelowStrict, Mode};
 pub use connection::{CloseCause, Connection, Event, SendError};
 pub use endpoint::{ConnectError, Endpoint};
 pub use error::ConnectionError;
