@@ -29,8 +29,8 @@ use crate::join::{
     AcceptorHandshake, InitiatorHandshake, JoinError, JoinHello, JoinWelcome, OwnNonce, PeerInfo,
     RejectCode, Rejection, ReplayCache, NONCE_LEN,
 };
-use crate::preface::{self, PREFACE, PREFACE_LEN};
 use crate::mode::BelowStrict;
+use crate::preface::{self, PREFACE, PREFACE_LEN};
 use crate::send_queue::SendQueue;
 use crate::time::WallClock;
 use crate::transport::Transport;

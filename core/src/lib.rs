@@ -50,7 +50,6 @@ mod wire;
 
 pub use close::{CloseCode, CloseReason};
 pub use config::{Config, ConfigError, Side};
-pub use mode::{BelowStrict, Mode};
 pub use connection::{CloseCause, Connection, Event, SendError};
 pub use endpoint::{ConnectError, Endpoint};
 pub use error::ConnectionError;
@@ -59,6 +58,7 @@ pub use frame_auth::FrameAuthError;
 pub use join::{
     JoinError, KeyId, Keyring, PeerInfo, RejectCode, Rejection, SecretError, SharedSecret,
 };
+pub use mode::{BelowStrict, Mode};
 pub use preface::PrefaceError;
 pub use random::{OsRandom, RandomError, RandomSource};
 pub use wire::FieldError;

@@ -670,7 +670,10 @@ fn recorded_traffic_replays_to_a_join_in_the_targets() {
         let acceptor = conn::run(A, true, &tls_seeds[name]);
         let peer = acceptor.joined.as_ref().unwrap_or_else(|| panic!("{name}"));
         assert_eq!(
-            (peer.below_strict.plaintext, peer.below_strict.without_secret),
+            (
+                peer.below_strict.plaintext,
+                peer.below_strict.without_secret
+            ),
             (plaintext, without_secret),
             "{name}"
         );

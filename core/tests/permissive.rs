@@ -14,8 +14,8 @@ use palisade_core::frame_auth::TAG_LEN;
 use palisade_core::preface::PREFACE;
 use palisade_core::tls::{CertRefusal, TlsConfig, TlsError, TrustAnchors};
 use palisade_core::{
-    BelowStrict, CloseCause, Config, ConfigError, ConnectionError, Endpoint, Event, JoinError, Mode,
-    PeerInfo, PrefaceError, RejectCode, Side,
+    BelowStrict, CloseCause, Config, ConfigError, ConnectionError, Endpoint, Event, JoinError,
+    Mode, PeerInfo, PrefaceError, RejectCode, Side,
 };
 use palisade_testkit::certs::TestCa;
 use palisade_testkit::{Pair, PairBuilder};
@@ -175,7 +175,11 @@ fn permissive_without_tls_or_a_secret_is_refused() {
 fn a_permissive_acceptor_still_refuses_a_wrong_secret_another_cluster_and_a_forged_proof() {
     for with_tls in [true, false] {
         let pair = run(initiator(with_tls, Some(8)), acceptor(Mode::Permissive));
-        assert_eq!(reject_code(&pair, A), RejectCode::UnknownKey, "tls {with_tls}");
+        assert_eq!(
+            reject_code(&pair, A),
+            RejectCode::UnknownKey,
+            "tls {with_tls}"
+        );
         assert_eq!(
             reject_code(&pair, I),
             RejectCode::UnknownKey,
@@ -222,9 +226,21 @@ fn a_permissive_acceptor_still_checks_certificates_on_tls_links() {
 #[test]
 fn a_permissive_acceptor_diagnoses_strangers_as_a_strict_one_does() {
     let cases: [(&str, &[u8], PrefaceError); 6] = [
-        ("HTTP GET", b"GET / HTTP/1.1\r\n", PrefaceError::PeerSpeaksHttp),
-        ("HTTP POST", b"POST /join HTTP/1.1\r\n", PrefaceError::PeerSpeaksHttp),
-        ("HTTP PATCH", b"PATCH /x HTTP/1.1\r\n", PrefaceError::PeerSpeaksHttp),
+        (
+            "HTTP GET",
+            b"GET / HTTP/1.1\r\n",
+            PrefaceError::PeerSpeaksHttp,
+        ),
+        (
+            "HTTP POST",
+            b"POST /join HTTP/1.1\r\n",
+            PrefaceError::PeerSpeaksHttp,
+        ),
+        (
+            "HTTP PATCH",
+            b"PATCH /x HTTP/1.1\r\n",
+            PrefaceError::PeerSpeaksHttp,
+        ),
         (
             "SSH",
             b"SSH-2.0-OpenSSH_9.6\r\n",
@@ -327,7 +343,10 @@ fn a_close_before_the_first_byte_ends_the_link_cleanly() {
     let mut solo = Solo::acceptor(acceptor(Mode::Permissive));
     solo.conn.close(palisade_core::CloseReason::normal());
     solo.pump();
-    assert!(matches!(solo.conn.close_cause(), Some(CloseCause::Local(_))));
+    assert!(matches!(
+        solo.conn.close_cause(),
+        Some(CloseCause::Local(_))
+    ));
     assert!(solo.out.is_empty() && solo.conn.is_drained());
 }
 
