@@ -117,7 +117,7 @@ fn a_permissive_acceptor_joins_every_kind_of_peer_and_says_how_it_fell_short() {
         let theirs = peer_of(&pair, A);
         assert_eq!(theirs.below_strict, expected, "{what}");
         assert_eq!(theirs.tls.is_some(), with_tls, "{what}");
-        assert_eq!(theirs.key_id, secret.map(|b| secret_key_id(b)), "{what}");
+        assert_eq!(theirs.key_id, secret.map(secret_key_id), "{what}");
         // The initiator's view: what it dialed with was met in full.
         let ours = peer_of(&pair, I);
         assert_eq!(ours.below_strict, BelowStrict::default(), "{what}");
