@@ -21,9 +21,9 @@ pub use palisade_core as core;
 // adapter's joined link (`palisade::tokio::Connection`, ...).
 pub use palisade_core::{config, error, frame, frame_auth, join, preface, random, tls};
 pub use palisade_core::{
-    CloseCause, CloseCode, CloseReason, Config, ConfigError, ConnectError,
+    BelowStrict, CloseCause, CloseCode, CloseReason, Config, ConfigError, ConnectError,
     Connection as CoreConnection, ConnectionError, Endpoint, Event, FieldError, FrameAuthError,
-    FrameDecoder, FrameError, FrameKind, JoinError, KeyId, Keyring, OsRandom, PeerInfo,
+    FrameDecoder, FrameError, FrameKind, JoinError, KeyId, Keyring, Mode, OsRandom, PeerInfo,
     PrefaceError, RandomError, RandomSource, RejectCode, Rejection, SecretError, SendError,
     SharedSecret, Side,
 };

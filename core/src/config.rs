@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::join::{Keyring, SharedSecret, MAX_NAME_LEN};
+pub use crate::mode::Mode;
 use crate::tls::config::TlsContext;
 use crate::tls::{TlsConfig, TlsConfigError};
 
@@ -61,6 +62,11 @@ pub struct Config {
     /// TLS under the frame stream. `None`: plaintext (development, or a network that is
     /// already encrypted).
     pub tls: Option<TlsConfig>,
+    /// Acceptor side: strict (the default) refuses peers below these settings;
+    /// permissive accepts plaintext peers although TLS is on and peers without a join
+    /// proof although a keyring is set, for a rollout only (see [`Mode`]). Dialing
+    /// ignores it.
+    pub mode: Mode,
 }
 
 impl Config {
@@ -80,6 +86,7 @@ impl Config {
             replay_cache_capacity: 16 * 1024,
             replay_cache_per_source: 1024,
             tls: None,
+            mode: Mode::Strict,
         }
     }
 
@@ -143,6 +150,9 @@ impl Config {
                 return Err(ConfigError::Zero { setting });
             }
         }
+        if self.mode == Mode::Permissive && self.tls.is_none() && self.keyring.is_none() {
+            return Err(ConfigError::NothingToMigrateTo);
+        }
         self.tls
             .as_ref()
             .map(TlsContext::build)
@@ -176,6 +186,10 @@ pub enum ConfigError {
     },
     /// The TLS settings cannot work.
     Tls(TlsConfigError),
+    /// `mode` is permissive, but there is neither TLS nor a keyring to be permissive
+    /// about: the node would behave exactly as in strict mode, so the setting is a
+    /// mistake (the operator meant to turn TLS or the secret on too).
+    NothingToMigrateTo,
 }
 
 impl fmt::Display for ConfigError {
@@ -195,6 +209,11 @@ impl fmt::Display for ConfigError {
             }
             Self::Zero { setting } => write!(f, "{setting} is zero; give it a positive size"),
             Self::Tls(e) => e.fmt(f),
+            Self::NothingToMigrateTo => f.write_str(
+                "mode is \"permissive\" but this node has neither TLS nor a shared secret, so \
+                 there is nothing to migrate to; turn on the TLS and/or the shared secret the \
+                 cluster is moving to, or set mode = \"strict\"",
+            ),
         }
     }
 }
@@ -256,5 +275,16 @@ mod tests {
         // Longer than the join deadline is allowed: the join deadline fires first.
         c.first_bytes_timeout = Duration::from_secs(60);
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn permissive_needs_tls_or_a_secret_to_be_permissive_about() {
+        let mut c = Config::new("prod", "a");
+        c.mode = Mode::Permissive;
+        let err = c.validate().unwrap_err();
+        assert_eq!(err, ConfigError::NothingToMigrateTo);
+        assert!(err.to_string().contains("mode = \"strict\""), "{err}");
+        let keyed = c.with_secret(SharedSecret::new(vec![7; 32]).unwrap());
+        assert_eq!(keyed.validate(), Ok(()));
     }
 }

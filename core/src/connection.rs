@@ -29,6 +29,7 @@ use crate::join::{
     AcceptorHandshake, InitiatorHandshake, JoinError, JoinHello, JoinWelcome, OwnNonce, PeerInfo,
     RejectCode, Rejection, ReplayCache, NONCE_LEN,
 };
+use crate::mode::BelowStrict;
 use crate::preface::{self, PREFACE, PREFACE_LEN};
 use crate::send_queue::SendQueue;
 use crate::time::WallClock;
@@ -649,6 +650,11 @@ impl Connection {
 
     fn joined(&mut self, mut peer: PeerInfo) {
         peer.tls = self.transport.peer();
+        // Only a permissive acceptor gets here with either: a strict node refuses both.
+        peer.below_strict = BelowStrict {
+            plaintext: self.config.tls.is_some() && !self.transport.is_tls(),
+            without_secret: self.config.keyring.is_some() && peer.key_id.is_none(),
+        };
         self.state = State::Joined;
         self.peer = Some(peer.clone());
         self.events.push(Event::Joined(peer));

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Mode};
 use crate::connection::{Connection, Peer};
 use crate::join::ReplayCache;
 use crate::random::{OsRandom, RandomError, RandomSource};
@@ -129,7 +129,8 @@ impl Endpoint {
         self.connection(peer, now, wall, transport)
     }
 
-    /// A connection for a link this node accepted.
+    /// A connection for a link this node accepted. With `mode` permissive and TLS on,
+    /// the peer's first byte decides between TLS and plaintext.
     pub fn accept(&self, now: Instant, wall: SystemTime) -> Result<Connection, ConnectError> {
         self.accept_from(None, now, wall)
     }
@@ -145,9 +146,15 @@ impl Endpoint {
     ) -> Result<Connection, ConnectError> {
         let transport = match &self.tls {
             None => Transport::Plain,
-            Some(tls) => Transport::Tls(Box::new(
-                TlsSession::server(tls, unix_ms(wall)).map_err(ConnectError::Tls)?,
-            )),
+            Some(tls) => {
+                let session =
+                    Box::new(TlsSession::server(tls, unix_ms(wall)).map_err(ConnectError::Tls)?);
+                match self.config.mode {
+                    Mode::Strict => Transport::Tls(session),
+                    // TLS or plaintext, as the peer's first byte says (PROTOCOL.md §8.1).
+                    Mode::Permissive => Transport::Sniffing(session),
+                }
+            }
         };
         self.connection(Peer::Accepted(source), now, wall, transport)
     }

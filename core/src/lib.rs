@@ -39,6 +39,7 @@ mod events;
 pub mod frame;
 pub mod frame_auth;
 pub mod join;
+mod mode;
 pub mod preface;
 pub mod random;
 mod send_queue;
@@ -57,6 +58,7 @@ pub use frame_auth::FrameAuthError;
 pub use join::{
     JoinError, KeyId, Keyring, PeerInfo, RejectCode, Rejection, SecretError, SharedSecret,
 };
+pub use mode::{BelowStrict, Mode};
 pub use preface::PrefaceError;
 pub use random::{OsRandom, RandomError, RandomSource};
 pub use wire::FieldError;

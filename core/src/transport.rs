@@ -4,11 +4,16 @@
 //! ciphertext into frame-stream plaintext and queued frame-stream bytes into records,
 //! says when the join may start, and supplies the channel-binding value. Nothing above
 //! this module knows which transport a connection uses.
+//!
+//! A permissive acceptor with TLS on (`mode`, PROTOCOL.md §8.1) starts undecided and
+//! takes the peer's first byte to choose: plaintext palisade opens with `P` (the
+//! preface), which no TLS record does (content types 20 to 23).
 
 use bytes::{Bytes, BytesMut};
 
 use crate::error::ConnectionError;
 use crate::join::Rejection;
+use crate::preface::MAGIC;
 use crate::send_queue::SendQueue;
 use crate::tls::session::{PrefaceOrTls, ReadOutcome, TlsSession};
 use crate::tls::TlsPeer;
@@ -19,6 +24,11 @@ pub(crate) enum Transport {
     Plain,
     /// Frame-stream bytes travel inside a TLS session.
     Tls(Box<TlsSession>),
+    /// A permissive acceptor before the peer's first byte: becomes `Plain` if it is the
+    /// preface's first byte, else `Tls` with this session (which diagnoses anything that
+    /// is not TLS exactly as a strict TLS acceptor does). Nothing is written until then:
+    /// the peer's language is not known yet.
+    Sniffing(Box<TlsSession>),
 }
 
 impl Transport {
@@ -27,6 +37,7 @@ impl Transport {
         match self {
             Self::Plain => true,
             Self::Tls(tls) => tls.is_ready(),
+            Self::Sniffing(_) => false,
         }
     }
 
@@ -39,7 +50,7 @@ impl Transport {
     /// The value both join proofs are bound to: a TLS exporter value, empty without TLS.
     pub(crate) fn channel_binding(&self) -> &[u8] {
         match self {
-            Self::Plain => &[],
+            Self::Plain | Self::Sniffing(_) => &[],
             Self::Tls(tls) => tls.channel_binding(),
         }
     }
@@ -53,6 +64,9 @@ impl Transport {
         room: usize,
         unix_ms: u64,
     ) -> Result<ReadOutcome, ConnectionError> {
+        if let (Self::Sniffing(_), Some(&first)) = (&*self, input.first()) {
+            self.decide(first);
+        }
         match self {
             Self::Plain => {
                 let take = input.get(..room).unwrap_or(input);
@@ -66,6 +80,21 @@ impl Transport {
                 PrefaceOrTls::Preface(e) => ConnectionError::Preface(e),
                 PrefaceOrTls::Tls(e) => ConnectionError::Tls(e),
             }),
+            // No byte yet.
+            Self::Sniffing(_) => Ok(ReadOutcome {
+                consumed: 0,
+                peer_closed: false,
+            }),
+        }
+    }
+
+    /// A permissive acceptor's choice, from the peer's first byte.
+    fn decide(&mut self, first: u8) {
+        let [magic_first, ..] = MAGIC;
+        if let Self::Sniffing(tls) = std::mem::replace(self, Self::Plain) {
+            if first != magic_first {
+                *self = Self::Tls(tls);
+            }
         }
     }
 
@@ -75,13 +104,21 @@ impl Transport {
         match self {
             Self::Plain => queue.pop(),
             Self::Tls(tls) => tls.poll_transmit(queue, closing),
+            Self::Sniffing(_) => {
+                // The preface waits for the peer's first byte; a link closed before it
+                // (first_bytes_timeout) owes the peer nothing it could read.
+                if closing {
+                    queue.clear();
+                }
+                None
+            }
         }
     }
 
     /// Bytes (beyond the frame queue) still owed to the socket.
     pub(crate) fn has_pending_output(&self, closing: bool) -> bool {
         match self {
-            Self::Plain => false,
+            Self::Plain | Self::Sniffing(_) => false,
             Self::Tls(tls) => tls.has_pending_output(closing),
         }
     }
@@ -89,7 +126,7 @@ impl Transport {
     /// What TLS established about the peer.
     pub(crate) fn peer(&self) -> Option<TlsPeer> {
         match self {
-            Self::Plain => None,
+            Self::Plain | Self::Sniffing(_) => None,
             Self::Tls(tls) => tls.peer(),
         }
     }
@@ -102,7 +139,7 @@ impl Transport {
         rule: Option<crate::tls::NodeIdNames>,
     ) -> Result<(), Rejection> {
         match self {
-            Self::Plain => Ok(()),
+            Self::Plain | Self::Sniffing(_) => Ok(()),
             Self::Tls(tls) => tls.authorize_node_id(node_id, rule),
         }
     }

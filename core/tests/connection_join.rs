@@ -326,6 +326,7 @@ fn code_6_replay_of_captured_hello_bytes_and_an_unverified_hello_is_not_remember
             max_frame: MIB8,
             clock_skew_ms: 0,
             tls: None,
+            below_strict: Default::default(),
         })]
     );
     assert_eq!(kinds(&fresh.frames()), [FrameKind::Welcome]);

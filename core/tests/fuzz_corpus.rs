@@ -494,6 +494,38 @@ fn seeds() -> Seeds {
         "http",
         conn::encode(3, false, &[C::Input(&http)]),
     );
+    // The same acceptor, permissive (PROTOCOL.md §8.1): plaintext and unkeyed peers join.
+    let permissive = |mut input: Vec<u8>| {
+        input[0] |= conn::PERMISSIVE;
+        input
+    };
+    let plain_stream = plain.stream(I);
+    let unkeyed_stream = unkeyed.stream(I);
+    for (name, ops) in [
+        ("permissive-tls-session", tls_ops.clone()),
+        (
+            "permissive-plaintext-session",
+            vec![C::Rest {
+                chunk: 0,
+                bytes: &plain_stream,
+            }],
+        ),
+        (
+            "permissive-unkeyed-session-chunk49",
+            vec![C::Rest {
+                chunk: 49,
+                bytes: &unkeyed_stream,
+            }],
+        ),
+        ("permissive-http", vec![C::Input(&http)]),
+        ("permissive-timeout", vec![C::Advance(2_000)]),
+    ] {
+        add(
+            "connection_acceptor_tls",
+            name,
+            permissive(conn::encode(3, false, &ops)),
+        );
+    }
 
     // pair_ops: operation sequences on a live link.
     let talk = [
@@ -630,6 +662,26 @@ fn recorded_traffic_replays_to_a_join_in_the_targets() {
         acceptor.closed,
         Some(palisade_core::CloseCause::Peer(_))
     ));
+    let tls_seeds = &seeds["connection_acceptor_tls"];
+    for (name, plaintext, without_secret) in [
+        ("permissive-plaintext-session", true, false),
+        ("permissive-unkeyed-session-chunk49", true, true),
+    ] {
+        let acceptor = conn::run(A, true, &tls_seeds[name]);
+        let peer = acceptor.joined.as_ref().unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(
+            (
+                peer.below_strict.plaintext,
+                peer.below_strict.without_secret
+            ),
+            (plaintext, without_secret),
+            "{name}"
+        );
+        assert_eq!(acceptor.frames.len(), 4, "{name}");
+    }
+    // Strict, the same plaintext peer is refused.
+    let strict = conn::run(A, true, &tls_seeds["plaintext-peer"]);
+    assert!(strict.joined.is_none());
     let initiator = conn::run(I, false, &seeds["connection_initiator_plain"]["session"]);
     assert!(initiator.joined.is_some(), "{:?}", initiator.closed);
     assert_eq!(initiator.frames.len(), 2);

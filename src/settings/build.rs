@@ -48,6 +48,7 @@ impl Settings {
         }
         // With TLS off this reports the TLS settings that then do nothing.
         let tls = crate::tls_load::load_tls(&self.tls, &self.node_id, now, &mut report);
+        self.check_mode(&mut report);
         let limits = self.limits(&mut report);
         let config = report
             .is_ok()
@@ -259,6 +260,7 @@ impl Settings {
         config.replay_cache_per_source = self.replay_cache_per_source;
         config.send_buffer_limit = self.send_buffer_limit;
         config.recv_buffer_limit = self.recv_buffer_limit;
+        config.mode = self.mode;
         match config.validate() {
             Ok(()) => Some(config),
             Err(e) => {
@@ -281,6 +283,7 @@ pub(crate) fn config_error_key(e: &ConfigError) -> &'static str {
         | ConfigError::Zero { setting } => setting,
         ConfigError::MaxFrameOutOfRange(_) => "max_frame",
         ConfigError::Tls(_) => "tls_cert_file",
+        ConfigError::NothingToMigrateTo => "mode",
         _ => "config",
     }
 }

@@ -109,6 +109,7 @@ pub const KEYS: &[Key] = &[
     key("node_id_in_cert", Bool, None, "The peer's node id must be, byte for byte, one of its certificate's DNS names. Unset: on with `tls_trust = \"ca\"`, off when pinned."),
     key("min_tls", Choice(&["1.2", "1.3"]), Some("1.2"), "Lowest TLS version (1.3 is preferred either way)."),
     key("cipher_suites", List, Some("[]"), "IANA cipher suite names in preference order. Empty: rustls's defaults."),
+    key("mode", Choice(&["strict", "permissive"]), Some("strict"), "`permissive` only while moving a running cluster to TLS or to a shared secret: the listener then also accepts plaintext peers and peers without the secret (reported on every such link); dials are unchanged. Needs TLS or a secret to move to."),
     key("max_frame", Int, Some("8388608"), "Largest frame payload accepted from a peer, bytes (1 to 4294967295)."),
     key("handshake_timeout", Duration, Some("10s"), "From the start of a link to joined, or it is closed."),
     key("connect_timeout", Duration, Some("5s"), "How long dialing a peer's TCP port may take."),

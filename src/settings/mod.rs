@@ -11,6 +11,7 @@ pub mod duration;
 mod error;
 mod keyring;
 pub mod keys;
+mod mode;
 mod secret;
 pub mod tls;
 
@@ -100,6 +101,11 @@ pub struct Settings {
     /// The TLS keys (`tls_enabled`, `tls_cert_file`, ...), at the top level of the file.
     #[serde(flatten)]
     pub tls: TlsSettings,
+    /// `mode`: `strict` (the default), or `permissive` while a cluster moves to TLS or to
+    /// a secret: the listener then also accepts plaintext peers and peers without the
+    /// secret (reported on every such link, and warned about at every load).
+    #[serde(with = "mode")]
+    pub mode: palisade_core::Mode,
 }
 
 /// The default `connect_timeout`: enough for a peer across regions, short enough that
@@ -141,6 +147,7 @@ impl Default for Settings {
             source_backoff: limits.source_backoff,
             reload_interval: DEFAULT_RELOAD_INTERVAL,
             tls: TlsSettings::default(),
+            mode: core.mode,
         }
     }
 }
@@ -329,7 +336,7 @@ impl Settings {
              recv_buffer_limit, max_unjoined, max_unjoined_per_source,
              new_connection_rate_per_source, new_connection_burst_per_source,
              failed_join_rate_per_source, failed_join_burst_per_source, source_backoff,
-             reload_interval];
+             reload_interval, mode];
             tls [tls_enabled, tls_cert_file, tls_key_file, tls_ca_file, tls_trust,
                  verify_hostname, same_name_as_own_cert, allowed_names, node_id_in_cert,
                  min_tls, cipher_suites]);

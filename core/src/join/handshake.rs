@@ -11,7 +11,7 @@ use super::proof::{acceptor_proof, initiator_proof, proofs_match};
 use super::reject::{RejectCode, Rejection};
 use super::replay::{ReplayCache, ReplayError, ReplaySource};
 use super::secret::KeyId;
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::preface::PROTOCOL_VERSION;
 
 /// What a node learns about its peer by joining it.
@@ -27,6 +27,9 @@ pub struct PeerInfo {
     pub clock_skew_ms: i64,
     /// What TLS established (version, suite, certificate names), when TLS is on.
     pub tls: Option<crate::tls::TlsPeer>,
+    /// How the link fell short of this node's own settings: only a permissive acceptor
+    /// joins such a link (`mode`), and an operator should see every one.
+    pub below_strict: crate::BelowStrict,
 }
 
 fn signed_skew(theirs: u64, ours: u64) -> i64 {
@@ -184,6 +187,7 @@ impl InitiatorHandshake {
             max_frame: usize::try_from(welcome.max_frame).unwrap_or(usize::MAX),
             clock_skew_ms: signed_skew(welcome.timestamp_ms, now_ms),
             tls: None,
+            below_strict: crate::BelowStrict::default(),
         })
     }
 }
@@ -212,8 +216,10 @@ impl AcceptorHandshake {
     }
 
     /// Checks a HELLO received at wall time `now_ms`: version, cluster, proof, own node
-    /// id, clock skew, reflection, replay, in that order (docs/PROTOCOL.md §5.5). On success returns the WELCOME to send and what was
-    /// learned about the peer; on failure the refusal to send in a REJECT.
+    /// id, clock skew, reflection, replay, in that order (docs/PROTOCOL.md §5.5). On
+    /// success returns the WELCOME to send and what was learned about the peer; on
+    /// failure the refusal to send in a REJECT. A permissive node (`mode`) with a keyring
+    /// also takes a HELLO without a proof (§8.1); one with a proof is checked as ever.
     pub fn read_hello(
         self,
         config: &Config,
@@ -238,6 +244,9 @@ impl AcceptorHandshake {
             ));
         }
         let secret = match (&config.keyring, &hello.auth) {
+            // Migration: a peer that has no secret yet joins as it would a node without
+            // one (no proof either way), and the link reports it (`below_strict`).
+            (Some(_), None) if config.mode == Mode::Permissive => None,
             (Some(_), None) => {
                 return Err(refuse(
                     RejectCode::SecretRequired,
@@ -392,6 +401,7 @@ impl AcceptorHandshake {
             max_frame: usize::try_from(hello.max_frame).unwrap_or(usize::MAX),
             clock_skew_ms: skew_ms,
             tls: None,
+            below_strict: crate::BelowStrict::default(),
         };
         Ok((welcome, peer))
     }
@@ -541,5 +551,29 @@ mod tests {
         let (welcome, peer) = res.unwrap();
         assert_eq!(peer.key_id, Some(old.key_id()));
         assert!(init.read_welcome(&i, &welcome, b"", NOW).is_ok());
+    }
+
+    #[test]
+    fn a_permissive_acceptor_takes_a_hello_without_proof_and_checks_one_with_proof() {
+        let mut a = config("b", Some(7));
+        a.mode = Mode::Permissive;
+        let i = config("a", None);
+        let (res, init) = join(&i, &a, 0);
+        let (welcome, peer) = res.unwrap();
+        assert_eq!((peer.key_id, welcome.auth), (None, None));
+        assert!(init.read_welcome(&i, &welcome, b"", NOW).is_ok());
+        let code = |i: &Config| join(i, &a, 0).0.unwrap_err().code;
+        assert_eq!(code(&config("a", Some(8))), RejectCode::UnknownKey);
+        let mut other_cluster = config("a", None);
+        other_cluster.cluster_name = "staging".into();
+        assert_eq!(code(&other_cluster), RejectCode::ClusterMismatch);
+        // The initiator side ignores the mode: it still requires the acceptor's proof.
+        let mut permissive_initiator = config("a", Some(7));
+        permissive_initiator.mode = Mode::Permissive;
+        let (res, init) = join(&permissive_initiator, &config("b", Some(7)), 0);
+        let (mut welcome, _) = res.unwrap();
+        welcome.auth = None;
+        let err = init.read_welcome(&permissive_initiator, &welcome, b"", NOW);
+        assert_eq!(err.unwrap_err().code, RejectCode::SecretRequired);
     }
 }

@@ -7,8 +7,9 @@
 //! protocol owes the peer.
 //!
 //! Input: one settings byte (bits 0-1: `recv_buffer_limit` from
-//! [`fixtures::RECV_LIMITS`]; bit 2: the application polls events only on [`Op::Poll`]),
-//! then operations ([`Op`]).
+//! [`fixtures::RECV_LIMITS`]; bit 2: the application polls events only on [`Op::Poll`];
+//! bit 3, [`PERMISSIVE`]: the TLS acceptor is permissive, PROTOCOL.md §8.1), then
+//! operations ([`Op`]).
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,11 @@ pub fn initiator_plain(data: &[u8]) {
 pub fn acceptor_tls(data: &[u8]) {
     run(Side::Acceptor, true, data);
 }
+
+/// The settings bit that makes the TLS acceptor permissive (`mode`): a peer opening
+/// with plaintext palisade, or joining without the secret, is accepted too, and its
+/// join reports how it fell short. Ignored by the other targets.
+pub const PERMISSIVE: u8 = 8;
 
 /// The settings byte: `recv_limit` indexes [`RECV_LIMITS`].
 pub fn settings(recv_limit: usize, lazy: bool) -> u8 {
@@ -207,6 +213,10 @@ pub fn run(side: Side, tls: bool, data: &[u8]) -> Report {
     let recv_limit = RECV_LIMITS[usize::from(settings & 3)];
     let mut config = fixtures::config(side, true, tls);
     config.recv_buffer_limit = recv_limit;
+    let permissive = side == Side::Acceptor && tls && settings & PERMISSIVE != 0;
+    if permissive {
+        config.mode = palisade_core::Mode::Permissive;
+    }
     let endpoint = fixtures::endpoint(side, config);
     let start = Instant::now();
     let conn = match side {
@@ -215,6 +225,7 @@ pub fn run(side: Side, tls: bool, data: &[u8]) -> Report {
     };
     let conn = conn.unwrap_or_else(|e| panic!("the connection could not be made: {e}"));
     let mut d = Driven::new(conn, tls, true, settings & 4 != 0, recv_limit);
+    d.report.permissive = permissive;
     let mut now = start;
     while !input.is_empty() {
         let op = Op::read(&mut input);
@@ -241,8 +252,18 @@ pub fn run(side: Side, tls: bool, data: &[u8]) -> Report {
         );
     }
     d.check_closed_for_good(now);
-    if !tls {
+    // A permissive acceptor answers in the peer's language: plaintext palisade (which
+    // opens with `P`), TLS records (content types 20 to 23), or nothing at all.
+    let plaintext = !tls || (permissive && d.out.first() == Some(&b'P'));
+    if plaintext {
         wire::check_output(d.who, side, &d.out, &d.report, &d.sent);
+    } else if permissive {
+        let first = d.out.first().copied();
+        assert!(
+            matches!(first, None | Some(0x14..=0x17)),
+            "{}: opened with {first:?}, neither plaintext palisade nor TLS",
+            d.who
+        );
     }
     d.report
 }

@@ -105,7 +105,7 @@ impl Driven {
         let who = self.who;
         let (mut held, mut count) = (0usize, 0usize);
         // Plaintext with the secret: each frame's tag stays in the receive buffer too.
-        let tag = if !self.tls && self.report.keyed {
+        let tag = if self.conn.peer().is_some_and(wire::authenticated) {
             palisade_core::frame_auth::TAG_LEN
         } else {
             0

@@ -19,6 +19,9 @@ use super::fixtures;
 pub struct Report {
     /// Whether the connection holds the shared secret.
     pub keyed: bool,
+    /// A permissive acceptor (PROTOCOL.md §8.1): a peer may join without the secret
+    /// (TLS on: also over plaintext), and the join says so in `below_strict`.
+    pub permissive: bool,
     /// The `Joined` event's peer.
     pub joined: Option<PeerInfo>,
     /// The application frames, in order.
@@ -32,6 +35,7 @@ impl Report {
     pub fn new(keyed: bool) -> Self {
         Self {
             keyed,
+            permissive: false,
             joined: None,
             frames: Vec::new(),
             closed: None,
@@ -45,9 +49,29 @@ impl Report {
             Event::Joined(peer) => {
                 assert!(self.joined.is_none(), "{who}: Joined twice");
                 assert!(self.frames.is_empty(), "{who}: Joined after a frame");
-                // With the secret on, a join means the peer proved it holds it.
+                // With the secret on, a join means the peer proved it holds it, unless
+                // a permissive acceptor took it without (and says so).
                 let key_id = self.keyed.then(|| fixtures::secret().key_id());
-                assert_eq!(peer.key_id, key_id, "{who}: joined with the wrong proof");
+                if self.permissive && peer.key_id.is_none() {
+                    assert_eq!(
+                        peer.below_strict.without_secret, self.keyed,
+                        "{who}: a join without the secret not reported"
+                    );
+                } else {
+                    assert_eq!(peer.key_id, key_id, "{who}: joined with the wrong proof");
+                    assert!(
+                        !peer.below_strict.without_secret,
+                        "{who}: {}",
+                        peer.below_strict
+                    );
+                }
+                // Only a permissive acceptor joins over plaintext with TLS on, and then
+                // it says so.
+                if self.permissive {
+                    assert_eq!(peer.below_strict.plaintext, peer.tls.is_none(), "{who}");
+                } else {
+                    assert!(!peer.below_strict.plaintext, "{who}");
+                }
                 self.joined = Some(peer);
             }
             Event::Frame(payload) => {
@@ -68,6 +92,12 @@ impl Report {
             }
         }
     }
+}
+
+/// Whether a joined link's frames carry tags (PROTOCOL.md §5.7): it is plaintext and
+/// joined with the secret.
+pub fn authenticated(peer: &PeerInfo) -> bool {
+    peer.tls.is_none() && peer.key_id.is_some()
 }
 
 /// The connection's state agrees with what it reported, and is one the protocol has.
@@ -117,8 +147,7 @@ pub fn send(who: &str, conn: &mut Connection, payload: Bytes) -> bool {
     let peer_max = conn.peer().map(|p| p.max_frame);
     let len = payload.len();
     // Plaintext with the secret: every frame after the join carries a tag.
-    let config = conn.config();
-    let tag = if joined && config.keyring.is_some() && config.tls.is_none() {
+    let tag = if conn.peer().is_some_and(authenticated) && joined {
         TAG_LEN
     } else {
         0
@@ -310,8 +339,7 @@ pub fn check_output(
     report: &Report,
     sent: &[Bytes],
 ) -> Vec<WireFrame> {
-    // check_output only sees plaintext links: a join there used the secret when keyed.
-    let tagged = report.keyed && report.joined.is_some();
+    let tagged = report.joined.as_ref().is_some_and(authenticated);
     let frames = parse_output(who, side, out, tagged);
     let kinds: Vec<FrameKind> = frames.iter().map(|f| f.kind).collect();
     let count = |k: FrameKind| kinds.iter().filter(|&&x| x == k).count();
