@@ -100,6 +100,10 @@ struct Tally {
     refused: Mutex<Vec<(usize, String)>>,
     /// Per short-link dialer (from, to): the dial settings version of its last dial.
     churn_version: Mutex<HashMap<(usize, usize), usize>>,
+    /// Each node's `palisade_permissive` gauge after each step's reconfigure.
+    permissive: Mutex<Vec<(usize, bool)>>,
+    /// Each node's metrics at the end.
+    metrics: Mutex<Vec<palisade::MetricsSnapshot>>,
 }
 
 impl Tally {
@@ -202,7 +206,8 @@ async fn churn(nodes: Arc<Vec<Node>>, from: usize, target: usize, tally: Arc<Tal
     while !tally.stop.load(Ordering::Relaxed) {
         let (version, endpoint) = nodes[from].dialing();
         let tag = format!("C {from}>{target} v{version} #{n}");
-        match dial(&endpoint, &to(target, &nodes[target].addr)).await {
+        let counted = nodes[from].listener.metrics().clone();
+        match dial(&endpoint, &to(target, &nodes[target].addr).metrics(counted)).await {
             Ok(conn) => {
                 tally.joins[tally.step.load(Ordering::SeqCst)].fetch_add(1, Ordering::Relaxed);
                 let (mut tx, mut rx) = conn.split();
@@ -240,7 +245,9 @@ async fn dial_long_links(
             for k in 0..LONG_PER_PAIR {
                 let (version, endpoint) = nodes[from].dialing();
                 let tag = format!("L {from}>{target} v{version} step{step} #{k}");
-                match dial(&endpoint, &to(target, &nodes[target].addr)).await {
+                let counted = nodes[from].listener.metrics().clone();
+                let target_dial = to(target, &nodes[target].addr).metrics(counted);
+                match dial(&endpoint, &target_dial).await {
                     Ok(conn) => {
                         tally.joins[step].fetch_add(1, Ordering::Relaxed);
                         let (mut tx, rx) = conn.split();
@@ -348,6 +355,10 @@ async fn migrate(target: Target) -> Arc<Tally> {
             }
             _ => {}
         }
+        for node in nodes.iter() {
+            let gauge = node.listener.metrics().snapshot().permissive;
+            tally.permissive.lock().unwrap().push((step, gauge));
+        }
         tally.step.store(step, Ordering::SeqCst);
         dial_long_links(&nodes, step, &tally, &mut tasks).await;
         tokio::time::sleep(STEP_TIME).await;
@@ -383,6 +394,8 @@ async fn migrate(target: Target) -> Arc<Tally> {
     for acceptor in acceptors {
         acceptor.abort();
     }
+    let snapshots = nodes.iter().map(|n| n.listener.metrics().snapshot());
+    tally.metrics.lock().unwrap().extend(snapshots);
     tally
 }
 
@@ -428,7 +441,24 @@ fn a_cluster_moves_to_tls_and_a_secret_with_no_failed_join_and_no_dropped_link()
         failures.len()
     );
 
+    let metrics = tally.metrics.lock().unwrap().clone();
+    for (node, snapshot) in NODES.iter().zip(&metrics) {
+        eprintln!("migration: metrics of {node} after the migration:\n{snapshot}");
+    }
+
     assert!(failures.is_empty(), "{failures:#?}");
+    // The gauge follows the listener: permissive in steps 1 and 2, strict before and after.
+    for (step, permissive) in tally.permissive.lock().unwrap().iter() {
+        assert_eq!(*permissive, (1..=2).contains(step), "step {step}");
+    }
+    // Every link a listener joined below strict is counted, and only those.
+    let counted: u64 = metrics.iter().map(|m| m.links_below_strict).sum();
+    assert_eq!(counted, sub_strict as u64, "{metrics:#?}");
+    // Each node's dials and accepts are counted in its one snapshot.
+    let dialed: u64 = metrics.iter().map(|m| m.links_dialed).sum();
+    let accepted_links: u64 = metrics.iter().map(|m| m.links_accepted).sum();
+    assert_eq!(dialed, accepted_links, "{metrics:#?}");
+    assert_eq!(accepted_links, accepted.len() as u64, "{metrics:#?}");
     assert_eq!(tally.long_links_done.load(Ordering::SeqCst), 2 * long);
     assert!(joins.iter().all(|j| *j > 0), "{joins:?}");
     // The only handshakes the listeners gave up on: the two refusals at step 2.

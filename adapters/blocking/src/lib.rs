@@ -55,6 +55,7 @@ impl Listener {
         limits: AdmissionLimits,
     ) -> Result<Self, Error> {
         let metrics = Metrics::new(endpoint.config().node_id.clone());
+        metrics.settings_in_use(endpoint.config());
         let gate = Gate::with_limits_and_metrics(on_failure, limits, metrics)?;
         let socket = TcpListener::bind(addr)?;
         let local_addr = socket.local_addr()?;
@@ -96,7 +97,11 @@ impl Listener {
     /// links and handshakes in progress keep theirs. Settings that cannot work are
     /// refused and the old ones stay.
     pub fn reconfigure(&self, config: Config) -> Result<(), Error> {
-        self.endpoint.reconfigure(config)
+        self.endpoint.reconfigure(config)?;
+        self.gate
+            .metrics()
+            .settings_in_use(self.endpoint.current().config());
+        Ok(())
     }
 
     /// The admission counters (refusals, evictions, backoffs, joins).

@@ -269,6 +269,7 @@ impl<R: Runtime> Acceptor<R> {
         limits: AdmissionLimits,
         metrics: Metrics,
     ) -> Result<Self, Error> {
+        metrics.settings_in_use(endpoint.config());
         Ok(Self {
             endpoint: LiveEndpoint::new(endpoint),
             runtime,
@@ -289,7 +290,10 @@ impl<R: Runtime> Acceptor<R> {
 
     /// New settings for the links accepted from now on (see [`LiveEndpoint`]).
     pub fn reconfigure(&self, config: palisade_core::Config) -> Result<(), Error> {
-        self.endpoint.reconfigure(config)
+        self.endpoint.reconfigure(config)?;
+        self.metrics()
+            .settings_in_use(self.endpoint.current().config());
+        Ok(())
     }
 
     /// The admission counters.

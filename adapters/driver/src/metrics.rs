@@ -206,6 +206,12 @@ impl Metrics {
         facade::gauge_set(self, "palisade_permissive", f64::from(u8::from(permissive)));
     }
 
+    /// The gauges that follow a listener's settings (`permissive`), for the settings it
+    /// accepts with from now on: listeners call this when made and at every reconfigure.
+    pub fn settings_in_use(&self, config: &palisade_core::Config) {
+        self.set_permissive(config.mode == palisade_core::Mode::Permissive);
+    }
+
     /// Counts a failed handshake by what ended it: a join refusal by its reject code and
     /// which side refused, a TLS failure by [`tls_failure_label`]. Other failures
     /// (timeouts, resets) are only reflected in `handshakes_in_progress`. The driver calls

@@ -105,7 +105,24 @@ impl LinkObserver {
             span.record("tls_version", tls.version);
             span.record("tls_suite", tls.cipher_suite);
         }
-        span.in_scope(|| tracing::debug!(target: "palisade", "joined {}", peer.node_id));
+        if peer.below_strict.is_any() {
+            // Only a permissive (migration) listener joins such a link: count and say it,
+            // so the operator sees when the last one is gone before going strict.
+            if let Some(m) = &self.metrics {
+                m.record_below_strict();
+            }
+            span.record("below_strict", display(peer.below_strict));
+            span.in_scope(|| {
+                tracing::warn!(
+                    target: "palisade",
+                    "joined {} below the strict settings ({}): allowed only because mode = \"permissive\"",
+                    peer.node_id,
+                    peer.below_strict
+                )
+            });
+        } else {
+            span.in_scope(|| tracing::debug!(target: "palisade", "joined {}", peer.node_id));
+        }
     }
 
     /// The handshake failed with `error`.
