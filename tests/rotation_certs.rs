@@ -220,6 +220,15 @@ fn certificates_replaced_by_symlink_swaps_under_traffic_drop_no_link() {
                 let stats = member.node.watch.stats();
                 assert_eq!((stats.reloads_ok, stats.reloads_failed), (SWAPS as u64, 0));
                 assert!(stats.seconds_to_expiry.is_some_and(|s| s > 0));
+                // The node's metrics saw the same reloads, and every link it dialed and
+                // accepted (each node dials 2 peers per round: start + each swap).
+                let metrics = member.node.metrics();
+                assert_eq!(
+                    (metrics.reloads_ok, metrics.reloads_failed),
+                    (SWAPS as u64, 0)
+                );
+                assert_eq!(metrics.cert_expiry_seconds, stats.seconds_to_expiry);
+                assert_eq!(metrics.links_dialed, 2 * (SWAPS as u64 + 1), "{metrics}");
             }
             let joins = cluster.links;
             eprintln!(

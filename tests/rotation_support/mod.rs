@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use palisade::tokio::{Connection, Dial, Listener};
+use palisade::tokio::{Connection, Dial, Dialer, Listener};
 use palisade::{CloseReason, Endpoint, FailureHook, FileWatch, KeyId, Reload, Settings};
 use tokio::sync::{mpsc, watch};
 
@@ -108,7 +108,8 @@ pub struct Node {
     pub id: String,
     pub addr: String,
     listener: Arc<Listener>,
-    endpoint: Arc<Mutex<Endpoint>>,
+    /// Dials with the node's current settings, counted in the listener's metrics.
+    dialer: Dialer,
     pub watch: FileWatch,
 }
 
@@ -130,6 +131,7 @@ impl Node {
             counting.fail(format!("acceptor: {f}"));
         });
         let endpoint = Endpoint::new(config).unwrap();
+        let dial_endpoint = endpoint.clone();
         let listener =
             Listener::bind_with_limits("127.0.0.1:0", endpoint.clone(), Some(hook), loaded.limits)
                 .await
@@ -169,9 +171,9 @@ impl Node {
         Self {
             id,
             addr,
+            dialer: Dialer::with_metrics(dial_endpoint, listener.metrics().clone()),
+            watch: FileWatch::new(settings).count_in(listener.metrics().clone()),
             listener,
-            endpoint: Arc::new(Mutex::new(endpoint)),
-            watch: FileWatch::new(settings),
         }
     }
 
@@ -181,8 +183,7 @@ impl Node {
         match self.watch.check(SystemTime::now()) {
             Reload::Reloaded { config, report } => {
                 self.listener.reconfigure(config.clone()).unwrap();
-                let mut endpoint = self.endpoint.lock().unwrap();
-                *endpoint = endpoint.reconfigure(config.clone()).unwrap();
+                self.dialer.reconfigure(config.clone()).unwrap();
                 Reload::Reloaded { config, report }
             }
             other => other,
@@ -197,24 +198,25 @@ impl Node {
         }
     }
 
-    /// The endpoint dials use now (shared: a reconfigure is seen by every dialer).
-    pub fn dialer(&self) -> Arc<Mutex<Endpoint>> {
-        Arc::clone(&self.endpoint)
+    /// The node's dialer (a clone shares its settings: a reconfigure reaches it).
+    pub fn dialer(&self) -> Dialer {
+        self.dialer.clone()
+    }
+
+    /// The node's counters: links, joins, refusals, reloads, seconds to expiry.
+    pub fn metrics(&self) -> palisade::MetricsSnapshot {
+        self.listener.metrics().snapshot()
     }
 
     /// Dials `to` and joins, checking the name and node id of the node answering.
     pub async fn dial(&self, to: &Node) -> Result<Connection, palisade::LinkError> {
-        dial(&self.endpoint, to).await
+        self.dialer.dial(&to_node(to)).await
     }
 }
 
-pub async fn dial(
-    endpoint: &Mutex<Endpoint>,
-    to: &Node,
-) -> Result<Connection, palisade::LinkError> {
-    let endpoint = endpoint.lock().unwrap().clone();
-    let how = Dial::new(&to.addr).server_name(&to.id).expect_peer(&to.id);
-    palisade::tokio::dial(&endpoint, &how).await
+/// How to dial `to`: its address, checking its name and node id.
+fn to_node(to: &Node) -> Dial {
+    Dial::new(&to.addr).server_name(&to.id).expect_peer(&to.id)
 }
 
 /// Makes a dialed link a streaming one: announces it, then streams both ways.
@@ -345,15 +347,13 @@ pub fn probe_joins(
     tally: &Arc<Tally>,
     key_ids: &Arc<Mutex<Vec<Option<KeyId>>>>,
 ) -> tokio::task::JoinHandle<()> {
-    let endpoint = from.dialer();
-    let (to_addr, to_id) = (to.addr.clone(), to.id.clone());
+    let dialer = from.dialer();
+    let how = to_node(to);
     let name = format!("{} -> {}", from.id, to.id);
     let (mut stop, tally, key_ids) = (stop.clone(), Arc::clone(tally), Arc::clone(key_ids));
     tokio::spawn(async move {
         while !*stop.borrow_and_update() {
-            let endpoint = endpoint.lock().unwrap().clone();
-            let how = Dial::new(&to_addr).server_name(&to_id).expect_peer(&to_id);
-            match palisade::tokio::dial(&endpoint, &how).await {
+            match dialer.dial(&how).await {
                 Ok(conn) => {
                     tally.joins_ok.fetch_add(1, Ordering::Relaxed);
                     key_ids.lock().unwrap().push(conn.peer().key_id);
