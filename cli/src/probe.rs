@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use clap::Args;
-use palisade::core::tls::{CertRefusal, TlsError};
+use palisade::core::tls::{CertRefusal, CertSummary, TlsError};
 use palisade::tokio::Connection;
 use palisade::{ConnectionError, Dial, Endpoint, JoinError, LinkError, RejectCode};
 use tokio::net::TcpStream;
@@ -39,8 +39,37 @@ pub struct Probed {
     pub tcp: Duration,
     pub join: Duration,
     pub peer: palisade::PeerInfo,
+    /// The certificate the peer presented on this link (`None` without TLS).
+    pub cert: Option<PeerCert>,
+    /// The node's INFO reply (its links; its own view of its certificate).
     pub info: Vec<(String, String)>,
     pub rtts: Vec<Duration>,
+}
+
+/// The peer's end-entity certificate as this side verified it: the serial (hex, as
+/// `palisade certs show` prints it) and what it says.
+#[derive(Debug, Clone)]
+pub struct PeerCert {
+    pub serial: String,
+    pub summary: CertSummary,
+}
+
+impl PeerCert {
+    /// From the link's TLS facts; `None` for a plaintext link (or a certificate
+    /// x509-parser cannot read, which rustls would not have accepted).
+    pub fn of(peer: &palisade::PeerInfo) -> Option<Self> {
+        let der = &peer.tls.as_ref()?.certificate;
+        Some(Self {
+            serial: palisade::tls_load::serial_hex(der)?,
+            summary: CertSummary::parse(der)?,
+        })
+    }
+
+    /// Whole days from `now` (unix seconds) to the end of its validity; negative once
+    /// expired.
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.summary.not_after - now).div_euclid(86_400)
+    }
 }
 
 pub fn run(args: &ProbeArgs) -> Result<ExitCode, CliError> {
@@ -78,14 +107,12 @@ fn print(addr: &str, p: &Probed) {
         }
         None => println!("  TLS:          off (plaintext)"),
     }
-    let v = |k| proto::info_value(&p.info, k).unwrap_or("?");
-    println!("  cert serial:  {}", v("cert_serial"));
-    println!("  cert issuer:  {}", v("cert_issuer"));
-    if let Some(end) =
-        proto::info_value(&p.info, "cert_not_after").and_then(|s| s.parse::<i64>().ok())
-    {
-        println!("  days left:    {}", (end - now).div_euclid(86_400));
+    if let Some(cert) = &p.cert {
+        println!("  cert serial:  {}", cert.serial);
+        println!("  cert issuer:  {}", cert.summary.issuer);
+        println!("  days left:    {}", cert.days_left(now));
     }
+    let v = |k| proto::info_value(&p.info, k).unwrap_or("?");
     println!(
         "  key id:       {}",
         p.peer
@@ -98,7 +125,7 @@ fn print(addr: &str, p: &Probed) {
     println!("  TLS + join:   {:.2} ms", ms(p.join));
     let rtts: Vec<String> = p.rtts.iter().map(|d| format!("{:.3} ms", ms(*d))).collect();
     println!("  ping RTTs:    {}", rtts.join(", "));
-    println!("  (serial, issuer and days left are the node's own report over the link; names, TLS and key id are what this side saw)");
+    println!("  (all but the peer's links is what this side saw on the link: the certificate as TLS verified it)");
 }
 
 pub fn ms(d: Duration) -> f64 {
@@ -162,6 +189,7 @@ pub async fn probe(
     Ok(Probed {
         tcp,
         join,
+        cert: PeerCert::of(&peer),
         peer,
         info,
         rtts,
