@@ -283,8 +283,9 @@ async fn serve(
     limits: palisade::AdmissionLimits,
     listen: Option<String>,
 ) -> Result<ExitCode, CliError> {
-    let unworkable =
-        |e: &palisade::ConfigError| CliError::new(exit::INVALID, "the settings cannot work").cause(e);
+    let unworkable = |e: &palisade::ConfigError| {
+        CliError::new(exit::INVALID, "the settings cannot work").cause(e)
+    };
     let hook: palisade::FailureHook = Arc::new(move |failure| {
         warn!(peer = %failure.peer_addr, "refused a link: {}", failure.error);
     });
