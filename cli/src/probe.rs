@@ -262,3 +262,81 @@ pub fn step_of(e: &LinkError) -> (u8, &'static str, &'static str) {
         _ => (exit::JOIN, "the join", JOIN_HINT),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{self, InitArgs, Names, PROBE_ID};
+
+    /// The probe shows the certificate TLS verified, not what the node says of itself:
+    /// against an application that answers the CLI's INFO and PING but reports no
+    /// certificate, it still prints the serial `certs init` wrote, its issuer and days
+    /// left.
+    #[test]
+    fn the_peer_certificate_shown_is_the_one_tls_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let made = certs::init(
+            &InitArgs {
+                dir: tmp.path().join("c"),
+                nodes: vec!["node-1".into()],
+                names: Names {
+                    dns: Vec::new(),
+                    ip: vec![[127, 0, 0, 1].into()],
+                    days: 30,
+                },
+                cluster: "probe-test".into(),
+                host: [127, 0, 0, 1].into(),
+                base_port: 1,
+                force: false,
+            },
+            &[1],
+        )
+        .unwrap();
+        let load = |node: &str| {
+            let (_, loaded) =
+                palisade::Settings::load_checked(&made.config(node), SystemTime::now());
+            loaded.config.expect("loads")
+        };
+        let node = load("node-1");
+        let der = node.tls.as_ref().unwrap().identity.cert_chain[0].clone();
+        let serial = palisade::tls_load::serial_hex(&der).unwrap();
+        let runtime = crate::runtime().unwrap();
+        let probed = runtime.block_on(async {
+            let listener = palisade::tokio::Listener::bind("127.0.0.1:0", node)
+                .await
+                .unwrap();
+            let addr = listener.local_addr().to_string();
+            let app = tokio::spawn(async move {
+                let (mut conn, _) = listener.accept().await;
+                while let Ok(Some(f)) = conn.recv().await {
+                    let reply = match f.first() {
+                        Some(&proto::INFO_REQUEST) => frame(proto::INFO, b"node_id=node-1\n"),
+                        _ => frame(proto::PONG, &f[1..]),
+                    };
+                    if conn.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let endpoint = Endpoint::new(load(PROBE_ID)).unwrap();
+            let probed = tokio::time::timeout(
+                Duration::from_secs(20),
+                probe(&endpoint, &addr, Some("node-1"), 1),
+            )
+            .await
+            .expect("bounded")
+            .unwrap();
+            app.abort();
+            probed
+        });
+        let cert = probed.cert.expect("a TLS link has a certificate");
+        assert_eq!(cert.serial, serial);
+        assert!(cert.summary.issuer.contains("palisade"), "{cert:?}");
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((28..=30).contains(&cert.days_left(now)), "{cert:?}");
+        assert_eq!(proto::info_value(&probed.info, "cert_serial"), None);
+    }
+}
