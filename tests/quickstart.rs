@@ -93,7 +93,7 @@ fn every_runtime_quickstart_joins_from_config_files() {
         "quickstart-secret-0123456789abcdefghijklmnop\n",
     );
     let ca = TestCa::new("quickstart CA");
-    let ca_pem = certs_pem(&[ca.cert.clone()]);
+    let ca_pem = certs_pem(std::slice::from_ref(&ca.cert));
     for (name, run) in RUNTIMES {
         let addr = format!("127.0.0.1:{}", free_port());
         let a = node_files(

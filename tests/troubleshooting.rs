@@ -49,7 +49,7 @@ fn node_toml(
         dir.file(&format!("{node}.secret"), secret),
         dir.file(&format!("{node}.crt"), &id.cert_pem()),
         dir.file(&format!("{node}.key"), &id.key_pem()),
-        dir.file(&format!("{node}-ca.crt"), &certs_pem(&[ca.cert.clone()])),
+        dir.file(&format!("{node}-ca.crt"), &certs_pem(std::slice::from_ref(&ca.cert))),
     )
 }
 
@@ -189,9 +189,7 @@ fn scenarios() -> Vec<(&'static str, String)> {
     out.push(("nothing listening", refused));
     out.push((
         "short secret",
-        report(&format!(
-            "cluster_name = \"shop\"\nnode_id = \"a\"\nshared_secret = \"short\"\n"
-        )),
+        report("cluster_name = \"shop\"\nnode_id = \"a\"\nshared_secret = \"short\"\n"),
     ));
     out.push((
         "typo",

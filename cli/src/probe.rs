@@ -294,7 +294,7 @@ mod tests {
         .unwrap();
         let load = |node: &str| {
             let (_, loaded) =
-                palisade::Settings::load_checked(&made.config(node), SystemTime::now());
+                palisade::Settings::load_checked(made.config(node), SystemTime::now());
             loaded.config.expect("loads")
         };
         let node = load("node-1");
