@@ -443,7 +443,7 @@ fn secret_errors_say_how_to_make_a_secret_and_how_to_compare_key_ids() {
     assert!(has(&m, &format!("error: accepted_secret_files ({}): this secret (key id {}) is already in the keyring", same.display(), key_id_of(SECRET))), "{m:#?}");
     assert!(has(
         &m,
-        "print a secret's key id with `palisade::settings::key_id_of(secret_text)` on each node"
+        "compare key ids: run `palisade secret id --file FILE` (or `--env VAR`) on each node"
     ));
     // The secret itself is never shown.
     assert!(!format!("{loaded:?}{m:?}{s:?}").contains(&SECRET[..20]));

@@ -547,7 +547,7 @@ impl Demo {
         let joined_hint = "no join";
         self.expect(
             node_side.is_some(),
-            "replayed join refused (the proof is bound to its TLS session)",
+            "replayed join refused by TLS before its HELLO (the proof is bound to the TLS session)",
             format!(
                 "replayer: sent {} recorded bytes, got {} bytes back{}, {joined_hint}\n{:63}node-1: {}",
                 recorded.len(),
@@ -733,9 +733,7 @@ impl Demo {
     async fn rotate_cert(&mut self) -> Result<(), CliError> {
         self.say("certificate rotation: node-2 gets a new certificate and key (files replaced; the node watches them)");
         let before = self.probe(1).await?;
-        let old = proto::info_value(&before.info, "cert_serial")
-            .unwrap_or_default()
-            .to_owned();
+        let old = before.cert.map(|c| c.serial).unwrap_or_default();
         let cluster = self.dir.join("cluster");
         let ca = certs::Ca::load(&cluster.join("ca"))?;
         let names = Names {
@@ -749,9 +747,7 @@ impl Demo {
         while Instant::now() < deadline && seen != serial {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if let Ok(p) = self.probe(1).await {
-                seen = proto::info_value(&p.info, "cert_serial")
-                    .unwrap_or_default()
-                    .to_owned();
+                seen = p.cert.map(|c| c.serial).unwrap_or_default();
             }
         }
         self.expect(

@@ -2,9 +2,13 @@
 //! `seeds` (reconnecting with capped exponential backoff and jitter, and giving up on a
 //! permanent error until the next reload), answers the CLI's pings ([`crate::proto`]),
 //! logs joins and refusals with their reasons, reloads certificates and secrets live
-//! (polled every `--reload-interval`; SIGHUP re-reads the config file too), closes every
-//! link with CLOSE on SIGINT/SIGTERM and exits 0, and prints a stats snapshot on SIGUSR1
-//! (or every `--stats-interval`).
+//! (the library's [`FileWatch`], every `reload_interval`; SIGHUP re-reads the config file
+//! too), closes every link with CLOSE on SIGINT/SIGTERM and exits 0, and prints the
+//! node's [`palisade::MetricsSnapshot`] on SIGUSR1 (or every `--stats-interval`).
+//!
+//! The listener and the [`palisade::tokio::Dialer`] count in one [`Metrics`], and so does
+//! the watch, so the snapshot is the whole node: what an application embedding the
+//! library would see, since this command is built from the same public API.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,11 +20,14 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Args;
 use palisade::core::tls::CertSummary;
-use palisade::tokio::{Connection, Listener};
-use palisade::{CloseCode, CloseReason, Config, Dial, Endpoint, FileWatch, LinkError, Reload};
+use palisade::tokio::{Connection, Dialer, Listener};
+use palisade::{
+    CloseCode, CloseReason, Config, Dial, Endpoint, FileWatch, Metrics, Reload, WatchEvent,
+    WatchHandle,
+};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{error, info, warn};
 
 use crate::exit::{self, CliError};
@@ -31,9 +38,10 @@ pub struct NodeArgs {
     /// The node's config file (TOML; PALISADE_* environment variables override it).
     #[arg(long)]
     pub config: PathBuf,
-    /// How often the certificate, key, CA and secret files are checked for changes.
-    #[arg(long, default_value = "10s", value_parser = duration)]
-    pub reload_interval: Duration,
+    /// Overrides the config's `reload_interval`: how often the certificate, key, CA and
+    /// secret files are checked for changes (0: only on SIGHUP).
+    #[arg(long, value_parser = duration)]
+    pub reload_interval: Option<Duration>,
     /// Also print the stats snapshot this often (it is always printed on SIGUSR1).
     #[arg(long, value_parser = duration)]
     pub stats_interval: Option<Duration>,
@@ -87,41 +95,6 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode, CliError> {
     crate::runtime()?.block_on(serve(args, settings, config, loaded.limits, listen))
 }
 
-/// Dials with the current settings; a reload swaps them. (The seam where issue 12's
-/// `Dialer` goes: today an `Endpoint` re-made per settings generation.)
-#[derive(Debug)]
-struct Dialer {
-    endpoint: RwLock<Endpoint>,
-    connect_timeout: RwLock<Duration>,
-}
-
-impl Dialer {
-    async fn dial(&self, addr: &str) -> Result<Connection, LinkError> {
-        let endpoint = self
-            .endpoint
-            .read()
-            .map(|e| e.clone())
-            .map_err(|_| LinkError::NoAddress(addr.into()))?;
-        let timeout = self
-            .connect_timeout
-            .read()
-            .map(|t| *t)
-            .unwrap_or(Duration::from_secs(5));
-        palisade::tokio::dial(&endpoint, &Dial::new(addr).connect_timeout(timeout)).await
-    }
-
-    fn replace(&self, config: Config, connect_timeout: Duration) -> Result<(), LinkError> {
-        let endpoint = Endpoint::new(config)?;
-        if let Ok(mut e) = self.endpoint.write() {
-            *e = endpoint;
-        }
-        if let Ok(mut t) = self.connect_timeout.write() {
-            *t = connect_timeout;
-        }
-        Ok(())
-    }
-}
-
 #[derive(Debug)]
 struct LinkEntry {
     id: u64,
@@ -129,15 +102,15 @@ struct LinkEntry {
     close: Option<oneshot::Sender<()>>,
 }
 
+/// What only the node knows; joins, refusals, frames, reloads and expiry are in its
+/// [`Metrics`].
 #[derive(Debug, Default)]
 struct Counters {
-    joins: AtomicU64,
-    refused: AtomicU64,
+    /// Dials that failed before a link joined (TCP included, which `Metrics` does not
+    /// see).
     dial_failures: AtomicU64,
-    reloads: AtomicU64,
+    /// Settings the watch or SIGHUP took but the listener or dialer refused.
     reloads_refused: AtomicU64,
-    frames: AtomicU64,
-    bytes: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -151,6 +124,8 @@ struct Node {
     link_gone: Notify,
     reloaded: Notify,
     dialer: Dialer,
+    connect_timeout: RwLock<Duration>,
+    metrics: Metrics,
     started: Instant,
 }
 
@@ -245,23 +220,27 @@ impl Node {
         frame(proto::INFO, text.as_bytes())
     }
 
-    fn snapshot(&self, listener: &Listener) -> String {
+    /// The stats block: a line of what only the node knows, the listener's admission
+    /// counters, then the [`palisade::MetricsSnapshot`] (one `name value` line each).
+    fn snapshot(&self, listener: Option<&Listener>) -> String {
         let c = &self.counters;
-        let s = listener.stats();
-        format!(
-            "stats: node {} up {:.0}s; links [{}]; joins {}, refused {}, dial failures {}, reloads {} (refused {}), frames in {}, bytes in {}; listener: admitted {}, joined {}, failed {}, unjoined now {}, refused (per-source cap {}, rate {}, backoff {}), evicted {}",
+        let mut text = format!(
+            "stats: node {} up {:.0}s; links [{}]; dial failures {}; reloads refused by the listener or dialer {}\n",
             self.id,
             self.started.elapsed().as_secs_f64(),
             self.link_names().join(", "),
-            c.joins.load(Ordering::Relaxed),
-            c.refused.load(Ordering::Relaxed),
             c.dial_failures.load(Ordering::Relaxed),
-            c.reloads.load(Ordering::Relaxed),
             c.reloads_refused.load(Ordering::Relaxed),
-            c.frames.load(Ordering::Relaxed),
-            c.bytes.load(Ordering::Relaxed),
-            s.admitted, s.joined, s.failed, s.unjoined, s.refused_per_source_cap, s.refused_rate, s.refused_backoff, s.evicted,
-        )
+        );
+        if let Some(l) = listener {
+            let s = l.stats();
+            text += &format!(
+                "admission: admitted {}, joined {}, failed {}, unjoined now {}, refused (per-source cap {}, rate {}, backoff {}), evicted {}\n",
+                s.admitted, s.joined, s.failed, s.unjoined, s.refused_per_source_cap, s.refused_rate, s.refused_backoff, s.evicted,
+            );
+        }
+        text += &self.metrics.snapshot().to_string();
+        text
     }
 
     fn take_config(&self, config: &Config) {
@@ -299,38 +278,20 @@ pub fn frame(kind: u8, body: &[u8]) -> Bytes {
 
 async fn serve(
     args: &NodeArgs,
-    settings: palisade::Settings,
+    mut settings: palisade::Settings,
     config: Config,
     limits: palisade::AdmissionLimits,
     listen: Option<String>,
 ) -> Result<ExitCode, CliError> {
-    let node =
-        Arc::new(Node {
-            id: config.node_id.clone(),
-            links: Mutex::new(HashMap::new()),
-            next_link: AtomicU64::new(1),
-            own_cert: RwLock::new(own_cert(&config)),
-            key_id: RwLock::new(key_id(&config)),
-            counters: Counters::default(),
-            link_gone: Notify::new(),
-            reloaded: Notify::new(),
-            dialer: Dialer {
-                endpoint: RwLock::new(Endpoint::new(config.clone()).map_err(|e| {
-                    CliError::new(exit::INVALID, "the settings cannot work").cause(&e)
-                })?),
-                connect_timeout: RwLock::new(settings.connect_timeout),
-            },
-            started: Instant::now(),
-        });
-    let hook_node = Arc::clone(&node);
+    let unworkable = |e: &palisade::ConfigError| {
+        CliError::new(exit::INVALID, "the settings cannot work").cause(e)
+    };
     let hook: palisade::FailureHook = Arc::new(move |failure| {
-        hook_node.counters.refused.fetch_add(1, Ordering::Relaxed);
         warn!(peer = %failure.peer_addr, "refused a link: {}", failure.error);
     });
     let listener = match &listen {
         Some(addr) => {
-            let endpoint = Endpoint::new(config.clone())
-                .map_err(|e| CliError::new(exit::INVALID, "the settings cannot work").cause(&e))?;
+            let endpoint = Endpoint::new(config.clone()).map_err(|e| unworkable(&e))?;
             let listener = Listener::bind_with_limits(addr.as_str(), endpoint, Some(hook), limits)
                 .await
                 .map_err(|e| {
@@ -338,11 +299,32 @@ async fn serve(
                         .cause(&e)
                         .hint("is another process on that port? change `listen`")
                 })?;
-            info!(node = %node.id, "listening on {} (key id {})", listener.local_addr(), key_id(&config));
+            info!(node = %config.node_id, "listening on {} (key id {})", listener.local_addr(), key_id(&config));
             Some(Arc::new(listener))
         }
         None => None,
     };
+    // One set of counters for the whole node: the listener's, shared with the dialer
+    // and the watch.
+    let metrics = listener.as_ref().map_or_else(
+        || Metrics::new(config.node_id.clone()),
+        |l| l.metrics().clone(),
+    );
+    let endpoint = Endpoint::new(config.clone()).map_err(|e| unworkable(&e))?;
+    let node = Arc::new(Node {
+        id: config.node_id.clone(),
+        links: Mutex::new(HashMap::new()),
+        next_link: AtomicU64::new(1),
+        own_cert: RwLock::new(own_cert(&config)),
+        key_id: RwLock::new(key_id(&config)),
+        counters: Counters::default(),
+        link_gone: Notify::new(),
+        reloaded: Notify::new(),
+        dialer: Dialer::with_metrics(endpoint, metrics.clone()),
+        connect_timeout: RwLock::new(settings.connect_timeout),
+        metrics,
+        started: Instant::now(),
+    });
     if let Some(listener) = &listener {
         let (node, listener) = (Arc::clone(&node), Arc::clone(listener));
         tokio::spawn(async move {
@@ -357,7 +339,11 @@ async fn serve(
         tokio::spawn(dial_loop(Arc::clone(&node), seed));
     }
 
-    let mut watch = FileWatch::new(settings);
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    if let Some(every) = args.reload_interval {
+        settings.reload_interval = every;
+    }
+    let mut watch = Some(start_watch(settings, &node, events_tx.clone())?);
     let mut hup = signal(SignalKind::hangup())
         .map_err(|e| CliError::new(exit::IO, "cannot install the SIGHUP handler").cause(&e))?;
     let mut usr1 = signal(SignalKind::user_defined1())
@@ -366,32 +352,37 @@ async fn serve(
         .map_err(|e| CliError::new(exit::IO, "cannot install the SIGTERM handler").cause(&e))?;
     let mut int = signal(SignalKind::interrupt())
         .map_err(|e| CliError::new(exit::IO, "cannot install the SIGINT handler").cause(&e))?;
-    let mut poll = tokio::time::interval(args.reload_interval);
-    poll.tick().await;
     let mut stats = args.stats_interval.map(tokio::time::interval);
-    let print_stats = |node: &Node| match &listener {
-        Some(l) => println!("{}", node.snapshot(l)),
-        None => println!(
-            "stats: node {} links [{}]",
-            node.id,
-            node.link_names().join(", ")
-        ),
-    };
+    let print_stats = |node: &Node| println!("{}", node.snapshot(listener.as_deref()));
     loop {
         tokio::select! {
-            _ = poll.tick() => apply(&node, listener.as_deref(), watch.check(SystemTime::now()), "files"),
+            Some(event) = events.recv() => match event {
+                WatchEvent::Reload(reload) => apply(&node, listener.as_deref(), reload, "files"),
+                // The watch has logged it (warn within 30 days, error within 7 or after).
+                WatchEvent::Expiry(_) => {}
+            },
             _ = hup.recv() => {
                 info!("SIGHUP: re-reading {} and the files it names", args.config.display());
-                let (settings, loaded) = palisade::Settings::load_checked(&args.config, SystemTime::now());
+                let (mut settings, loaded) = palisade::Settings::load_checked(&args.config, SystemTime::now());
+                let ok = loaded.config.is_some();
+                node.metrics.record_reload(ok);
                 match loaded.config {
                     Some(config) => {
                         if settings.listen != listen {
                             warn!("listen changed in {}; restart the node to listen on the new address", args.config.display());
                         }
                         let report = loaded.report;
+                        if let Ok(mut t) = node.connect_timeout.write() {
+                            *t = settings.connect_timeout;
+                        }
                         apply(&node, listener.as_deref(), Reload::Reloaded { config, report }, "config");
-                        let _ = node.dialer.connect_timeout.write().map(|mut t| *t = settings.connect_timeout);
-                        watch = FileWatch::new(settings);
+                        if let Some(every) = args.reload_interval {
+                            settings.reload_interval = every;
+                        }
+                        // The old watch stops when its handle drops; the new one watches
+                        // the files the new config names.
+                        drop(watch.take());
+                        watch = Some(start_watch(settings, &node, events_tx.clone())?);
                     }
                     None => apply(&node, listener.as_deref(), Reload::Refused { report: loaded.report }, "config"),
                 }
@@ -402,6 +393,7 @@ async fn serve(
             _ = int.recv() => { info!("SIGINT: closing {} link(s)", node.link_count()); break; }
         }
     }
+    drop(watch);
     node.close_all();
     let deadline = Instant::now() + CLOSE_WAIT;
     while node.link_count() > 0 && Instant::now() < deadline {
@@ -410,6 +402,29 @@ async fn serve(
     print_stats(&node);
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The library's file watch on its own thread, every `reload_interval`, counting in the
+/// node's metrics; its reloads and expiry warnings come back through `events`.
+fn start_watch(
+    settings: palisade::Settings,
+    node: &Node,
+    events: mpsc::UnboundedSender<WatchEvent>,
+) -> Result<WatchHandle, CliError> {
+    let watch = FileWatch::new(settings).count_in(node.metrics.clone());
+    match watch.interval() {
+        Some(every) => info!(
+            "watching {} file(s) every {:.1}s",
+            watch.files().len(),
+            every.as_secs_f64()
+        ),
+        None => info!("reload_interval is 0: files are re-read on SIGHUP only"),
+    }
+    watch
+        .spawn(move |event| {
+            let _ = events.send(event);
+        })
+        .map_err(|e| CliError::new(exit::IO, "cannot start the file watch").cause(&e))
 }
 
 fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
@@ -428,17 +443,13 @@ fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
                     return;
                 }
             }
-            if let Err(e) = node.dialer.replace(
-                config.clone(),
-                node.dialer
-                    .connect_timeout
-                    .read()
-                    .map_or(Duration::from_secs(5), |t| *t),
-            ) {
+            if let Err(e) = node.dialer.reconfigure(config.clone()) {
                 error!("reload refused for dialing ({e}); keeping the previous settings");
+                node.counters
+                    .reloads_refused
+                    .fetch_add(1, Ordering::Relaxed);
             }
             node.take_config(&config);
-            node.counters.reloads.fetch_add(1, Ordering::Relaxed);
             let serial = own_cert(&config)
                 .map(|(s, _)| s)
                 .unwrap_or_else(|| "none".into());
@@ -446,9 +457,6 @@ fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
             node.reloaded.notify_waiters();
         }
         Reload::Refused { report } => {
-            node.counters
-                .reloads_refused
-                .fetch_add(1, Ordering::Relaxed);
             for finding in report.errors() {
                 error!("reload refused, keeping the previous settings: {finding}");
             }
@@ -474,7 +482,15 @@ async fn dial_loop(node: Arc<Node>, seed: String) {
             }
             gone.await;
         }
-        match node.dialer.dial(&seed).await {
+        let timeout = node
+            .connect_timeout
+            .read()
+            .map_or(Duration::from_secs(5), |t| *t);
+        match node
+            .dialer
+            .dial(&Dial::new(seed.as_str()).connect_timeout(timeout))
+            .await
+        {
             Ok(conn) => {
                 backoff = BACKOFF_START;
                 known = Some(conn.peer().node_id.clone());
@@ -510,7 +526,6 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
         .await;
         return;
     };
-    node.counters.joins.fetch_add(1, Ordering::Relaxed);
     let tls = peer.tls.as_ref().map_or("plaintext".into(), |t| {
         format!(
             "{} {}, certificate names [{}]",
@@ -526,8 +541,6 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
         tokio::select! {
             frame = rx.recv() => match frame {
                 Ok(Some(f)) => {
-                    node.counters.frames.fetch_add(1, Ordering::Relaxed);
-                    node.counters.bytes.fetch_add(f.len() as u64, Ordering::Relaxed);
                     let reply = match f.first() {
                         Some(&proto::PING) => Some(frame_pong(&f)),
                         Some(&proto::INFO_REQUEST) => Some(node.info()),
@@ -575,10 +588,9 @@ mod tests {
             counters: Counters::default(),
             link_gone: Notify::new(),
             reloaded: Notify::new(),
-            dialer: Dialer {
-                endpoint: RwLock::new(Endpoint::new(config).unwrap()),
-                connect_timeout: RwLock::new(Duration::from_secs(1)),
-            },
+            dialer: Dialer::new(Endpoint::new(config).unwrap()),
+            connect_timeout: RwLock::new(Duration::from_secs(1)),
+            metrics: Metrics::new(id),
             started: Instant::now(),
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use clap::Args;
-use palisade::core::tls::{CertRefusal, TlsError};
+use palisade::core::tls::{CertRefusal, CertSummary, TlsError};
 use palisade::tokio::Connection;
 use palisade::{ConnectionError, Dial, Endpoint, JoinError, LinkError, RejectCode};
 use tokio::net::TcpStream;
@@ -39,8 +39,37 @@ pub struct Probed {
     pub tcp: Duration,
     pub join: Duration,
     pub peer: palisade::PeerInfo,
+    /// The certificate the peer presented on this link (`None` without TLS).
+    pub cert: Option<PeerCert>,
+    /// The node's INFO reply (its links; its own view of its certificate).
     pub info: Vec<(String, String)>,
     pub rtts: Vec<Duration>,
+}
+
+/// The peer's end-entity certificate as this side verified it: the serial (hex, as
+/// `palisade certs show` prints it) and what it says.
+#[derive(Debug, Clone)]
+pub struct PeerCert {
+    pub serial: String,
+    pub summary: CertSummary,
+}
+
+impl PeerCert {
+    /// From the link's TLS facts; `None` for a plaintext link (or a certificate
+    /// x509-parser cannot read, which rustls would not have accepted).
+    pub fn of(peer: &palisade::PeerInfo) -> Option<Self> {
+        let der = &peer.tls.as_ref()?.certificate;
+        Some(Self {
+            serial: palisade::tls_load::serial_hex(der)?,
+            summary: CertSummary::parse(der)?,
+        })
+    }
+
+    /// Whole days from `now` (unix seconds) to the end of its validity; negative once
+    /// expired.
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.summary.not_after - now).div_euclid(86_400)
+    }
 }
 
 pub fn run(args: &ProbeArgs) -> Result<ExitCode, CliError> {
@@ -78,14 +107,12 @@ fn print(addr: &str, p: &Probed) {
         }
         None => println!("  TLS:          off (plaintext)"),
     }
-    let v = |k| proto::info_value(&p.info, k).unwrap_or("?");
-    println!("  cert serial:  {}", v("cert_serial"));
-    println!("  cert issuer:  {}", v("cert_issuer"));
-    if let Some(end) =
-        proto::info_value(&p.info, "cert_not_after").and_then(|s| s.parse::<i64>().ok())
-    {
-        println!("  days left:    {}", (end - now).div_euclid(86_400));
+    if let Some(cert) = &p.cert {
+        println!("  cert serial:  {}", cert.serial);
+        println!("  cert issuer:  {}", cert.summary.issuer);
+        println!("  days left:    {}", cert.days_left(now));
     }
+    let v = |k| proto::info_value(&p.info, k).unwrap_or("?");
     println!(
         "  key id:       {}",
         p.peer
@@ -98,7 +125,7 @@ fn print(addr: &str, p: &Probed) {
     println!("  TLS + join:   {:.2} ms", ms(p.join));
     let rtts: Vec<String> = p.rtts.iter().map(|d| format!("{:.3} ms", ms(*d))).collect();
     println!("  ping RTTs:    {}", rtts.join(", "));
-    println!("  (serial, issuer and days left are the node's own report over the link; names, TLS and key id are what this side saw)");
+    println!("  (all but the peer's links is what this side saw on the link: the certificate as TLS verified it)");
 }
 
 pub fn ms(d: Duration) -> f64 {
@@ -162,6 +189,7 @@ pub async fn probe(
     Ok(Probed {
         tcp,
         join,
+        cert: PeerCert::of(&peer),
         peer,
         info,
         rtts,
@@ -232,5 +260,83 @@ pub fn step_of(e: &LinkError) -> (u8, &'static str, &'static str) {
             | ConnectionError::Join(_),
         ) => (exit::JOIN, "the join", JOIN_HINT),
         _ => (exit::JOIN, "the join", JOIN_HINT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{self, InitArgs, Names, PROBE_ID};
+
+    /// The probe shows the certificate TLS verified, not what the node says of itself:
+    /// against an application that answers the CLI's INFO and PING but reports no
+    /// certificate, it still prints the serial `certs init` wrote, its issuer and days
+    /// left.
+    #[test]
+    fn the_peer_certificate_shown_is_the_one_tls_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let made = certs::init(
+            &InitArgs {
+                dir: tmp.path().join("c"),
+                nodes: vec!["node-1".into()],
+                names: Names {
+                    dns: Vec::new(),
+                    ip: vec![[127, 0, 0, 1].into()],
+                    days: 30,
+                },
+                cluster: "probe-test".into(),
+                host: [127, 0, 0, 1].into(),
+                base_port: 1,
+                force: false,
+            },
+            &[1],
+        )
+        .unwrap();
+        let load = |node: &str| {
+            let (_, loaded) =
+                palisade::Settings::load_checked(made.config(node), SystemTime::now());
+            loaded.config.expect("loads")
+        };
+        let node = load("node-1");
+        let der = node.tls.as_ref().unwrap().identity.cert_chain[0].clone();
+        let serial = palisade::tls_load::serial_hex(&der).unwrap();
+        let runtime = crate::runtime().unwrap();
+        let probed = runtime.block_on(async {
+            let listener = palisade::tokio::Listener::bind("127.0.0.1:0", node)
+                .await
+                .unwrap();
+            let addr = listener.local_addr().to_string();
+            let app = tokio::spawn(async move {
+                let (mut conn, _) = listener.accept().await;
+                while let Ok(Some(f)) = conn.recv().await {
+                    let reply = match f.first() {
+                        Some(&proto::INFO_REQUEST) => frame(proto::INFO, b"node_id=node-1\n"),
+                        _ => frame(proto::PONG, &f[1..]),
+                    };
+                    if conn.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let endpoint = Endpoint::new(load(PROBE_ID)).unwrap();
+            let probed = tokio::time::timeout(
+                Duration::from_secs(20),
+                probe(&endpoint, &addr, Some("node-1"), 1),
+            )
+            .await
+            .expect("bounded")
+            .unwrap();
+            app.abort();
+            probed
+        });
+        let cert = probed.cert.expect("a TLS link has a certificate");
+        assert_eq!(cert.serial, serial);
+        assert!(cert.summary.issuer.contains("palisade"), "{cert:?}");
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((28..=30).contains(&cert.days_left(now)), "{cert:?}");
+        assert_eq!(proto::info_value(&probed.info, "cert_serial"), None);
     }
 }

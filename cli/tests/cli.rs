@@ -458,3 +458,78 @@ fn an_interrupted_demo_stops_its_nodes_and_removes_its_temp_dir() {
         }
     }
 }
+
+/// `palisade node` without `--reload-interval` takes the config's `reload_interval`, and
+/// its stats (SIGUSR1) are the library's `MetricsSnapshot` of the whole node: links it
+/// accepted and links it dialed counted together, the watch's reload and the
+/// certificate's expiry in the same block.
+#[test]
+fn a_node_reloads_by_its_reload_interval_setting_and_prints_one_snapshot_on_sigusr1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let base = free_base(2);
+    init(&dir, "node-1,node-2", base);
+    let cfg2 = config(&dir, "node-2");
+    let mut toml = std::fs::read_to_string(&cfg2).unwrap();
+    toml += "reload_interval = \"200ms\"\n";
+    std::fs::write(&cfg2, toml).unwrap();
+    let _node1 = NodeProc::start(&dir, "node-1");
+    let stdout = tmp.path().join("node-2.out");
+    let mut node2 = NodeProc {
+        child: Command::new(BIN)
+            .args(["node", "--config", &cfg2])
+            .env_remove("PALISADE_SHARED_SECRET")
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(tmp.path().join("node-2.log")).unwrap())
+            .spawn()
+            .unwrap(),
+        log: tmp.path().join("node-2.log"),
+    };
+    let addr2 = format!("127.0.0.1:{}", base + 1);
+    let before = probe_until(&dir, &addr2, |o| {
+        field(o, "peer's links:").contains("node-1#")
+    });
+    let old_serial = field(&before, "cert serial:");
+    let issued = palisade(&[
+        "certs",
+        "issue",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--node",
+        "node-2",
+    ]);
+    assert!(issued.status.success(), "{}", text(&issued));
+    // The default interval (10 s) would not reload within this bound; 200ms does.
+    let t = Instant::now();
+    let after = probe_until(&dir, &addr2, |o| field(o, "cert serial:") != old_serial);
+    assert!(t.elapsed() < Duration::from_secs(5), "{after}");
+    assert!(node2.log().contains("every 0.2s"), "{}", node2.log());
+
+    let pid = node2.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-USR1", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let value = |out: &str, name: &str| -> Option<i64> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    let shown = loop {
+        let out = std::fs::read_to_string(&stdout).unwrap_or_default();
+        if out.contains("permissive ") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "no snapshot on SIGUSR1: {out}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(shown.starts_with("stats: node node-2"), "{shown}");
+    assert!(value(&shown, "links_dialed") >= Some(1), "{shown}");
+    assert!(value(&shown, "links_accepted") >= Some(2), "{shown}");
+    assert!(value(&shown, "joins_ok") >= Some(3), "{shown}");
+    assert_eq!(value(&shown, "reloads_ok"), Some(1), "{shown}");
+    let expiry = value(&shown, "cert_expiry_seconds").expect("expiry");
+    assert!(expiry > 86_400, "{shown}");
+    assert_eq!(node2.terminate().code(), Some(0));
+}

@@ -37,7 +37,7 @@ pub fn key_id_of(secret_text: &str) -> KeyId {
 
 /// How an error message tells an operator to compare secrets.
 pub(crate) const KEY_ID_HINT: &str =
-    "print a secret's key id with `palisade::settings::key_id_of(secret_text)` on each node";
+    "compare key ids: run `palisade secret id --file FILE` (or `--env VAR`) on each node";
 
 /// A secret's text as given in settings. Zeroed on drop; `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
