@@ -115,13 +115,12 @@ impl RejectCode {
                 "the key ids match, so this is not a wrong secret: the join message was forged \
                  (key ids are not secret), altered in transit or relayed from another \
                  connection; look for a man in the middle, or a peer that binds the join to \
-                 its TLS session differently (palisade::settings::key_id_of prints a secret's \
-                 key id)"
+                 its TLS session differently (`palisade secret id` prints a secret's key id)"
             }
             Self::UnknownKey => {
                 "the nodes share no secret: during a rotation, add the new secret to every node's \
                  accepted secrets before making it primary anywhere; compare the nodes' key ids \
-                 (palisade::settings::key_id_of prints a secret's)"
+                 (`palisade secret id --file FILE` on each node)"
             }
             Self::ClockSkew => "synchronise the nodes' clocks (NTP), or raise clock_skew_tolerance",
             Self::Replay => {
