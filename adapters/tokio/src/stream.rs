@@ -13,6 +13,22 @@ use palisade_driver::Connection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A joined link as a tokio byte stream: `ByteStream::from(connection)`.
+///
+/// ```no_run
+/// # async fn run(config: palisade_core::Config) -> Result<(), Box<dyn std::error::Error>> {
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// let conn = palisade_tokio::connect("node-b.cluster.local:7000", config).await?;
+/// let mut stream = palisade_tokio::ByteStream::from(conn);
+/// println!("talking to {}", stream.peer().node_id);
+/// stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await?; // one DATA frame
+/// stream.flush().await?;
+/// let mut reply = Vec::new();
+/// stream.read_to_end(&mut reply).await?; // until the peer closes
+/// stream.shutdown().await?; // CLOSE, close_notify, FIN
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ByteStream(palisade_driver::ByteStream);
 
