@@ -13,8 +13,8 @@ use async_std::net::{TcpListener, TcpStream};
 use palisade_driver::{FuturesSocket, Runtime, ShutdownWrite};
 
 pub use palisade_driver::{
-    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Dial, Error, HandshakeFailure,
-    Metrics, MetricsSnapshot, RecvHalf, SendHalf,
+    AdmissionError, AdmissionLimits, AdmissionStats, ByteStream, Connection, Dial, Error,
+    HandshakeFailure, Metrics, MetricsSnapshot, RecvHalf, SendHalf,
 };
 
 palisade_driver::async_adapter!(AsyncStd, async_std::net::ToSocketAddrs);

@@ -218,6 +218,11 @@ impl Connection {
     pub fn split(self) -> (SendHalf, RecvHalf) {
         (self.send, self.recv)
     }
+
+    /// The link's shared state (for [`crate::stream::ByteStream`]).
+    pub(crate) fn link(&self) -> &Link {
+        self.send.link()
+    }
 }
 
 impl SendHalf {

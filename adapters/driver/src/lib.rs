@@ -10,6 +10,7 @@
 //! - [`driver::Driver`]: the socket loop for async runtimes over `futures-io`, generic
 //!   over a [`driver::Runtime`] (sleep + spawn);
 //! - [`conn`]: the async application handle, its halves, `Stream` and `Sink`;
+//! - [`stream`]: a joined link as a byte stream (`futures-io` `AsyncRead` / `AsyncWrite`);
 //! - [`admission`]: which accepted sockets get a handshake at all (per-source caps and
 //!   token buckets, backoff, oldest-first eviction), before any TLS or HMAC work;
 //! - [`listener`]: concurrent handshakes for accepted sockets, bounded, with failures
@@ -39,6 +40,7 @@ pub mod live;
 pub mod metrics;
 pub mod observe;
 pub mod serve;
+pub mod stream;
 
 pub use admission::{AdmissionError, AdmissionLimits, AdmissionStats, Permit};
 pub use blocking::{
@@ -55,6 +57,7 @@ pub use listener::{Acceptor, FailureHook, Gate};
 pub use live::LiveEndpoint;
 pub use metrics::{Direction, Metrics, MetricsSnapshot};
 pub use serve::{FuturesSocket, Net, ShutdownWrite};
+pub use stream::ByteStream;
 
 // What `async_adapter!` names from the core, reachable as `$crate::__core`.
 #[doc(hidden)]

@@ -13,8 +13,8 @@ use palisade_driver::{FuturesSocket, Runtime, ShutdownWrite};
 use smol::net::{TcpListener, TcpStream};
 
 pub use palisade_driver::{
-    AdmissionError, AdmissionLimits, AdmissionStats, Connection, Dial, Error, HandshakeFailure,
-    Metrics, MetricsSnapshot, RecvHalf, SendHalf,
+    AdmissionError, AdmissionLimits, AdmissionStats, ByteStream, Connection, Dial, Error,
+    HandshakeFailure, Metrics, MetricsSnapshot, RecvHalf, SendHalf,
 };
 
 palisade_driver::async_adapter!(Smol, smol::net::AsyncToSocketAddrs);

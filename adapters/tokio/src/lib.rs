@@ -1,7 +1,7 @@
 //! palisade on tokio: [`Listener`] and [`connect`] (or a [`Dialer`]) give joined
 //! [`Connection`]s. The socket loop, the accept loop, the handles (with `Stream` /
 //! `Sink`), the dialer and the error type are `palisade-driver`'s; this crate holds
-//! tokio's sockets, timer and spawn.
+//! tokio's sockets, timer and spawn, and [`ByteStream`]: a link as a tokio byte stream.
 
 use std::future::Future;
 use std::io;
@@ -10,6 +10,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use palisade_driver::Runtime;
+
+mod stream;
+pub use stream::ByteStream;
 use tokio::io::{AsyncRead as TokioRead, AsyncWrite as TokioWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
