@@ -8,12 +8,14 @@
 //! TLS handshakes, and a node that comes back is found within `cap`.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use palisade::tokio::{Dial, Dialer, SendHalf};
+use palisade::tokio::{Connection, Dial, Dialer, SendHalf};
+use tokio::net::TcpSocket;
 use tokio::sync::{oneshot, Mutex};
 use tokio::task::JoinHandle;
 
@@ -112,6 +114,7 @@ struct State {
 /// The link to one peer.
 pub(crate) struct PeerLink {
     dial: Dial,
+    source: Option<IpAddr>,
     dialer: Dialer,
     backoff: Backoff,
     enabled: Arc<AtomicBool>,
@@ -122,12 +125,14 @@ pub(crate) struct PeerLink {
 impl PeerLink {
     pub(crate) fn new(
         dial: Dial,
+        source: Option<IpAddr>,
         dialer: Dialer,
         backoff: Backoff,
         enabled: Arc<AtomicBool>,
     ) -> Self {
         Self {
             dial,
+            source,
             dialer,
             backoff,
             enabled,
@@ -136,9 +141,12 @@ impl PeerLink {
         }
     }
 
-    /// Drops the joined link, if any (the node is being isolated).
+    /// Drops the joined link, if any; the next call dials at once.
     pub(crate) async fn disconnect(&self) {
-        self.state.lock().await.live = None;
+        let mut state = self.state.lock().await;
+        state.live = None;
+        state.failures = 0;
+        state.retry_at = None;
     }
 
     /// The joined link, dialed if need be.
@@ -165,7 +173,7 @@ impl PeerLink {
                 )));
             }
         }
-        match self.dialer.dial(&self.dial).await {
+        match self.connect().await {
             Ok(conn) => {
                 state.failures = 0;
                 state.retry_at = None;
@@ -199,6 +207,27 @@ impl PeerLink {
                 Err(CallError::Unreachable(state.last_error.clone()))
             }
         }
+    }
+
+    /// Dials, from the source address if one is set.
+    async fn connect(&self) -> Result<Connection, palisade::tokio::Error> {
+        let Some(source) = self.source else {
+            return self.dialer.dial(&self.dial).await;
+        };
+        let addr = tokio::net::lookup_host(self.dial.addr())
+            .await?
+            .find(|a| a.is_ipv4() == source.is_ipv4())
+            .ok_or_else(|| palisade::tokio::Error::NoAddress(self.dial.addr().to_owned()))?;
+        let socket = match source {
+            IpAddr::V4(_) => TcpSocket::new_v4()?,
+            IpAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        let timeout = self.dial.timeout().unwrap_or(Duration::from_secs(5));
+        let stream = tokio::time::timeout(timeout, socket.connect(addr))
+            .await
+            .map_err(|_| self.dial.timed_out())??;
+        self.dialer.connect_stream(stream, &self.dial).await
     }
 
     /// Sends the frame `encode(id)` and waits for the frame answering `id`.

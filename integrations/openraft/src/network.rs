@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +41,7 @@ struct Shared<C: RaftTypeConfig> {
     peer_id: Box<PeerId<C>>,
     backoff: Backoff,
     connect_timeout: Duration,
+    source: Option<IpAddr>,
     enabled: Arc<AtomicBool>,
     links: Mutex<HashMap<C::NodeId, Arc<PeerLink>>>,
 }
@@ -83,6 +85,7 @@ impl<C: RaftTypeConfig> PalisadeNetwork<C> {
                 peer_id: Box::new(|id| id.to_string()),
                 backoff: Backoff::default(),
                 connect_timeout: Duration::from_secs(1),
+                source: None,
                 enabled: Arc::new(AtomicBool::new(true)),
                 links: Mutex::new(HashMap::new()),
             }),
@@ -113,6 +116,12 @@ impl<C: RaftTypeConfig> PalisadeNetwork<C> {
         self.edit(|s| s.connect_timeout = timeout)
     }
 
+    /// Dials from `ip` (the node's own address on a multi-homed host, so peers see
+    /// and rate-limit the address it listens on). Call before cloning.
+    pub fn source_addr(self, ip: IpAddr) -> Self {
+        self.edit(|s| s.source = Some(ip))
+    }
+
     /// The dialer, to `reconfigure` it.
     pub fn dialer(&self) -> &Dialer {
         &self.shared.dialer
@@ -123,13 +132,24 @@ impl<C: RaftTypeConfig> PalisadeNetwork<C> {
     pub async fn set_enabled(&self, on: bool) {
         self.shared.enabled.store(on, Ordering::SeqCst);
         if !on {
-            let links: Vec<_> = match self.shared.links.lock() {
-                Ok(l) => l.values().cloned().collect(),
-                Err(_) => Vec::new(),
-            };
-            for link in links {
-                link.disconnect().await;
-            }
+            self.reconnect().await;
+        }
+    }
+
+    /// Closes every joined link; the next RPC to each peer dials again at once. After
+    /// a rotation (`dialer().reconfigure(..)` everywhere), this moves the node's
+    /// outgoing links onto the new certificates and secret now rather than when they
+    /// next break. RPCs in flight fail and openraft retries them.
+    pub async fn reconnect(&self) {
+        for link in self.all_links() {
+            link.disconnect().await;
+        }
+    }
+
+    fn all_links(&self) -> Vec<Arc<PeerLink>> {
+        match self.shared.links.lock() {
+            Ok(l) => l.values().cloned().collect(),
+            Err(_) => Vec::new(),
         }
     }
 
@@ -141,6 +161,7 @@ impl<C: RaftTypeConfig> PalisadeNetwork<C> {
                 .connect_timeout(s.connect_timeout);
             Arc::new(PeerLink::new(
                 dial,
+                s.source,
                 s.dialer.clone(),
                 s.backoff,
                 Arc::clone(&s.enabled),
