@@ -174,6 +174,9 @@ impl PeerLink {
             }
         }
         match self.connect().await {
+            Ok(_) if !self.enabled.load(Ordering::SeqCst) => Err(CallError::Unreachable(
+                "this node's network was switched off during the dial".into(),
+            )),
             Ok(conn) => {
                 state.failures = 0;
                 state.retry_at = None;

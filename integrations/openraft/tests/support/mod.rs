@@ -282,9 +282,8 @@ pub async fn write(nodes: &[Node], except: &[u64], key: &str, within: Duration) 
                 value: format!("v-{key}"),
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, node.raft.client_write(set)).await {
-                Ok(Ok(_)) => return true,
-                Ok(Err(_)) | Err(_) => {}
+            if let Ok(Ok(_)) = tokio::time::timeout(left, node.raft.client_write(set)).await {
+                return true;
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
