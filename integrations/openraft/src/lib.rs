@@ -1,7 +1,7 @@
 //! openraft's network over palisade links: Raft traffic between nodes with mutual TLS,
 //! a join secret, live rotation and explained refusals, in a few lines.
 //!
-//! ```ignore
+//! ```text
 //! let dialer = palisade::tokio::Dialer::from_config(config.clone())?;
 //! let network = PalisadeNetwork::<MyConfig>::new(my_id, dialer);
 //! let raft = openraft::Raft::new(my_id, raft_config, network, log_store, state_machine).await?;

@@ -2,7 +2,8 @@
 //! each node's certificate for its own IP address, a join secret), on loopback
 //! addresses. Each scenario prints the writes committed and lost; the cut prints the
 //! election time. The same scenario across network namespaces with veth pairs is
-//! `integrations/openraft/netns.sh` (root and `ip` needed), which runs the kv example.
+//! `tests/netns.rs` (when root and `ip` work; it says when they do not) and, with the kv
+//! example as a user runs it, `integrations/openraft/netns.sh`.
 
 mod support;
 
@@ -110,8 +111,8 @@ async fn a_leader_is_elected_writes_commit_and_a_wrong_secret_node_cannot_distur
 async fn cutting_the_leader_elects_another_and_no_write_is_lost() {
     bounded(async {
         println!(
-            "cluster on loopback 127.0.0.1-3; the namespace run (veth, `ip link set down`) \
-             is integrations/openraft/netns.sh"
+            "cluster on loopback 127.0.0.1-3 (the leader's port and links closed); the \
+             namespace run (veth, `ip link set down`) is tests/netns.rs"
         );
         let pki = Pki::new("cut");
         let nodes = cluster(&pki, ["127.0.0.1", "127.0.0.2", "127.0.0.3"], [0; 3]).await;
