@@ -3,7 +3,8 @@
 //! connection per openraft client), measured in the same run: the ratio is the price of
 //! palisade for Raft traffic. 64 writers keep writes in flight on the leader.
 //!
-//! `cargo bench -p palisade-openraft --bench kv` (add `-- --quick` for a short run).
+//! `cargo bench -p palisade-openraft --bench kv` (10 samples, 5 s each side), or with
+//! `PALISADE_BENCH_QUICK=1` (2 s each side).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -243,9 +244,10 @@ fn bench(c: &mut Criterion) {
     let tcp = rt.block_on(tcp_cluster());
     let mut g = c.benchmark_group("raft_kv_3_nodes_write");
     g.throughput(Throughput::Elements(1));
+    let quick = std::env::var_os("PALISADE_BENCH_QUICK").is_some();
     g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5));
+        .warm_up_time(Duration::from_millis(if quick { 500 } else { 1000 }))
+        .measurement_time(Duration::from_secs(if quick { 2 } else { 5 }));
     g.bench_function("plain_tcp", |b| {
         b.iter_custom(|iters| rt.block_on(writes(&tcp, iters)))
     });
