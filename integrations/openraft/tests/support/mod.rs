@@ -116,13 +116,15 @@ pub fn node_name(id: u64) -> String {
     format!("node-{id}")
 }
 
-/// Timings short enough for a test, long enough for a loaded 2-core CI machine.
+/// Timings short enough for a test, long enough that a loaded 2-core CI machine running
+/// debug builds does not miss heartbeats into a spurious election (which would move the
+/// term that the intruder test checks).
 pub fn raft_config() -> Arc<openraft::Config> {
     let c = openraft::Config {
         cluster_name: "raft-test".into(),
         heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
+        election_timeout_min: 800,
+        election_timeout_max: 1600,
         ..Default::default()
     };
     Arc::new(c.validate().unwrap())
