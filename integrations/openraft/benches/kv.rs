@@ -71,7 +71,7 @@ impl TcpClient {
             unreachable!()
         };
         let out = async {
-            write_frame(s, &wire::encode(1, &req)).await?;
+            write_frame(s, &wire::encode(1, &req).map_err(std::io::Error::other)?).await?;
             read_frame(s).await
         }
         .await;
@@ -154,7 +154,10 @@ async fn serve_tcp(listener: TcpListener, raft: KvRaft) {
                         Response::InstallSnapshot(raft.install_snapshot(r).await)
                     }
                 };
-                if write_frame(&mut s, &wire::encode(id, &resp)).await.is_err() {
+                let Ok(frame) = wire::encode(id, &resp) else {
+                    break;
+                };
+                if write_frame(&mut s, &frame).await.is_err() {
                     break;
                 }
             }

@@ -57,6 +57,8 @@ pub enum CallError {
     Broken(String),
     /// No answer within the RPC's time to live.
     Timeout,
+    /// The request did not encode (nothing was sent).
+    Encode(String),
 }
 
 impl std::fmt::Display for CallError {
@@ -65,6 +67,7 @@ impl std::fmt::Display for CallError {
             Self::Unreachable(why) => write!(f, "peer unreachable: {why}"),
             Self::Broken(why) => write!(f, "the link broke during the RPC: {why}"),
             Self::Timeout => write!(f, "no response within the RPC's time to live"),
+            Self::Encode(why) => f.write_str(why),
         }
     }
 }
@@ -236,7 +239,7 @@ impl PeerLink {
     /// Sends the frame `encode(id)` and waits for the frame answering `id`.
     pub(crate) async fn call(
         &self,
-        encode: impl FnOnce(u64) -> Bytes,
+        encode: impl FnOnce(u64) -> Result<Bytes, crate::wire::WireError>,
         ttl: Duration,
     ) -> Result<Bytes, CallError> {
         let deadline = tokio::time::Instant::now() + ttl;
@@ -244,6 +247,7 @@ impl PeerLink {
             .await
             .map_err(|_| CallError::Timeout)??;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(id).map_err(|e| CallError::Encode(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         if let Ok(mut w) = pending.waiting.lock() {
             w.insert(id, tx);
@@ -251,7 +255,6 @@ impl PeerLink {
         if pending.dead.load(Ordering::SeqCst) {
             return Err(CallError::Broken("the link closed".into()));
         }
-        let frame = encode(id);
         let sent =
             tokio::time::timeout_at(deadline, async { send.lock().await.send(frame).await }).await;
         let outcome = match sent {

@@ -243,7 +243,9 @@ impl<C: RaftTypeConfig> PeerClient<C> {
                     timeout: ttl,
                 }),
                 CallError::Unreachable(_) => Failed::Unreachable(Unreachable::new(&e)),
-                CallError::Broken(_) => Failed::Network(NetworkError::new(&e)),
+                CallError::Broken(_) | CallError::Encode(_) => {
+                    Failed::Network(NetworkError::new(&e))
+                }
             })?;
         wire::decode::<Response<C>>(&frame)
             .map(|(_, r)| r)

@@ -102,7 +102,13 @@ async fn serve_link<C: RaftTypeConfig>(conn: Connection, raft: Raft<C>) {
                     Response::InstallSnapshot(raft.install_snapshot(r).await)
                 }
             };
-            let _ = send.lock().await.send(wire::encode(id, &response)).await;
+            match wire::encode(id, &response) {
+                Ok(frame) => {
+                    let _ = send.lock().await.send(frame).await;
+                }
+                // The dialer times out on this request; the link stays up for the others.
+                Err(e) => tracing::error!(error = %e, "a Raft response was not sent"),
+            }
         });
     }
     calls.abort_all();

@@ -46,39 +46,45 @@ pub enum Response<C: RaftTypeConfig> {
     ),
 }
 
-/// A frame that did not decode: the peer speaks another version or another type config.
+/// A message that did not encode, or a frame that did not decode.
 #[derive(Debug)]
-pub struct DecodeError(postcard::Error);
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "a Raft RPC frame did not decode ({}): the peer runs another palisade-openraft \
-             version or another Raft type config",
-            self.0
-        )
-    }
+pub enum WireError {
+    /// A value serde cannot represent in postcard (not one of openraft's messages: a
+    /// type config whose `D`, `R` or `Node` serializes something postcard refuses).
+    Encode(postcard::Error),
+    /// The peer runs another palisade-openraft version or another Raft type config.
+    Decode(postcard::Error),
 }
 
-impl std::error::Error for DecodeError {}
-
-/// Encodes `(id, body)` as one frame's payload.
-pub fn encode<T: Serialize>(id: u64, body: &T) -> bytes::Bytes {
-    // Serializing to a Vec fails only for types serde cannot represent (maps with
-    // non-string keys are fine in postcard); openraft's messages are all representable.
-    match postcard::to_stdvec(&(id, body)) {
-        Ok(v) => v.into(),
-        Err(e) => {
-            tracing::error!(error = %e, "a Raft RPC did not encode");
-            bytes::Bytes::new()
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Encode(e) => write!(
+                f,
+                "a Raft RPC did not encode ({e}): the type config's data must be \
+                 serializable by postcard"
+            ),
+            Self::Decode(e) => write!(
+                f,
+                "a Raft RPC frame did not decode ({e}): the peer runs another \
+                 palisade-openraft version or another Raft type config"
+            ),
         }
     }
 }
 
+impl std::error::Error for WireError {}
+
+/// Encodes `(id, body)` as one frame's payload.
+pub fn encode<T: Serialize>(id: u64, body: &T) -> Result<bytes::Bytes, WireError> {
+    postcard::to_stdvec(&(id, body))
+        .map(Into::into)
+        .map_err(WireError::Encode)
+}
+
 /// Decodes one frame's payload as `(id, body)`.
-pub fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8]) -> Result<(u64, T), DecodeError> {
-    postcard::from_bytes(frame).map_err(DecodeError)
+pub fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8]) -> Result<(u64, T), WireError> {
+    postcard::from_bytes(frame).map_err(WireError::Decode)
 }
 
 #[cfg(test)]
@@ -95,7 +101,7 @@ mod tests {
             Vote::new(3, 1),
             Some(LogId::new(CommittedLeaderId::new(2, 1), 7)),
         ));
-        let frame = encode(42, &req);
+        let frame = encode(42, &req).unwrap();
         let (id, back): (u64, Request<T>) = decode(&frame).unwrap();
         assert_eq!(id, 42);
         match back {
@@ -114,7 +120,8 @@ mod tests {
         let frame = encode(
             7,
             &Response::<T>::Vote(Ok(VoteResponse::new(Vote::new(1, 2), None, true))),
-        );
+        )
+        .unwrap();
         for cut in 0..frame.len() {
             assert!(decode::<Response<T>>(&frame[..cut]).is_err(), "cut {cut}");
         }
