@@ -23,8 +23,9 @@ command -v ip >/dev/null || { echo "netns.sh: needs iproute2's ip"; exit 77; }
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 cargo build -q -p palisade-cli -p palisade-openraft --example kv
-PAL=$ROOT/target/debug/palisade
-KV=$ROOT/target/debug/examples/kv
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+PAL=$TARGET/debug/palisade
+KV=$TARGET/debug/examples/kv
 WORK=$(mktemp -d /tmp/pal-raft-netns.XXXXXX)
 NS=(pal-raft-1 pal-raft-2 pal-raft-3 pal-raft-4)
 BR=pal-raft-br
