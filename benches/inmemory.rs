@@ -37,7 +37,7 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -322,17 +322,20 @@ fn palisade_handshakes<'a>(configs: (Config, Config)) -> Routine<'a> {
     })
 }
 
+/// A routine making one bare rustls mutual-TLS handshake per iteration.
+fn rustls_handshakes<'a>(
+    (client, server): (Arc<rustls::ClientConfig>, Arc<rustls::ServerConfig>),
+) -> Routine<'a> {
+    let mut wire = Vec::new();
+    let mut scratch = vec![0; 64 * 1024];
+    timed(move || {
+        let (mut c, mut s) = rustls_pair(&client, &server);
+        rustls_handshake(&mut c, &mut s, &mut wire, &mut scratch);
+        black_box((c, s));
+    })
+}
+
 fn handshake_figures<'a>(certs: &Certs) -> Vec<Figure<'a>> {
-    let rustls: Routine<'a> = {
-        let (client, server) = certs.rustls();
-        let mut wire = Vec::new();
-        let mut scratch = vec![0; 64 * 1024];
-        timed(move || {
-            let (mut c, mut s) = rustls_pair(&client, &server);
-            rustls_handshake(&mut c, &mut s, &mut wire, &mut scratch);
-            black_box((c, s));
-        })
-    };
     vec![
         Figure {
             name: "join alone (TLS off)".into(),
@@ -359,7 +362,27 @@ fn handshake_figures<'a>(certs: &Certs) -> Vec<Figure<'a>> {
                 Bench {
                     label: "rustls mTLS handshake",
                     function: "rustls",
-                    routine: rustls,
+                    routine: rustls_handshakes(certs.rustls()),
+                },
+            ],
+        },
+        // What each user gets out of the box: palisade's default suite order against
+        // rustls's (the figure above forces palisade's order on rustls too).
+        Figure {
+            name: "handshake, each stack's default suites".into(),
+            group: "inmem_handshake_tls_defaults",
+            size: None,
+            unit: Unit::Handshake,
+            benches: vec![
+                Bench {
+                    label: "palisade",
+                    function: "palisade",
+                    routine: palisade_handshakes(certs.palisade(true)),
+                },
+                Bench {
+                    label: "rustls, its default suites",
+                    function: "rustls",
+                    routine: rustls_handshakes(certs.rustls_defaults()),
                 },
             ],
         },

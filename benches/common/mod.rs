@@ -79,9 +79,25 @@ impl Certs {
 
     /// Bare rustls settings with the same certificates, TLS 1.3 only, configured like
     /// palisade's sessions (no resumption, no tickets, so every handshake is a full
-    /// one): client node-a, server node-b.
+    /// one) and with palisade's cipher suite order, so both stacks negotiate the same
+    /// suite (`TLS13_AES_128_GCM_SHA256`): client node-a, server node-b.
     pub fn rustls(&self) -> (Arc<ClientConfig>, Arc<ServerConfig>) {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = palisade_core::tls::default_cipher_suites();
+        self.rustls_with(provider)
+    }
+
+    /// The same with rustls's own defaults (its suite order puts
+    /// `TLS13_AES_256_GCM_SHA384` first): what a user of bare rustls gets.
+    pub fn rustls_defaults(&self) -> (Arc<ClientConfig>, Arc<ServerConfig>) {
+        self.rustls_with(rustls::crypto::ring::default_provider())
+    }
+
+    fn rustls_with(
+        &self,
+        provider: rustls::crypto::CryptoProvider,
+    ) -> (Arc<ClientConfig>, Arc<ServerConfig>) {
+        let provider = Arc::new(provider);
         let mut roots = RootCertStore::empty();
         roots.add(self.ca.cert.clone()).expect("CA certificate");
         let roots = Arc::new(roots);

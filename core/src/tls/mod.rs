@@ -18,7 +18,10 @@ pub mod names;
 pub(crate) mod session;
 mod verify;
 
-pub use config::{Authorization, Identity, TlsConfig, TlsConfigError, TlsVersion, TrustAnchors};
+pub use config::{
+    default_cipher_suites, Authorization, Identity, TlsConfig, TlsConfigError, TlsVersion,
+    TrustAnchors,
+};
 pub use error::{CertRefusal, TlsError};
 pub use names::{CertNames, CertSummary, NamePattern, NodeIdNames};
 pub use rustls::pki_types;
