@@ -5,14 +5,17 @@
 use std::fmt;
 use std::sync::Arc;
 
+use rustls::client::{ClientConfig, ResolvesClientCert};
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerConfig};
 use rustls::sign::CertifiedKey;
 use rustls::version::{TLS12, TLS13};
-use rustls::{RootCertStore, SupportedProtocolVersion};
+use rustls::{RootCertStore, SignatureScheme, SupportedProtocolVersion};
 
 use super::names::{CertSummary, NamePattern};
-use super::verify::{PeerPolicy, Trust};
+use super::scope::LinkClock;
+use super::verify::{PeerPolicy, PeerVerifier, Trust};
 
 /// The lowest TLS version a node accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -201,13 +204,34 @@ impl fmt::Display for TlsConfigError {
 
 impl std::error::Error for TlsConfigError {}
 
-/// What a [`TlsConfig`] compiles to; shared by every connection of an endpoint.
+/// What a [`TlsConfig`] compiles to; shared by every connection of an endpoint: the
+/// rustls configurations of both sides, built once per endpoint and settings
+/// generation (each link keeps its clock and verdict in its own
+/// [`LinkScope`](super::scope::LinkScope)).
 #[derive(Debug)]
 pub(crate) struct TlsContext {
-    pub(crate) provider: Arc<CryptoProvider>,
-    pub(crate) versions: Vec<&'static SupportedProtocolVersion>,
-    pub(crate) certified_key: Arc<CertifiedKey>,
-    pub(crate) policy: Arc<PeerPolicy>,
+    pub(crate) client: Arc<ClientConfig>,
+    pub(crate) server: Arc<ServerConfig>,
+}
+
+/// Always presents this node's certificate.
+#[derive(Debug)]
+struct OwnCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for OwnCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl ResolvesServerCert for OwnCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
 }
 
 impl TlsContext {
@@ -274,11 +298,33 @@ impl TlsContext {
             own_names: own_summary.names.host_names(),
             algorithms: provider.signature_verification_algorithms,
         };
+        let own = Arc::new(OwnCert(Arc::new(certified_key)));
+        let verifier = Arc::new(PeerVerifier::new(Arc::new(policy)));
+        let unusable = |_| TlsConfigError::NoUsableSuite {
+            min_version: config.min_version,
+        };
+        let mut client =
+            ClientConfig::builder_with_details(Arc::clone(&provider), Arc::new(LinkClock))
+                .with_protocol_versions(&versions)
+                .map_err(unusable)?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_client_cert_resolver(own.clone());
+        // Every handshake is a full one: no resumption, no tickets (a resumed session
+        // would skip the certificate check this node explains and authorizes on).
+        client.resumption = rustls::client::Resumption::disabled();
+        client.require_ems = true;
+        let mut server = ServerConfig::builder_with_details(provider, Arc::new(LinkClock))
+            .with_protocol_versions(&versions)
+            .map_err(unusable)?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(own);
+        server.session_storage = Arc::new(NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
+        server.require_ems = true;
         Ok(Self {
-            provider,
-            versions,
-            certified_key: Arc::new(certified_key),
-            policy: Arc::new(policy),
+            client: Arc::new(client),
+            server: Arc::new(server),
         })
     }
 }

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod error;
 pub mod names;
+mod scope;
 pub(crate) mod session;
 mod verify;
 

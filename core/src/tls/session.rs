@@ -7,21 +7,15 @@
 //! connection's receive buffer, which is where the window is enforced.
 
 use std::io::{BufRead, IoSlice, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rustls::client::{ClientConfig, ResolvesClientCert};
-use rustls::pki_types::{ServerName, UnixTime};
-use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerConfig};
-use rustls::sign::CertifiedKey;
-use rustls::time_provider::TimeProvider;
-use rustls::{ClientConnection, Connection as RustlsConnection, ServerConnection, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, Connection as RustlsConnection, ServerConnection};
 
 use super::config::TlsContext;
 use super::error::TlsError;
-use super::verify::PeerVerifier;
+use super::scope::LinkScope;
 use super::{NodeIdNames, TlsPeer, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN};
 use crate::join::{RejectCode, Rejection};
 use crate::preface::{self, PrefaceError};
@@ -32,39 +26,6 @@ const SEND_BATCH: usize = 256 * 1024;
 
 /// Queue chunks handed to rustls per vectored write.
 const MAX_SLICES: usize = 32;
-
-/// The certificate clock: the connection sets it from its own `now` before every call
-/// into rustls, so certificate validity follows the caller's time, never the system's.
-#[derive(Debug, Default)]
-struct InjectedTime(AtomicU64);
-
-impl TimeProvider for InjectedTime {
-    fn current_time(&self) -> Option<UnixTime> {
-        Some(UnixTime::since_unix_epoch(Duration::from_millis(
-            self.0.load(Ordering::Relaxed),
-        )))
-    }
-}
-
-/// Always presents this node's certificate.
-#[derive(Debug)]
-struct OwnCert(Arc<CertifiedKey>);
-
-impl ResolvesClientCert for OwnCert {
-    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.0))
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
-}
-
-impl ResolvesServerCert for OwnCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.0))
-    }
-}
 
 /// What reading socket bytes produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +40,8 @@ pub(crate) struct ReadOutcome {
 #[derive(Debug)]
 pub(crate) struct TlsSession {
     conn: RustlsConnection,
-    time: Arc<InjectedTime>,
-    verifier: Arc<PeerVerifier>,
+    /// This link's clock and certificate verdict (the rustls configuration is shared).
+    scope: Arc<LinkScope>,
     /// The exporter value, once the handshake is complete.
     binding: Option<[u8; CHANNEL_BINDING_LEN]>,
     /// Whether the first byte from the peer has been checked for plaintext palisade.
@@ -96,52 +57,32 @@ impl TlsSession {
         server_name: ServerName<'static>,
         unix_ms: u64,
     ) -> Result<Self, TlsError> {
-        let time = Arc::new(InjectedTime(AtomicU64::new(unix_ms)));
-        let verifier = Arc::new(PeerVerifier::new(Arc::clone(&ctx.policy)));
-        let mut config =
-            ClientConfig::builder_with_details(Arc::clone(&ctx.provider), time.clone())
-                .with_protocol_versions(&ctx.versions)
-                .map_err(|e| protocol(&e))?
-                .dangerous()
-                .with_custom_certificate_verifier(verifier.clone())
-                .with_client_cert_resolver(Arc::new(OwnCert(Arc::clone(&ctx.certified_key))));
-        config.resumption = rustls::client::Resumption::disabled();
-        config.require_ems = true;
-        let conn =
-            ClientConnection::new(Arc::new(config), server_name).map_err(|e| protocol(&e))?;
-        Ok(Self::new(conn.into(), time, verifier))
+        let scope = LinkScope::new(unix_ms);
+        let conn = {
+            let _link = scope.enter(unix_ms);
+            ClientConnection::new(Arc::clone(&ctx.client), server_name).map_err(|e| protocol(&e))?
+        };
+        Ok(Self::new(conn.into(), scope))
     }
 
     /// The acceptor's session.
     pub(crate) fn server(ctx: &TlsContext, unix_ms: u64) -> Result<Self, TlsError> {
-        let time = Arc::new(InjectedTime(AtomicU64::new(unix_ms)));
-        let verifier = Arc::new(PeerVerifier::new(Arc::clone(&ctx.policy)));
-        let mut config =
-            ServerConfig::builder_with_details(Arc::clone(&ctx.provider), time.clone())
-                .with_protocol_versions(&ctx.versions)
-                .map_err(|e| protocol(&e))?
-                .with_client_cert_verifier(verifier.clone())
-                .with_cert_resolver(Arc::new(OwnCert(Arc::clone(&ctx.certified_key))));
-        config.session_storage = Arc::new(NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
-        config.require_ems = true;
-        let conn = ServerConnection::new(Arc::new(config)).map_err(|e| protocol(&e))?;
-        Ok(Self::new(conn.into(), time, verifier))
+        let scope = LinkScope::new(unix_ms);
+        let conn = {
+            let _link = scope.enter(unix_ms);
+            ServerConnection::new(Arc::clone(&ctx.server)).map_err(|e| protocol(&e))?
+        };
+        Ok(Self::new(conn.into(), scope))
     }
 
-    fn new(
-        mut conn: RustlsConnection,
-        time: Arc<InjectedTime>,
-        verifier: Arc<PeerVerifier>,
-    ) -> Self {
+    fn new(mut conn: RustlsConnection, scope: Arc<LinkScope>) -> Self {
         // Records for up to this much queued plaintext are made per `poll_transmit`, so
         // one socket write carries several 64 KiB frames rather than one frame and the
         // first record of the next.
         conn.set_buffer_limit(Some(SEND_BATCH));
         Self {
             conn,
-            time,
-            verifier,
+            scope,
             binding: None,
             sniffed: false,
             failed: false,
@@ -170,7 +111,7 @@ impl TlsSession {
         room: usize,
         unix_ms: u64,
     ) -> Result<ReadOutcome, PrefaceOrTls> {
-        self.time.0.store(unix_ms, Ordering::Relaxed);
+        let _link = self.scope.enter(unix_ms);
         if !self.sniffed && !input.is_empty() {
             self.sniffed = true;
             if let Some(err) = not_tls(input) {
@@ -210,7 +151,7 @@ impl TlsSession {
             let state = match self.conn.process_new_packets() {
                 Ok(state) => state,
                 Err(e) => {
-                    let err = self.verifier.refusal().cloned().map_or_else(
+                    let err = self.scope.refusal().cloned().map_or_else(
                         || TlsError::from_rustls(&e),
                         |r| TlsError::CertificateRefused(Box::new(r)),
                     );
@@ -350,7 +291,7 @@ impl TlsSession {
 
     /// What the handshake established about the peer.
     pub(crate) fn peer(&self) -> Option<TlsPeer> {
-        let accepted = self.verifier.accepted()?;
+        let accepted = self.scope.accepted()?;
         let certificate = self.conn.peer_certificates()?.first()?.clone().into_owned();
         Some(TlsPeer {
             version: self
@@ -378,7 +319,7 @@ impl TlsSession {
         let Some(rule) = rule else {
             return Ok(());
         };
-        let names = self.verifier.accepted().map(|a| &a.names);
+        let names = self.scope.accepted().map(|a| &a.names);
         match names {
             Some(names) if names.names_node(node_id, rule) => Ok(()),
             _ => Err(Rejection::new(

@@ -1,11 +1,13 @@
 //! Deciding on the peer's certificate: trust (CA bundle or pinned), then authorization.
 //!
-//! One [`PeerVerifier`] is made per connection so that it can keep its verdict: rustls
-//! only carries a coarse error (and sends the peer the matching alert), while the verdict
-//! holds the full story (issuer name, dates, expected and presented names) for this
-//! node's error, and the accepted certificate's names for the join's identity check.
+//! One [`PeerVerifier`] serves every connection of an endpoint (it sits in the shared
+//! rustls configurations); each verdict goes to the link being verified, through its
+//! [`LinkScope`](super::scope::LinkScope): rustls only carries a coarse error (and sends
+//! the peer the matching alert), while the verdict holds the full story (issuer name,
+//! dates, expected and presented names) for this node's error, and the accepted
+//! certificate's names for the join's identity check.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -24,6 +26,7 @@ use rustls::{
 use super::config::Authorization;
 use super::error::{describe_cert_error, CertRefusal};
 use super::names::{CertNames, CertSummary};
+use super::scope::LinkScope;
 
 /// Where trust comes from.
 #[derive(Debug)]
@@ -285,29 +288,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// One connection's verifier: the endpoint's policy plus this handshake's verdict.
+/// The endpoint's verifier: its policy, with each verdict recorded in the link being
+/// verified.
 #[derive(Debug)]
 pub(crate) struct PeerVerifier {
     policy: Arc<PeerPolicy>,
-    verdict: OnceLock<Result<AcceptedCert, CertRefusal>>,
 }
 
 impl PeerVerifier {
     pub(crate) fn new(policy: Arc<PeerPolicy>) -> Self {
-        Self {
-            policy,
-            verdict: OnceLock::new(),
-        }
-    }
-
-    /// The accepted certificate, once the handshake has verified one.
-    pub(crate) fn accepted(&self) -> Option<&AcceptedCert> {
-        self.verdict.get().and_then(|v| v.as_ref().ok())
-    }
-
-    /// Why the certificate was refused, if it was.
-    pub(crate) fn refusal(&self) -> Option<&CertRefusal> {
-        self.verdict.get().and_then(|v| v.as_ref().err())
+        Self { policy }
     }
 
     fn decide(
@@ -327,9 +317,7 @@ impl PeerVerifier {
                 (Err(refusal), Err(err))
             }
         };
-        // A handshake verifies one certificate; should rustls ask again, the first
-        // verdict stands for the report and the outcome still follows this check.
-        let _ = self.verdict.set(verdict);
+        LinkScope::record(verdict);
         outcome
     }
 
