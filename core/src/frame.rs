@@ -242,6 +242,25 @@ impl FrameDecoder {
         }))
     }
 
+    /// Splits whole DATA frames off the front of `buf` and hands each payload to
+    /// `each`, without copying, until the front is anything else (a control frame, a
+    /// partial frame, a header over the limit): the joined link's hot path, which
+    /// leaves every other case to [`Self::decode`] and its errors. Returns how many.
+    pub fn split_data_frames(&self, buf: &mut BytesMut, mut each: impl FnMut(Bytes)) -> usize {
+        let limit = self.max_data.saturating_add(self.tag_len);
+        let mut n = 0;
+        while let Some(&[kind, a, b, c, d]) = buf.get(..HEADER_LEN) {
+            let len = u32::from_be_bytes([a, b, c, d]) as usize;
+            if kind != FrameKind::Data.to_byte() || len > limit || buf.len() - HEADER_LEN < len {
+                break;
+            }
+            buf.advance(HEADER_LEN);
+            each(buf.split_to(len).freeze());
+            n += 1;
+        }
+        n
+    }
+
     /// The error for a stream that ended with `buf` still holding part of a frame, or
     /// `None` when it ended cleanly between frames.
     pub fn truncation(&self, buf: &[u8]) -> Option<FrameError> {
