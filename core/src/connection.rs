@@ -514,9 +514,12 @@ impl Connection {
         while !self.is_closed() {
             if self.frame_auth.is_none() && matches!(self.state, State::Joined) {
                 // The hot path: DATA frames on a joined link go straight to the queue.
+                let (count, _) = self.decoder.data_run(&self.recv);
                 let events = &mut self.events;
-                self.decoder
-                    .split_data_frames(&mut self.recv, |payload| events.push_frame(payload));
+                events.reserve(count);
+                FrameDecoder::split_data_run(&mut self.recv, count, |payload| {
+                    events.push_frame(payload)
+                });
             }
             // An unauthenticated peer may not send DATA, so it may not make this node
             // buffer a DATA body either: refuse on the kind byte.

@@ -59,6 +59,11 @@ impl EventQueue {
         Some(event)
     }
 
+    /// Room for `n` more entries in one step (a run of frames about to be queued).
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.queue.reserve(n);
+    }
+
     /// Moves the frames at the front of the queue (up to the first other event) into
     /// `out`; returns how many.
     pub(crate) fn pop_frames(&mut self, out: &mut Vec<Bytes>) -> usize {
