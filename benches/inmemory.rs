@@ -9,7 +9,8 @@
 //!   rustls mutual-TLS handshake with the same certificates (both TLS 1.3 only, without
 //!   resumption or tickets, as palisade's sessions; rustls shares one config per side);
 //! - `inmem_bulk`: 1 MiB of frames per iteration from initiator to acceptor through two
-//!   joined palisade connections with TLS, against raw rustls connections carrying the
+//!   joined palisade connections with TLS (handed over with `send_frames`, taken with
+//!   `poll_frames`: every frame still its own payload), against raw rustls connections carrying the
 //!   same payload bytes (without palisade's 5-byte headers): one `write` per frame (one
 //!   record per frame, as a naive user would), and the frames already coalesced (writes
 //!   of up to 64 KiB, rustls's send buffer);
