@@ -9,7 +9,8 @@
 //!   rustls mutual-TLS handshake with the same certificates (both TLS 1.3 only, without
 //!   resumption or tickets, as palisade's sessions; rustls shares one config per side);
 //! - `inmem_bulk`: 1 MiB of frames per iteration from initiator to acceptor through two
-//!   joined palisade connections with TLS, against raw rustls connections carrying the
+//!   joined palisade connections with TLS (handed over with `send_frames`, taken with
+//!   `poll_frames`: every frame still its own payload), against raw rustls connections carrying the
 //!   same payload bytes (without palisade's 5-byte headers): one `write` per frame (one
 //!   record per frame, as a naive user would), and the frames already coalesced (writes
 //!   of up to 64 KiB, rustls's send buffer);
@@ -43,13 +44,13 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, BenchmarkId, Criterion, Throughput};
 use palisade_core::frame::{encode, FrameDecoder, FrameKind, DEFAULT_MAX_FRAME};
-use palisade_core::{Config, Connection, Endpoint, Event, SendError, Side};
+use palisade_core::{Config, Connection, Endpoint, SendError, Side};
 use palisade_testkit::PairBuilder;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use common::{
-    benchmarking, feed, has_arg, join, link, manifest_target, quick_env, rustls_handshake,
-    rustls_pair, rustls_transfer, rustls_write, seeded_endpoint, Certs, ACCEPTOR,
+    benchmarking, has_arg, join, link, manifest_target, quick_env, rustls_handshake, rustls_pair,
+    rustls_transfer, rustls_write, seeded_endpoint, Certs, ACCEPTOR,
 };
 
 mod common;
@@ -395,8 +396,11 @@ struct PalisadeBulk {
     a: Connection,
     b: Connection,
     now: Instant,
-    payload: Bytes,
-    frames: usize,
+    /// The batch: one payload shared by every frame, handed to `send_frames`.
+    frames: Vec<Bytes>,
+    size: usize,
+    /// Frames taken from the acceptor with `poll_frames`, dropped as they come.
+    received: Vec<Bytes>,
 }
 
 impl PalisadeBulk {
@@ -413,37 +417,69 @@ impl PalisadeBulk {
             a,
             b,
             now,
-            payload: Bytes::from(vec![0xa5; size]),
-            frames: (BULK_BATCH / size).max(1),
+            frames: vec![Bytes::from(vec![0xa5; size]); (BULK_BATCH / size).max(1)],
+            size,
+            received: Vec::new(),
         }
     }
 
     fn run(&mut self) -> usize {
         let (mut sent, mut got, mut bytes) = (0, 0, 0);
-        let mut on_event = |event: Event| match event {
-            Event::Frame(f) => {
-                got += 1;
-                bytes += f.len();
-            }
-            other => panic!("unexpected event {other:?}"),
+        let mut on_frame = |f: Bytes| {
+            got += 1;
+            bytes += f.len();
         };
-        while sent < self.frames || self.a.send_buffered() > 0 {
-            while sent < self.frames {
-                match self.a.send(self.payload.clone()) {
-                    Ok(()) => sent += 1,
-                    Err(SendError::Full(_)) => break,
+        while sent < self.frames.len() || self.a.send_buffered() > 0 {
+            if sent < self.frames.len() {
+                match self.a.send_frames(&self.frames[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(SendError::Full(_)) => {}
                     Err(e) => panic!("send: {e}"),
                 }
             }
             while let Some(out) = self.a.poll_transmit() {
-                feed(&mut self.b, &out, self.now, &mut on_event);
+                feed_frames(
+                    &mut self.b,
+                    &out,
+                    self.now,
+                    &mut self.received,
+                    &mut on_frame,
+                );
             }
         }
         assert_eq!(
             (got, bytes),
-            (self.frames, self.frames * self.payload.len())
+            (self.frames.len(), BULK_BATCH / self.size * self.size)
         );
         bytes
+    }
+}
+
+/// Hands `bytes` to `conn` and takes every frame it delivers, a batch at a time with
+/// `poll_frames` (each frame still its own payload); any other event fails the bench.
+fn feed_frames(
+    conn: &mut Connection,
+    bytes: &[u8],
+    now: Instant,
+    received: &mut Vec<Bytes>,
+    on_frame: &mut impl FnMut(Bytes),
+) {
+    let mut off = 0;
+    loop {
+        let n = conn.handle_input(&bytes[off..], now);
+        off += n;
+        let mut frames = 0;
+        while conn.poll_frames(received) > 0 {
+            frames += received.len();
+            received.drain(..).for_each(&mut *on_frame);
+        }
+        if let Some(event) = conn.poll_event() {
+            panic!("unexpected event {event:?}");
+        }
+        if off == bytes.len() {
+            return;
+        }
+        assert!(n > 0 || frames > 0, "the connection stopped taking input");
     }
 }
 

@@ -373,6 +373,52 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues frames from the front of `frames`, as many as fit, each as its own frame
+    /// (the peer receives exactly these payloads, in order): the batch form of
+    /// [`Self::send`], which checks the link once per call and borrows the payloads, so
+    /// a small frame costs a header write and a copy next to it. Returns how many were
+    /// queued; fewer than `frames.len()` means the next one did not fit (drain
+    /// `poll_transmit` and call again with the rest). When not even the first frame can
+    /// be queued, its error is returned as `send` would return it.
+    pub fn send_frames(&mut self, frames: &[Bytes]) -> Result<usize, SendError> {
+        match self.state {
+            State::Joined => {}
+            State::Closed => return Err(SendError::Closed),
+            _ => return Err(SendError::NotJoined),
+        }
+        if self.frame_auth.is_some() {
+            // Authenticated links seal each frame in turn; the single-frame path does that.
+            return self.send_each(frames);
+        }
+        let max = self.peer.as_ref().map_or(0, |p| p.max_frame);
+        let queued =
+            self.send_queue
+                .push_many(FrameKind::Data, frames, max, self.config.send_buffer_limit);
+        if queued > 0 {
+            return Ok(queued);
+        }
+        match frames.first() {
+            Some(first) if first.len() > max => Err(SendError::TooLarge {
+                len: first.len(),
+                max,
+            }),
+            Some(first) => Err(SendError::Full(first.clone())),
+            None => Ok(0),
+        }
+    }
+
+    /// [`Self::send_frames`] one frame at a time.
+    fn send_each(&mut self, frames: &[Bytes]) -> Result<usize, SendError> {
+        for (i, frame) in frames.iter().enumerate() {
+            match self.send(frame.clone()) {
+                Ok(()) => {}
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => return Ok(i),
+            }
+        }
+        Ok(frames.len())
+    }
+
     /// Bytes `send` accepts right now before it reports the buffer full (header included;
     /// on an authenticated link the 16-byte tag each frame carries is already deducted).
     pub fn send_capacity(&self) -> usize {
@@ -420,6 +466,15 @@ impl Connection {
         self.events.pop()
     }
 
+    /// Moves the received frames that come before the next other event into `out`, in
+    /// order, each its own payload (not copied out of the receive buffer), and returns
+    /// how many: the batch form of taking `Event::Frame`s from [`Self::poll_event`],
+    /// without an event per frame. Any other event (closed) stays for `poll_event`, so
+    /// drain both: `poll_frames` until it returns 0, then `poll_event`.
+    pub fn poll_frames(&mut self, out: &mut Vec<Bytes>) -> usize {
+        self.events.pop_frames(out)
+    }
+
     // ----- internals -----
 
     /// Plaintext bytes the receive side can take now.
@@ -457,6 +512,15 @@ impl Connection {
             }
         }
         while !self.is_closed() {
+            if self.frame_auth.is_none() && matches!(self.state, State::Joined) {
+                // The hot path: DATA frames on a joined link go straight to the queue.
+                let (count, _) = self.decoder.data_run(&self.recv);
+                let events = &mut self.events;
+                events.reserve(count);
+                FrameDecoder::split_data_run(&mut self.recv, count, |payload| {
+                    events.push_frame(payload)
+                });
+            }
             // An unauthenticated peer may not send DATA, so it may not make this node
             // buffer a DATA body either: refuse on the kind byte.
             if let Some(&byte) = self.recv.first() {

@@ -59,6 +59,35 @@ impl EventQueue {
         Some(event)
     }
 
+    /// Room for `n` more entries in one step (a run of frames about to be queued).
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.queue.reserve(n);
+    }
+
+    /// Moves the frames at the front of the queue (up to the first other event) into
+    /// `out`; returns how many.
+    pub(crate) fn pop_frames(&mut self, out: &mut Vec<Bytes>) -> usize {
+        let n = self
+            .queue
+            .iter()
+            .position(|q| !matches!(q, Queued::Frame(_)))
+            .unwrap_or(self.queue.len());
+        out.reserve(n);
+        let mut bytes = 0;
+        for queued in self.queue.drain(..n) {
+            if let Queued::Frame(payload) = queued {
+                bytes += payload.len();
+                out.push(payload);
+            }
+        }
+        let cost = bytes + n * (HEADER_LEN + self.tag_len);
+        self.frame_bytes = self.frame_bytes.saturating_sub(cost);
+        if self.queue.is_empty() && self.queue.capacity() > KEEP_SLOTS {
+            self.queue.shrink_to(KEEP_SLOTS);
+        }
+        n
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

@@ -52,6 +52,47 @@ impl SendQueue {
         self.ready.push_back(payload);
     }
 
+    /// Queues frames from the front of `frames` while each is at most `max` bytes and
+    /// fits under `limit` queued bytes (a frame always fits an empty queue, as with
+    /// `send`); returns how many. Small payloads are copied next to their headers in the
+    /// current chunk, large ones are queued by reference as in [`Self::push`].
+    pub(crate) fn push_many(
+        &mut self,
+        kind: FrameKind,
+        frames: &[Bytes],
+        max: usize,
+        limit: usize,
+    ) -> usize {
+        // One reservation for the run of small frames that fits, instead of one each.
+        let (mut want, mut small) = (0usize, 0usize);
+        let mut fit = 0usize;
+        for frame in frames {
+            let cost = HEADER_LEN + frame.len();
+            if frame.len() > max || (self.len + want > 0 && self.len + want + cost > limit) {
+                break;
+            }
+            want += cost;
+            if frame.len() < ZERO_COPY_MIN {
+                small += cost;
+            }
+            fit += 1;
+        }
+        let Some(batch) = frames.get(..fit) else {
+            return 0;
+        };
+        self.current.reserve(small);
+        for frame in batch {
+            if frame.len() < ZERO_COPY_MIN {
+                encode_header(kind, frame.len(), &mut self.current);
+                self.current.extend_from_slice(frame);
+                self.len += HEADER_LEN + frame.len();
+            } else {
+                self.push(kind, frame.clone());
+            }
+        }
+        fit
+    }
+
     /// Queues an authenticated frame: `payload ‖ tag` under one header. The payload is
     /// treated as in [`Self::push`] (large ones are not copied); the tag follows it.
     pub(crate) fn push_tagged(&mut self, kind: FrameKind, payload: Bytes, tag: &[u8]) {
