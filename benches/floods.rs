@@ -97,7 +97,10 @@ async fn legit_loop(
         loop {
             n = n.wrapping_add(LEGIT_TASKS as u32);
             let last = (n % LEGIT_SOURCES + 1) as u8;
-            if join_from(&endpoint, ip(127, 0, 1, last), to).await.is_some() {
+            if join_from(&endpoint, ip(127, 0, 1, last), to)
+                .await
+                .is_some()
+            {
                 let mut o = out.lock().unwrap();
                 o.waits.push(started.elapsed());
                 break;

@@ -20,6 +20,7 @@
 //! ```text
 //! cargo bench --bench storm                          # 5 rounds per N, 3 per flood
 //! PALISADE_BENCH_QUICK=1 cargo bench --bench storm   # 3 rounds per N, 1 per flood
+//! cargo bench --bench storm -- --sizes=1000 --quiet-only   # one N, no floods
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -58,7 +59,28 @@ struct Storm {
     latencies: Vec<Duration>,
     failed: usize,
     retries: u64,
+    /// SYNs the kernel dropped because a listen queue was full (system-wide, Linux).
+    overflows: u64,
     flood: String,
+}
+
+/// TcpExt ListenOverflows from /proc/net/netstat (0 where there is none): connections
+/// whose SYN was dropped because the listener's accept queue was full; each such peer
+/// waits for its SYN retransmission (1 s on Linux).
+fn listen_overflows() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/net/netstat") else {
+        return 0;
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let [names, values] = lines[..] else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Peer `i`'s source address: 127.0.(1 + k / 250).(1 + k % 250) with k = i / PEERS_PER_SOURCE.
@@ -204,14 +226,14 @@ fn storm(
     let endpoint = Endpoint::new(client_cfg).expect("endpoint");
     let connector = TlsConnector::from(rustls_client);
     running.mark();
+    let overflows_before = listen_overflows();
     let results: Vec<(Option<Duration>, u64)> = rts.clients.block_on(async {
         let tasks: Vec<_> = (0..n)
             .map(|i| {
                 let (b, s) = (barrier.clone(), start.clone());
                 match stack {
                     Stack::Palisade => {
-                        let h =
-                            tokio::spawn(palisade_peer(endpoint.clone(), source(i), to, b, s));
+                        let h = tokio::spawn(palisade_peer(endpoint.clone(), source(i), to, b, s));
                         tokio::spawn(async move {
                             let (r, retries) = h.await.unwrap_or((None, 0));
                             (r.map(|(d, link)| (d, Holder::Palisade(link))), retries)
@@ -221,7 +243,10 @@ fn storm(
                         let h = tokio::spawn(rustls_peer(connector.clone(), source(i), to, b, s));
                         tokio::spawn(async move {
                             let (r, retries) = h.await.unwrap_or((None, 0));
-                            (r.map(|(d, tls)| (d, Holder::Rustls(Box::new(tls)))), retries)
+                            (
+                                r.map(|(d, tls)| (d, Holder::Rustls(Box::new(tls)))),
+                                retries,
+                            )
                         })
                     }
                 }
@@ -242,6 +267,7 @@ fn storm(
         drop(held);
         out
     });
+    let overflows = listen_overflows().saturating_sub(overflows_before);
     let flood = running.describe(
         start
             .get()
@@ -268,6 +294,7 @@ fn storm(
         latencies,
         failed,
         retries: results.iter().map(|r| r.1).sum(),
+        overflows,
         flood,
     }
 }
@@ -320,9 +347,14 @@ fn main() {
     let (rounds, flood_rounds) = if quick { (3, 1) } else { (5, 3) };
     let fds = raise_fd_limit();
     let max_n = (fds.saturating_sub(FD_SPARE) / 2) as usize;
-    let sizes: Vec<usize> = SIZES.iter().map(|&n| n.min(max_n)).collect();
+    // `--sizes=1000` (or `--sizes=100,500`) runs only those storms, e.g. under a profiler.
+    let chosen: Vec<usize> = std::env::args()
+        .find_map(|a| a.strip_prefix("--sizes=").map(str::to_string))
+        .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| SIZES.to_vec());
+    let sizes: Vec<usize> = chosen.iter().map(|&n| n.min(max_n)).collect();
     eprintln!("RLIMIT_NOFILE soft limit: {fds} (a storm of N needs ~2N + {FD_SPARE})");
-    if sizes != SIZES {
+    if sizes != chosen {
         eprintln!("too few file descriptors: storms scaled down to {sizes:?}");
     }
     let rts = Runtimes {
@@ -338,16 +370,29 @@ fn main() {
          of 32 unjoined / a burst of 40); {rounds} rounds alternating, median (range)\n"
     );
     println!(
-        "| N | sources | palisade all joined ms | tokio-rustls all done ms | ratio (range) | palisade p50 / p99 / max ms | rustls p50 / p99 / max ms | failed (pal / rustls) | retries (pal / rustls) |"
+        "| N | sources | palisade all joined ms | tokio-rustls all done ms | ratio (range) | palisade p50 / p99 / max ms | rustls p50 / p99 / max ms | p50 ratio | failed (pal / rustls) | retries (pal / rustls) | listen overflows (pal / rustls) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut quiet_all = Vec::new();
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &sizes {
         let (mut pal, mut rus) = (Vec::new(), Vec::new());
         for r in 0..rounds {
             eprintln!("N = {n}, round {}", r + 1);
-            pal.push(storm(&rts, &certs, Stack::Palisade, n, Flood::None, Duration::ZERO));
-            rus.push(storm(&rts, &certs, Stack::TokioRustls, n, Flood::None, Duration::ZERO));
+            pal.push(storm(
+                &rts,
+                &certs,
+                Stack::Palisade,
+                n,
+                Flood::None,
+                Duration::ZERO,
+            ));
+            rus.push(storm(
+                &rts,
+                &certs,
+                Stack::TokioRustls,
+                n,
+                Flood::None,
+                Duration::ZERO,
+            ));
         }
         let ratios: Vec<f64> = pal
             .iter()
@@ -362,8 +407,9 @@ fn main() {
                 msf(fig(s, |x| x.latencies.last().copied().unwrap_or_default()).0)
             )
         };
+        let p50 = |s: &[Storm]| fig(s, |x| percentile(&x.latencies, 0.5)).0;
         println!(
-            "| {n} | {} | {} | {} | {:.2}× ({}) | {} | {} | {} / {} | {} / {} |",
+            "| {n} | {} | {} | {} | {:.2}× ({}) | {} | {} | {:.2}× | {} / {} | {} / {} | {} / {} |",
             n.div_ceil(PEERS_PER_SOURCE),
             cell(fig(&pal, |s| s.all)),
             cell(fig(&rus, |s| s.all)),
@@ -371,20 +417,25 @@ fn main() {
             range(&ratios),
             lat(&pal),
             lat(&rus),
+            p50(&pal) / p50(&rus),
             pal.iter().map(|s| s.failed).sum::<usize>(),
             rus.iter().map(|s| s.failed).sum::<usize>(),
             pal.iter().map(|s| s.retries).sum::<u64>(),
             rus.iter().map(|s| s.retries).sum::<u64>(),
+            pal.iter().map(|s| s.overflows).sum::<u64>(),
+            rus.iter().map(|s| s.overflows).sum::<u64>(),
         );
-        quiet_all.push((n, fig(&pal, |s| s.all).0));
     }
 
+    if has_arg("--quiet-only") {
+        return;
+    }
     println!(
         "\nthe palisade storm under a flood from one other address ({flood_rounds} round(s) each, \
          beside a quiet storm of the same round), ratio to quiet\n"
     );
-    println!("| N | flood | quiet all joined ms | flooded all joined ms | ratio (range) | flooded p50 / p99 / max ms | failed | retries | flood |");
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---|");
+    println!("| N | flood | quiet all joined ms | flooded all joined ms | ratio (range) | flooded p50 / p99 / max ms | failed | retries | listen overflows (quiet / flooded) | flood |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for &n in &sizes {
         for (kind, name) in [
             (Flood::Slots, "slot exhaustion"),
@@ -393,7 +444,14 @@ fn main() {
             let (mut quiet, mut flooded) = (Vec::new(), Vec::new());
             for r in 0..flood_rounds {
                 eprintln!("N = {n}, {name}, round {}", r + 1);
-                quiet.push(storm(&rts, &certs, Stack::Palisade, n, Flood::None, Duration::ZERO));
+                quiet.push(storm(
+                    &rts,
+                    &certs,
+                    Stack::Palisade,
+                    n,
+                    Flood::None,
+                    Duration::ZERO,
+                ));
                 flooded.push(storm(
                     &rts,
                     &certs,
@@ -409,19 +467,25 @@ fn main() {
                 .map(|(f, q)| f.all.as_secs_f64() / q.all.as_secs_f64())
                 .collect();
             println!(
-                "| {n} | {name} | {} | {} | {:.2}× ({}) | {} / {} / {} | {} | {} | {} |",
+                "| {n} | {name} | {} | {} | {:.2}× ({}) | {} / {} / {} | {} | {} | {} / {} | {} |",
                 cell(fig(&quiet, |s| s.all)),
                 cell(fig(&flooded, |s| s.all)),
                 median(ratios.clone()),
                 range(&ratios),
                 msf(fig(&flooded, |x| percentile(&x.latencies, 0.5)).0),
                 msf(fig(&flooded, |x| percentile(&x.latencies, 0.99)).0),
-                msf(fig(&flooded, |x| x.latencies.last().copied().unwrap_or_default()).0),
+                msf(fig(&flooded, |x| x
+                    .latencies
+                    .last()
+                    .copied()
+                    .unwrap_or_default())
+                .0),
                 flooded.iter().map(|s| s.failed).sum::<usize>(),
                 flooded.iter().map(|s| s.retries).sum::<u64>(),
+                quiet.iter().map(|s| s.overflows).sum::<u64>(),
+                flooded.iter().map(|s| s.overflows).sum::<u64>(),
                 flooded.last().map_or(String::new(), |s| s.flood.clone()),
             );
         }
     }
-    let _ = quiet_all;
 }

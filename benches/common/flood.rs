@@ -73,8 +73,8 @@ impl Running {
                 n,
                 self.closed.load(Ordering::Relaxed)
             ),
-            Flood::Hellos => format!("{per_s:.0} ClientHellos answered/s"),
-            Flood::Replays => format!("{per_s:.0} attacker joins/s"),
+            Flood::Hellos => format!("{per_s:.0} ClientHellos answered/s ({n} in all)"),
+            Flood::Replays => format!("{per_s:.0} attacker joins/s ({n} in all)"),
         }
     }
 }
