@@ -236,7 +236,10 @@ fn storm(
                         let h = tokio::spawn(palisade_peer(endpoint.clone(), source(i), to, b, s));
                         tokio::spawn(async move {
                             let (r, retries) = h.await.unwrap_or((None, 0));
-                            (r.map(|(d, link)| (d, Holder::Palisade(link))), retries)
+                            (
+                                r.map(|(d, link)| (d, Holder::Palisade(Box::new(link)))),
+                                retries,
+                            )
                         })
                     }
                     Stack::TokioRustls => {
@@ -301,7 +304,7 @@ fn storm(
 
 /// A joined link, held until the whole storm has joined.
 enum Holder {
-    Palisade(#[allow(dead_code)] palisade::tokio::Connection),
+    Palisade(#[allow(dead_code)] Box<palisade::tokio::Connection>),
     Rustls(#[allow(dead_code)] Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
 }
 
