@@ -3,8 +3,12 @@
 //! mutual TLS + the join and the default admission control on; beside it, in the same
 //! run, the same storm against a tokio-rustls listener with the same certificates and
 //! suite order (`Certs::rustls()`: TLS13_AES_128_GCM_SHA256 first on both, like for
-//! like; a rustls client counts as done when its handshake completes). Rounds alternate
-//! palisade / baseline; each figure is the median of the rounds with their range.
+//! like; a rustls client counts as done when its handshake completes). Both listeners
+//! are tokio's `TcpListener::bind`, whose listen backlog is 128: a third column runs
+//! the rustls listener with `listen(4096)` to show what SYNs dropped at a full accept
+//! queue (each costs its peer a 1 s retransmission) cost the storm. Rounds alternate
+//! palisade / baseline / deep baseline; each figure is the median of the rounds with
+//! their range.
 //!
 //! Then the palisade storm while one address (127.0.0.2 / .3) runs the slot-exhaustion
 //! or the handshake flood of the hardening issue (`common::flood`), as a ratio to the
@@ -49,8 +53,15 @@ const FD_SPARE: u64 = 1_600;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stack {
     Palisade,
+    /// tokio's `TcpListener::bind`, as palisade's listener: mio's (and std's) listen
+    /// backlog of 128.
     TokioRustls,
+    /// The same with `listen(4096)`: what a deeper accept queue buys a storm.
+    TokioRustlsDeep,
 }
+
+/// The listen backlog of `Stack::TokioRustlsDeep`.
+const DEEP_BACKLOG: u32 = 4096;
 
 /// What one storm saw.
 struct Storm {
@@ -193,11 +204,17 @@ fn storm(
             });
             (to, task)
         }
-        Stack::TokioRustls => {
-            let listener = rts
-                .server
-                .block_on(TcpListener::bind("127.0.0.1:0"))
-                .expect("bind");
+        Stack::TokioRustls | Stack::TokioRustlsDeep => {
+            let listener = rts.server.block_on(async {
+                if stack == Stack::TokioRustls {
+                    return TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                }
+                let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                socket
+                    .bind("127.0.0.1:0".parse().expect("addr"))
+                    .expect("bind");
+                socket.listen(DEEP_BACKLOG).expect("listen")
+            });
             let to = listener.local_addr().expect("addr");
             let acceptor = TlsAcceptor::from(rustls_server);
             let task = rts.server.spawn(async move {
@@ -242,7 +259,7 @@ fn storm(
                             )
                         })
                     }
-                    Stack::TokioRustls => {
+                    Stack::TokioRustls | Stack::TokioRustlsDeep => {
                         let h = tokio::spawn(rustls_peer(connector.clone(), source(i), to, b, s));
                         tokio::spawn(async move {
                             let (r, retries) = h.await.unwrap_or((None, 0));
@@ -373,11 +390,11 @@ fn main() {
          of 32 unjoined / a burst of 40); {rounds} rounds alternating, median (range)\n"
     );
     println!(
-        "| N | sources | palisade all joined ms | tokio-rustls all done ms | ratio (range) | palisade p50 / p99 / max ms | rustls p50 / p99 / max ms | p50 ratio | failed (pal / rustls) | retries (pal / rustls) | listen overflows (pal / rustls) |"
+        "| N | sources | palisade all joined ms | tokio-rustls all done ms | ratio (range) | palisade p50 / p99 / max ms | rustls p50 / p99 / max ms | p50 ratio | failed (pal / rustls) | retries (pal / rustls) | listen overflows (pal / rustls) | rustls with listen({DEEP_BACKLOG}): all done ms, p50 / p99, overflows |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &sizes {
-        let (mut pal, mut rus) = (Vec::new(), Vec::new());
+        let (mut pal, mut rus, mut deep) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..rounds {
             eprintln!("N = {n}, round {}", r + 1);
             pal.push(storm(
@@ -412,7 +429,7 @@ fn main() {
         };
         let p50 = |s: &[Storm]| fig(s, |x| percentile(&x.latencies, 0.5)).0;
         println!(
-            "| {n} | {} | {} | {} | {:.2}× ({}) | {} | {} | {:.2}× | {} / {} | {} / {} | {} / {} |",
+            "| {n} | {} | {} | {} | {:.2}× ({}) | {} | {} | {:.2}× | {} / {} | {} / {} | {} / {} | {}, {} / {} ms, {} |",
             n.div_ceil(PEERS_PER_SOURCE),
             cell(fig(&pal, |s| s.all)),
             cell(fig(&rus, |s| s.all)),
@@ -427,6 +444,10 @@ fn main() {
             rus.iter().map(|s| s.retries).sum::<u64>(),
             pal.iter().map(|s| s.overflows).sum::<u64>(),
             rus.iter().map(|s| s.overflows).sum::<u64>(),
+            cell(fig(&deep, |s| s.all)),
+            msf(fig(&deep, |x| percentile(&x.latencies, 0.5)).0),
+            msf(fig(&deep, |x| percentile(&x.latencies, 0.99)).0),
+            deep.iter().map(|s| s.overflows).sum::<u64>(),
         );
     }
 
