@@ -413,6 +413,14 @@ fn main() {
                 Flood::None,
                 Duration::ZERO,
             ));
+            deep.push(storm(
+                &rts,
+                &certs,
+                Stack::TokioRustlsDeep,
+                n,
+                Flood::None,
+                Duration::ZERO,
+            ));
         }
         let ratios: Vec<f64> = pal
             .iter()
