@@ -394,33 +394,13 @@ fn main() {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &sizes {
+        let quiet_storm = |stack| storm(&rts, &certs, stack, n, Flood::None, Duration::ZERO);
         let (mut pal, mut rus, mut deep) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..rounds {
             eprintln!("N = {n}, round {}", r + 1);
-            pal.push(storm(
-                &rts,
-                &certs,
-                Stack::Palisade,
-                n,
-                Flood::None,
-                Duration::ZERO,
-            ));
-            rus.push(storm(
-                &rts,
-                &certs,
-                Stack::TokioRustls,
-                n,
-                Flood::None,
-                Duration::ZERO,
-            ));
-            deep.push(storm(
-                &rts,
-                &certs,
-                Stack::TokioRustlsDeep,
-                n,
-                Flood::None,
-                Duration::ZERO,
-            ));
+            pal.push(quiet_storm(Stack::Palisade));
+            rus.push(quiet_storm(Stack::TokioRustls));
+            deep.push(quiet_storm(Stack::TokioRustlsDeep));
         }
         let ratios: Vec<f64> = pal
             .iter()
@@ -469,6 +449,7 @@ fn main() {
     println!("| N | flood | quiet all joined ms | flooded all joined ms | ratio (range) | flooded p50 / p99 / max ms | failed | retries | listen overflows (quiet / flooded) | flood |");
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for &n in &sizes {
+        let quiet_storm = |stack| storm(&rts, &certs, stack, n, Flood::None, Duration::ZERO);
         for (kind, name) in [
             (Flood::Slots, "slot exhaustion"),
             (Flood::Hellos, "handshake flood"),
@@ -476,14 +457,7 @@ fn main() {
             let (mut quiet, mut flooded) = (Vec::new(), Vec::new());
             for r in 0..flood_rounds {
                 eprintln!("N = {n}, {name}, round {}", r + 1);
-                quiet.push(storm(
-                    &rts,
-                    &certs,
-                    Stack::Palisade,
-                    n,
-                    Flood::None,
-                    Duration::ZERO,
-                ));
+                quiet.push(quiet_storm(Stack::Palisade));
                 flooded.push(storm(
                     &rts,
                     &certs,
