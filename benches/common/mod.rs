@@ -6,6 +6,8 @@
 //! baselines are configured from, driving palisade and bare rustls connections in
 //! memory, and reading the command line and criterion's files.
 
+pub mod flood;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
