@@ -82,3 +82,60 @@ serve_tests!(
     palisade::smol,
     smol::block_on
 );
+
+/// The accept queue the kernel gives a listening port (`ss`'s Send-Q for a listener),
+/// or None where `ss` is missing.
+fn accept_queue(addr: SocketAddr) -> Option<u32> {
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{}", addr.port())])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// What a storm-sized backlog becomes on this kernel, or None when the kernel's cap
+/// (`net.core.somaxconn`) is too low to tell it from the runtimes' own 128 / 1024.
+fn expected_queue() -> Option<u32> {
+    let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let want = palisade_driver::backlog::LISTEN_BACKLOG as u32;
+    (cap > 1024).then_some(want.min(cap))
+}
+
+/// A reconnect storm must not find the accept queue full (a dropped SYN waits a second
+/// for its retransmit): tokio binds with 1024, smol and std with 128; palisade asks for
+/// `LISTEN_BACKLOG`.
+#[test]
+fn listeners_ask_for_a_storm_sized_accept_queue() {
+    let Some(expected) = expected_queue() else {
+        eprintln!("somaxconn too low or unreadable: nothing to tell apart, skipped");
+        return;
+    };
+    let tokio_addr = tokio_block_on(async {
+        let l = palisade::tokio::Listener::bind("127.0.0.1:0", config("t"))
+            .await
+            .expect("bind");
+        let addr = l.local_addr();
+        (addr, accept_queue(addr))
+    });
+    let smol_addr = smol::block_on(async {
+        let l = palisade::smol::Listener::bind("127.0.0.1:0", config("s"))
+            .await
+            .expect("bind");
+        let addr = l.local_addr();
+        (addr, accept_queue(addr))
+    });
+    let blocking = palisade::blocking::Listener::bind("127.0.0.1:0", config("b")).expect("bind");
+    let blocking_queue = accept_queue(blocking.local_addr());
+    let Some(tokio_queue) = tokio_addr.1 else {
+        eprintln!("`ss` not found: skipped");
+        return;
+    };
+    assert_eq!(tokio_queue, expected, "tokio listener");
+    assert_eq!(smol_addr.1, Some(expected), "smol listener");
+    assert_eq!(blocking_queue, Some(expected), "blocking listener");
+}

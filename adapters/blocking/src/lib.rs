@@ -58,6 +58,7 @@ impl Listener {
         metrics.settings_in_use(endpoint.config());
         let gate = Gate::with_limits_and_metrics(on_failure, limits, metrics)?;
         let socket = TcpListener::bind(addr)?;
+        palisade_driver::backlog::widen(&socket)?;
         let local_addr = socket.local_addr()?;
         let (tx, rx) = sync_channel(ACCEPT_BACKLOG);
         let stop = Arc::new(AtomicBool::new(false));

@@ -45,6 +45,7 @@ macro_rules! async_adapter {
                 // Limits that cannot work are refused before a port is taken.
                 limits.validate()?;
                 let socket = <<$net as $crate::Net>::TcpListener>::bind(addr).await?;
+                <$net as $crate::Net>::widen_backlog(&socket)?;
                 $crate::serve::Listener::start(socket, endpoint, on_failure, limits).map(Self)
             }
 
@@ -149,7 +150,8 @@ macro_rules! async_adapter {
 /// `$listener` and `$stream` have the method names tokio, async-std and smol share
 /// (`accept`, `local_addr`, `connect`, `set_nodelay`): `$current` is the runtime value to
 /// spawn on now, and `$wrap` turns a stream into `$socket`, the `futures-io` view the
-/// driver speaks.
+/// driver speaks. `backlog` (optional) widens a bound listener's accept queue
+/// ([`backlog::widen`](crate::backlog::widen) where the listener exposes its descriptor).
 #[macro_export]
 macro_rules! tcp_net {
     (
@@ -157,7 +159,8 @@ macro_rules! tcp_net {
         current: $current:expr,
         listener: $listener:ty,
         stream: $stream:ty,
-        socket: $socket:ty = $wrap:expr $(,)?
+        socket: $socket:ty = $wrap:expr
+        $(, backlog: $widen:path)? $(,)?
     ) => {
         impl $crate::Net for $net {
             type TcpListener = $listener;
@@ -193,6 +196,12 @@ macro_rules! tcp_net {
             fn socket(stream: $stream) -> $socket {
                 $wrap(stream)
             }
+
+            $(
+                fn widen_backlog(listener: &$listener) -> ::std::io::Result<()> {
+                    $widen(listener)
+                }
+            )?
         }
     };
 }

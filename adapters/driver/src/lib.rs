@@ -28,6 +28,7 @@
 
 mod adapter;
 pub mod admission;
+pub mod backlog;
 pub mod blocking;
 pub mod conn;
 pub mod dial;

@@ -44,6 +44,12 @@ pub trait Net: Runtime {
     ) -> impl Future<Output = io::Result<(Self::TcpStream, SocketAddr)>> + Send;
     /// The address `listener` is bound to.
     fn listener_addr(listener: &Self::TcpListener) -> io::Result<SocketAddr>;
+
+    /// Widens a freshly bound listener's accept queue ([`crate::backlog`]). A runtime
+    /// whose listener does not lend its descriptor (async-std) keeps its own backlog.
+    fn widen_backlog(_listener: &Self::TcpListener) -> io::Result<()> {
+        Ok(())
+    }
     /// A TCP connect to `addr` (`host:port`, resolved by the runtime).
     fn connect(addr: &str) -> impl Future<Output = io::Result<Self::TcpStream>> + Send;
     /// Turns Nagle off: frames are coalesced by the core, not by the kernel.

@@ -44,6 +44,7 @@ palisade_driver::tcp_net!(
     listener: TcpListener,
     stream: TcpStream,
     socket: Socket = Socket::new,
+    backlog: palisade_driver::backlog::widen,
 );
 
 impl ShutdownWrite for Smol {

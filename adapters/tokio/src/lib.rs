@@ -47,6 +47,7 @@ palisade_driver::tcp_net!(
     listener: TcpListener,
     stream: TcpStream,
     socket: Socket = Socket,
+    backlog: palisade_driver::backlog::widen,
 );
 
 /// A tokio socket seen through the `futures-io` traits the driver speaks. (tokio-util's
