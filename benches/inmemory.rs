@@ -68,8 +68,11 @@ const BULK_BATCH: usize = 1024 * 1024;
 const COALESCED_BLOCK: usize = 64 * 1024;
 
 /// Handshakes between endpoint rebuilds: each acceptor endpoint's replay cache holds
-/// 16384 nonces by default and never forgets one inside the clock-skew window.
-const HANDSHAKES_PER_ENDPOINT: u32 = 8192;
+/// 16384 nonces by default, at most 1024 of them from one source
+/// (`replay_cache_per_source`), and never forgets one inside the clock-skew window.
+/// The in-memory links all come from one source, so the endpoints are rebuilt before
+/// the 1025th plaintext join would be refused as busy.
+const HANDSHAKES_PER_ENDPOINT: u32 = 1000;
 
 // ---------------------------------------------------------------------------------------
 // Settings and helpers
