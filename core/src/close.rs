@@ -24,6 +24,19 @@ pub enum CloseCode {
     HandshakeTimeout,
     /// 5: this node failed internally (e.g. its random source).
     InternalError,
+    /// 6: the peer is revoked under this node's current settings (its node id, its
+    /// certificate or the secret it proved is on the revocation list or a CRL); sent
+    /// when a reload revokes a joined link.
+    Revoked,
+    /// 7: the peer is no longer authorized under this node's current settings (trust,
+    /// name rules, `allowed_peers`); sent when a reload withdraws it from a joined link.
+    NotAuthorized,
+    /// 8: the peer's certificate expired while the link was joined
+    /// (`close_on_peer_expiry`).
+    CertificateExpired,
+    /// 9: a re-join (PROTOCOL.md §5.8) was refused: the link's secret is no longer
+    /// accepted and the peer could not prove a current one.
+    RejoinFailed,
     /// Any other value; applications may use 0x1000 and up for their own reasons.
     Other(u16),
 }
@@ -38,6 +51,10 @@ impl CloseCode {
             Self::FrameTooLarge => 3,
             Self::HandshakeTimeout => 4,
             Self::InternalError => 5,
+            Self::Revoked => 6,
+            Self::NotAuthorized => 7,
+            Self::CertificateExpired => 8,
+            Self::RejoinFailed => 9,
             Self::Other(n) => n,
         }
     }
@@ -51,6 +68,10 @@ impl CloseCode {
             3 => Self::FrameTooLarge,
             4 => Self::HandshakeTimeout,
             5 => Self::InternalError,
+            6 => Self::Revoked,
+            7 => Self::NotAuthorized,
+            8 => Self::CertificateExpired,
+            9 => Self::RejoinFailed,
             n => Self::Other(n),
         }
     }
@@ -65,6 +86,10 @@ impl fmt::Display for CloseCode {
             Self::FrameTooLarge => f.write_str("frame too large"),
             Self::HandshakeTimeout => f.write_str("handshake timeout"),
             Self::InternalError => f.write_str("internal error"),
+            Self::Revoked => f.write_str("revoked"),
+            Self::NotAuthorized => f.write_str("no longer authorized"),
+            Self::CertificateExpired => f.write_str("peer certificate expired"),
+            Self::RejoinFailed => f.write_str("re-join failed"),
             Self::Other(n) => write!(f, "close code {n}"),
         }
     }
@@ -136,11 +161,18 @@ mod tests {
         for code in [
             CloseCode::Normal,
             CloseCode::HandshakeTimeout,
+            CloseCode::Revoked,
+            CloseCode::RejoinFailed,
             CloseCode::Other(0x1234),
         ] {
             let r = CloseReason::new(code, "bye");
             assert_eq!(CloseReason::decode(&r.encode()), Ok(r));
         }
+        for n in 0..=10u16 {
+            assert_eq!(CloseCode::from_u16(n).to_u16(), n);
+        }
+        assert_eq!(CloseCode::from_u16(6), CloseCode::Revoked);
+        assert_eq!(CloseCode::from_u16(9), CloseCode::RejoinFailed);
         assert_eq!(
             CloseReason::decode(&[0, 0, 0, 1]).unwrap_err().problem,
             FieldError::Truncated("message")

@@ -3,9 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
+pub use crate::authorize::NodePattern;
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::join::{Keyring, SharedSecret, MAX_NAME_LEN};
 pub use crate::mode::Mode;
+use crate::revocation::Revocations;
 use crate::tls::config::TlsContext;
 use crate::tls::{TlsConfig, TlsConfigError};
 
@@ -67,6 +69,18 @@ pub struct Config {
     /// proof although a keyring is set, for a rollout only (see [`Mode`]). Dialing
     /// ignores it.
     pub mode: Mode,
+    /// Node ids allowed on the other end of a link (`node-*` patterns), checked at the
+    /// join on both sides and on every joined link when the settings change. Empty (the
+    /// default): any node id, which with TLS in CA mode must still be one its
+    /// certificate names (`node_id_in_cert`). Refused with reject code 9.
+    pub allowed_peers: Vec<NodePattern>,
+    /// The deny-list (`revocation_file`): node ids, certificates and secrets refused at
+    /// the join (reject code 13) or the TLS handshake (`certificate_revoked`), and
+    /// closed on joined links when the settings change (close code 6).
+    pub revoked: Revocations,
+    /// Close a joined link when the peer's certificate expires (close code 8; default
+    /// on). Off: a link outlives its peer's certificate, as a TLS session does.
+    pub close_on_peer_expiry: bool,
 }
 
 impl Config {
@@ -87,7 +101,46 @@ impl Config {
             replay_cache_per_source: 1024,
             tls: None,
             mode: Mode::Strict,
+            allowed_peers: Vec::new(),
+            revoked: Revocations::default(),
+            close_on_peer_expiry: true,
         }
+    }
+
+    /// The ways these settings are weaker than the defaults, each in words an operator
+    /// can act on: the adapters log them when a listener or dialer starts, so a
+    /// weakening is never silent.
+    pub fn weakenings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(tls) = &self.tls {
+            let a = &tls.authorization;
+            if a.accept_any_name {
+                out.push(
+                    "authorization.accept_any_name: any certificate the CA signed joins, under \
+                     any node id"
+                        .to_owned(),
+                );
+            }
+            if matches!(tls.trust, crate::tls::TrustAnchors::CaBundle(_)) && !a.node_id_in_cert {
+                out.push(
+                    "node_id_in_cert is off: a peer's node id is not bound to its certificate"
+                        .to_owned(),
+                );
+            }
+        }
+        if self.mode == Mode::Permissive {
+            out.push(
+                "mode = \"permissive\": plaintext peers and peers without the secret are \
+                 accepted (a rollout setting)"
+                    .to_owned(),
+            );
+        }
+        if self.tls.is_none() && self.keyring.is_none() {
+            out.push(
+                "neither TLS nor a shared secret: any host that reaches the port joins".into(),
+            );
+        }
+        out
     }
 
     /// Turns TLS on.
@@ -155,7 +208,7 @@ impl Config {
         }
         self.tls
             .as_ref()
-            .map(TlsContext::build)
+            .map(|tls| TlsContext::build(tls, &self.revoked))
             .transpose()
             .map_err(ConfigError::Tls)
     }

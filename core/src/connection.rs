@@ -14,6 +14,8 @@
 //! whatever completes the frame in progress, and says how many it took. The caller keeps
 //! the rest and offers it again after draining events.
 
+mod trust;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,15 +33,22 @@ use crate::join::{
 };
 use crate::mode::BelowStrict;
 use crate::preface::{self, PREFACE, PREFACE_LEN};
+use crate::random::RandomSource;
 use crate::send_queue::SendQueue;
 use crate::time::WallClock;
+use crate::tls::config::TlsContext;
 use crate::transport::Transport;
+use trust::Rejoin;
+pub use trust::{rejoin_binding, transcript};
 
 /// Something the application should know about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The join completed: the peer proved itself and frames may flow.
     Joined(PeerInfo),
+    /// A re-join completed (PROTOCOL.md §5.8): the link now rests on the secret in
+    /// `key_id`. Frames flow on, none lost.
+    Rejoined(PeerInfo),
     /// An application frame from the peer, in order. Its bytes were not copied out of
     /// the receive buffer.
     Frame(Bytes),
@@ -170,13 +179,28 @@ pub struct Connection {
     /// Plaintext with a secret, once joined: tags every frame sent and checks every frame
     /// received (docs/PROTOCOL.md §5.7).
     frame_auth: Option<Box<FrameAuth>>,
+    /// Nonces for re-joins.
+    random: Arc<dyn RandomSource>,
+    /// The TLS settings new settings brought (`update_settings`), for re-deciding the
+    /// peer's certificate; `None` until then (the session's own decided it).
+    tls_context: Option<Arc<TlsContext>>,
+    /// Settings changed during the handshake: decide the peer again once joined.
+    recheck_at_join: bool,
+    /// SHA-256 of the last (re)join's HELLO and WELCOME: what a re-join is bound to.
+    transcript: [u8; 32],
+    /// A re-join in progress.
+    rejoin: Rejoin,
+    /// When the peer's certificate ends (`close_on_peer_expiry`).
+    peer_expiry: Option<Instant>,
 }
 
 impl Connection {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         peer: Peer,
         config: Arc<Config>,
         replay: Arc<ReplayCache>,
+        random: Arc<dyn RandomSource>,
         nonce: [u8; NONCE_LEN],
         now: Instant,
         unix_ms: u64,
@@ -216,6 +240,12 @@ impl Connection {
             peer: None,
             close_cause: None,
             frame_auth: None,
+            random,
+            tls_context: None,
+            recheck_at_join: false,
+            transcript: [0; 32],
+            rejoin: Rejoin::Idle,
+            peer_expiry: None,
         };
         conn.send_queue.push_raw(&PREFACE);
         conn.advance_handshake(now);
@@ -306,6 +336,9 @@ impl Connection {
     /// The deadline returned by `poll_timeout` may have passed. Calling it early, or more
     /// than once, does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_joined() {
+            return self.handle_joined_timeout(now);
+        }
         // The join deadline first: when both have passed (first_bytes_timeout at or
         // above handshake_timeout), that is the one that applies.
         if let Some(deadline) = self.handshake_deadline {
@@ -451,7 +484,9 @@ impl Connection {
 
     /// When `handle_timeout` must be called next, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.is_joined() || self.is_closed() {
+        if self.is_joined() {
+            self.joined_timeout()
+        } else if self.is_closed() {
             None
         } else {
             match (self.first_bytes_deadline, self.handshake_deadline) {
@@ -585,6 +620,14 @@ impl Connection {
             (State::InitiatorSentHello(init, _own), FrameKind::Welcome) => {
                 self.on_welcome(init, &frame.payload, now)
             }
+            (
+                State::Joined,
+                kind @ (FrameKind::Rejoin | FrameKind::Rejoined | FrameKind::Rekey),
+            ) => {
+                self.state = State::Joined;
+                self.on_rejoin_frame(kind, &frame.payload, now);
+                Ok(())
+            }
             // A REJECT ends a join: any time before joined, and at a joined acceptor
             // (the initiator refused its WELCOME). The state is put back first so a
             // malformed body is answered as the state calls for.
@@ -643,7 +686,8 @@ impl Connection {
         let welcome = welcome.encode();
         self.send_queue.push_control(FrameKind::Welcome, &welcome);
         self.authenticate_frames(body, &welcome, &peer);
-        self.joined(peer);
+        self.transcript = transcript(body, &welcome);
+        self.joined(peer, now);
         Ok(())
     }
 
@@ -668,7 +712,8 @@ impl Connection {
             })
             .map_err(|r| ConnectionError::Join(JoinError::RefusedPeer(r)))?;
         self.authenticate_frames(&hello, body, &peer);
-        self.joined(peer);
+        self.transcript = transcript(&hello, body);
+        self.joined(peer, now);
         Ok(())
     }
 
@@ -700,19 +745,19 @@ impl Connection {
         }
     }
 
-    /// With TLS and `node_id_in_cert`, the node id the peer joined with must be one of
-    /// its certificate's names.
+    /// The peer policy (revocation, `allowed_peers`, `node_id_in_cert`), at the join.
     fn authorize_identity(&self, peer: &PeerInfo) -> Result<(), Rejection> {
-        let rule = self
-            .config
-            .tls
-            .as_ref()
-            .filter(|t| t.authorization.node_id_in_cert)
-            .map(|t| t.authorization.node_id_names);
-        self.transport.authorize_node_id(&peer.node_id, rule)
+        crate::authorize::authorize(
+            &self.config,
+            crate::authorize::PeerFacts {
+                node_id: &peer.node_id,
+                key_id: peer.key_id,
+                cert_names: self.transport.cert_names(),
+            },
+        )
     }
 
-    fn joined(&mut self, mut peer: PeerInfo) {
+    fn joined(&mut self, mut peer: PeerInfo, now: Instant) {
         peer.tls = self.transport.peer();
         // Only a permissive acceptor gets here with either: a strict node refuses both.
         peer.below_strict = BelowStrict {
@@ -722,6 +767,7 @@ impl Connection {
         self.state = State::Joined;
         self.peer = Some(peer.clone());
         self.events.push(Event::Joined(peer));
+        self.on_joined_trust(now);
     }
 
     /// Ends the link with an error, queuing what the peer is owed: a REJECT for a join

@@ -92,6 +92,11 @@ impl Endpoint {
         &self.config
     }
 
+    /// The compiled TLS settings, for re-deciding joined links' peers.
+    pub(crate) fn tls_context(&self) -> Option<Arc<TlsContext>> {
+        self.tls.clone()
+    }
+
     /// A connection for a link this node dialed. `server_name` is the DNS name or IP the
     /// node dialed (TLS sends it as SNI and, with `verify_hostname`, checks it against
     /// the acceptor's certificate). `now` is the monotonic time and `wall` the wall clock
@@ -172,6 +177,7 @@ impl Endpoint {
             peer,
             Arc::clone(&self.config),
             Arc::clone(&self.replay),
+            Arc::clone(&self.random),
             nonce,
             now,
             unix_ms(wall),

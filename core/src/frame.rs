@@ -31,6 +31,12 @@ pub enum FrameKind {
     Welcome,
     /// Join refusal, either direction, then the link closes.
     Reject,
+    /// Re-join request on a joined link (a HELLO body), either direction (§5.8).
+    Rejoin,
+    /// Re-join answer (a WELCOME body), from the side that received REJOIN.
+    Rejoined,
+    /// Re-join done, from the side that sent REJOIN; empty. Frame keys switch after it.
+    Rekey,
     /// Application payload.
     Data,
     /// Orderly shutdown with a code and reason.
@@ -44,6 +50,9 @@ impl FrameKind {
             Self::Hello => 0x01,
             Self::Welcome => 0x02,
             Self::Reject => 0x03,
+            Self::Rejoin => 0x04,
+            Self::Rejoined => 0x05,
+            Self::Rekey => 0x06,
             Self::Data => 0x10,
             Self::Close => 0x11,
         }
@@ -55,6 +64,9 @@ impl FrameKind {
             0x01 => Self::Hello,
             0x02 => Self::Welcome,
             0x03 => Self::Reject,
+            0x04 => Self::Rejoin,
+            0x05 => Self::Rejoined,
+            0x06 => Self::Rekey,
             0x10 => Self::Data,
             0x11 => Self::Close,
             _ => return None,
@@ -72,6 +84,9 @@ impl FrameKind {
             Self::Hello => "HELLO",
             Self::Welcome => "WELCOME",
             Self::Reject => "REJECT",
+            Self::Rejoin => "REJOIN",
+            Self::Rejoined => "REJOINED",
+            Self::Rekey => "REKEY",
             Self::Data => "DATA",
             Self::Close => "CLOSE",
         }

@@ -178,6 +178,26 @@ impl FrameAuth {
         }
     }
 
+    /// After a re-join (PROTOCOL.md §5.8): this side's frames from now on are tagged under
+    /// `keys`, where `role` is this side's role in the re-join (the side that sent REJOIN
+    /// is the initiator). Sequence numbers go on counting.
+    pub fn rekey_send(&mut self, keys: &LinkKeys, role: Side) {
+        let key = match role {
+            Side::Initiator => &keys.key_i,
+            Side::Acceptor => &keys.key_r,
+        };
+        self.send = hmac(&key[..]);
+    }
+
+    /// After a re-join: the peer's frames from now on are checked under `keys`.
+    pub fn rekey_recv(&mut self, keys: &LinkKeys, role: Side) {
+        let key = match role {
+            Side::Initiator => &keys.key_r,
+            Side::Acceptor => &keys.key_i,
+        };
+        self.recv = hmac(&key[..]);
+    }
+
     /// The tag for the next frame this side sends, which then takes the next sequence
     /// number. The caller puts `payload.len() + TAG_LEN` in the header.
     pub fn seal(&mut self, kind: FrameKind, payload: &[u8]) -> [u8; TAG_LEN] {

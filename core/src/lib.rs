@@ -30,6 +30,7 @@
 )]
 #![warn(missing_docs)]
 
+pub mod authorize;
 mod close;
 pub mod config;
 mod connection;
@@ -42,15 +43,23 @@ pub mod join;
 mod mode;
 pub mod preface;
 pub mod random;
+pub mod revocation;
 mod send_queue;
 mod time;
 pub mod tls;
 mod transport;
 mod wire;
 
+pub use authorize::NodePattern;
 pub use close::{CloseCode, CloseReason};
 pub use config::{Config, ConfigError, Side};
 pub use connection::{CloseCause, Connection, Event, SendError};
+
+/// The re-join's inputs (PROTOCOL.md §5.8), public for test vectors and second
+/// implementations.
+pub mod rejoin {
+    pub use crate::connection::{rejoin_binding, transcript};
+}
 pub use endpoint::{ConnectError, Endpoint};
 pub use error::ConnectionError;
 pub use frame::{FrameDecoder, FrameError, FrameKind};
@@ -61,4 +70,5 @@ pub use join::{
 pub use mode::{BelowStrict, Mode};
 pub use preface::PrefaceError;
 pub use random::{OsRandom, RandomError, RandomSource};
+pub use revocation::{Revocations, Revoked};
 pub use wire::FieldError;

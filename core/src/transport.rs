@@ -12,7 +12,6 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::error::ConnectionError;
-use crate::join::Rejection;
 use crate::preface::MAGIC;
 use crate::send_queue::SendQueue;
 use crate::tls::session::{PrefaceOrTls, ReadOutcome, TlsSession};
@@ -131,16 +130,31 @@ impl Transport {
         }
     }
 
-    /// Checks the peer's join node id against its certificate's names, when a rule is
-    /// given (`node_id_in_cert`).
-    pub(crate) fn authorize_node_id(
-        &self,
-        node_id: &str,
-        rule: Option<crate::tls::NodeIdNames>,
-    ) -> Result<(), Rejection> {
+    /// The accepted peer certificate's names (TLS only).
+    pub(crate) fn cert_names(&self) -> Option<&crate::tls::CertNames> {
         match self {
-            Self::Plain | Self::Sniffing(_) => Ok(()),
-            Self::Tls(tls) => tls.authorize_node_id(node_id, rule),
+            Self::Plain | Self::Sniffing(_) => None,
+            Self::Tls(tls) => tls.cert_names(),
+        }
+    }
+
+    /// The peer's certificate decided again under new settings (TLS only).
+    pub(crate) fn recheck(
+        &self,
+        ctx: &crate::tls::config::TlsContext,
+        unix_ms: u64,
+    ) -> Option<Result<(), crate::tls::CertRefusal>> {
+        match self {
+            Self::Plain | Self::Sniffing(_) => None,
+            Self::Tls(tls) => tls.recheck(ctx, unix_ms),
+        }
+    }
+
+    /// When the peer's certificate ends, unix seconds (TLS only).
+    pub(crate) fn peer_not_after(&self) -> Option<i64> {
+        match self {
+            Self::Plain | Self::Sniffing(_) => None,
+            Self::Tls(tls) => tls.peer_not_after(),
         }
     }
 }

@@ -36,7 +36,7 @@ fn deliver(from: &mut Connection, to: &mut Connection, now: Instant) -> (bool, u
             while let Some(event) = to.poll_event() {
                 match event {
                     Event::Frame(f) => received += f.len(),
-                    Event::Joined(_) => {}
+                    Event::Joined(_) | Event::Rejoined(_) => {}
                     Event::Closed(cause) => panic!("closed: {cause}"),
                 }
             }

@@ -314,6 +314,7 @@ pub fn reject_label(code: RejectCode) -> &'static str {
         RejectCode::Malformed => "malformed",
         RejectCode::Busy => "busy",
         RejectCode::Reflected => "reflected",
+        RejectCode::Revoked => "revoked",
         _ => "other",
     }
 }

@@ -43,6 +43,10 @@ pub enum RejectCode {
     /// nonce of its own HELLO): a join reflected back to its sender, or two nodes
     /// configured with the same node id.
     Reflected,
+    /// 13: the peer is revoked: its node id or the secret it proved is on the refusing
+    /// node's revocation list (a revoked certificate is refused earlier, by TLS, with
+    /// the alert `certificate_revoked`).
+    Revoked,
     /// A code this version does not know.
     Other(u16),
 }
@@ -63,6 +67,7 @@ impl RejectCode {
             Self::Malformed => 10,
             Self::Busy => 11,
             Self::Reflected => 12,
+            Self::Revoked => 13,
             Self::Other(n) => n,
         }
     }
@@ -82,6 +87,7 @@ impl RejectCode {
             10 => Self::Malformed,
             11 => Self::Busy,
             12 => Self::Reflected,
+            13 => Self::Revoked,
             n => Self::Other(n),
         }
     }
@@ -101,6 +107,7 @@ impl RejectCode {
             Self::Malformed => "malformed join message",
             Self::Busy => "busy",
             Self::Reflected => "reflected join",
+            Self::Revoked => "revoked",
             Self::Other(_) => "unknown reject code",
         }
     }
@@ -136,6 +143,10 @@ impl RejectCode {
             Self::Reflected => {
                 "give every node its own node_id; if they differ, someone is reflecting joins \
                  back to their sender (a man in the middle)"
+            }
+            Self::Revoked => {
+                "this node was removed from the cluster (its revocation_file entry is named \
+                 above); if that is a mistake, remove the entry on the refusing node and reload"
             }
             Self::Other(_) => "upgrade this node to learn what the peer meant",
         }
@@ -274,12 +285,13 @@ mod tests {
 
     #[test]
     fn codes_round_trip_through_their_wire_values() {
-        for n in 0..=13u16 {
+        for n in 0..=14u16 {
             assert_eq!(RejectCode::from_u16(n).to_u16(), n);
         }
         assert_eq!(RejectCode::from_u16(5), RejectCode::ClockSkew);
         assert_eq!(RejectCode::from_u16(999), RejectCode::Other(999));
         assert_eq!(RejectCode::from_u16(12), RejectCode::Reflected);
+        assert_eq!(RejectCode::from_u16(13), RejectCode::Revoked);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rustls::client::{ClientConfig, ResolvesClientCert};
 use rustls::crypto::{ring, CryptoProvider};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerConfig};
 use rustls::sign::CertifiedKey;
 use rustls::version::{TLS12, TLS13};
@@ -78,14 +78,17 @@ pub enum TrustAnchors {
 
 /// Checks on the peer's certificate after the trust check. All that are on must pass.
 ///
-/// Built in code, every rule is off: any certificate the trust accepts joins, under any
-/// node id. Settings loaded from a file (the `palisade` crate's `Settings`) turn
-/// `verify_hostname` and `node_id_in_cert` on in CA mode unless told otherwise, and its
-/// report warns about a CA-mode node that checks nothing beyond the CA.
-#[derive(Debug, Clone, Default)]
+/// Safe by default, whether built in code or loaded from a file: in CA mode
+/// ([`TlsConfig::new`] with [`TrustAnchors::CaBundle`]) the dialed hostname must be in
+/// the acceptor's certificate and the peer's node id must be one of its certificate's
+/// names. Pinned mode ([`Authorization::pinned`]) checks neither: every node presents
+/// the same pinned certificate. A CA-mode node without any name rule is refused by
+/// `Config::validate` unless [`Authorization::accept_any_name`] says so explicitly, and
+/// that weakening is reported (`Config::weakenings`).
+#[derive(Debug, Clone)]
 pub struct Authorization {
     /// Initiator side: the dialed hostname or IP must be one of the acceptor
-    /// certificate's names.
+    /// certificate's names (default on).
     pub verify_hostname: bool,
     /// The peer's certificate must share a DNS name with this node's own certificate
     /// (Akka's rotating-keys rule: every node of a cluster carries the cluster's name).
@@ -95,10 +98,64 @@ pub struct Authorization {
     pub allowed_names: Vec<NamePattern>,
     /// The node id the peer sends in its HELLO / WELCOME must be, byte for byte, one of
     /// its certificate's DNS names (the CN when it has no alternative name; see
-    /// `node_id_names`). Refused with reject code 9 (identity not allowed).
+    /// `node_id_names`). Refused with reject code 9 (identity not allowed). Default on.
     pub node_id_in_cert: bool,
     /// Which certificate names `node_id_in_cert` looks at (default: DNS names only).
     pub node_id_names: super::NodeIdNames,
+    /// CA mode: allow settings with no name rule at all (`node_id_in_cert`,
+    /// `allowed_names` and `share_name_with_own_cert` all off), so that any certificate
+    /// the CA signed joins under any node id. Off by default; turning it on is the
+    /// explicit opt-out the validation asks for, and is reported as a weakening.
+    pub accept_any_name: bool,
+}
+
+impl Default for Authorization {
+    /// The CA-mode defaults: `verify_hostname` and `node_id_in_cert` on.
+    fn default() -> Self {
+        Self {
+            verify_hostname: true,
+            share_name_with_own_cert: false,
+            allowed_names: Vec::new(),
+            node_id_in_cert: true,
+            node_id_names: super::NodeIdNames::default(),
+            accept_any_name: false,
+        }
+    }
+}
+
+impl Authorization {
+    /// The pinned-mode defaults: the pin is the identity, so no name rule.
+    pub fn pinned() -> Self {
+        Self {
+            verify_hostname: false,
+            node_id_in_cert: false,
+            ..Self::default()
+        }
+    }
+
+    /// Every rule off, deliberately: any certificate the trust accepts joins, under any
+    /// node id (reported as a weakening).
+    pub fn trust_only() -> Self {
+        Self {
+            verify_hostname: false,
+            node_id_in_cert: false,
+            accept_any_name: true,
+            ..Self::default()
+        }
+    }
+
+    /// The defaults for this kind of trust.
+    pub fn for_trust(trust: &TrustAnchors) -> Self {
+        match trust {
+            TrustAnchors::CaBundle(_) => Self::default(),
+            TrustAnchors::Pinned(_) => Self::pinned(),
+        }
+    }
+
+    /// Whether some rule ties a CA-signed certificate to a name.
+    fn has_name_rule(&self) -> bool {
+        self.node_id_in_cert || self.share_name_with_own_cert || !self.allowed_names.is_empty()
+    }
 }
 
 /// TLS settings for a node.
@@ -116,18 +173,24 @@ pub struct TlsConfig {
     pub cipher_suites: Vec<String>,
     /// Checks on the peer's certificate beyond trust.
     pub authorization: Authorization,
+    /// X.509 CRLs (DER) from the CAs of the bundle (`tls_crl_files`): a certificate
+    /// whose serial one of them lists is refused with the alert `certificate_revoked`.
+    /// Each must be signed by a CA of the bundle. An issuer without a CRL here is not
+    /// checked (its certificates are not refused for want of one).
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 impl TlsConfig {
-    /// Settings with TLS 1.2 minimum, default suites and no authorization rule beyond
-    /// trust.
+    /// Settings with TLS 1.2 minimum, default suites, no CRL, and the safe authorization
+    /// defaults for `trust` ([`Authorization::for_trust`]).
     pub fn new(identity: Identity, trust: TrustAnchors) -> Self {
         Self {
             identity,
-            trust,
             min_version: TlsVersion::default(),
             cipher_suites: Vec::new(),
-            authorization: Authorization::default(),
+            authorization: Authorization::for_trust(&trust),
+            trust,
+            crls: Vec::new(),
         }
     }
 
@@ -171,6 +234,17 @@ pub enum TlsConfigError {
     },
     /// The trust anchors are empty.
     NoTrustAnchors,
+    /// CA mode with no rule tying a certificate to a name (`node_id_in_cert`,
+    /// `allowed_names`, `share_name_with_own_cert` all off) and no explicit
+    /// `accept_any_name`.
+    NoNameRule,
+    /// A CRL cannot be used.
+    BadCrl {
+        /// Which CRL (0-based, in `tls_crl_files` order).
+        index: usize,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl fmt::Display for TlsConfigError {
@@ -198,6 +272,14 @@ impl fmt::Display for TlsConfigError {
             Self::NoTrustAnchors => f.write_str(
                 "tls_ca_file: the trust bundle holds no certificate; give the cluster CA (or, pinned, the shared certificate)",
             ),
+            Self::NoNameRule => f.write_str(
+                "node_id_in_cert is off and neither allowed_names nor same_name_as_own_cert is set: any certificate the CA signed would join under any node id; turn node_id_in_cert on (the default), set allowed_names, or opt out explicitly (Authorization::accept_any_name)",
+            ),
+            Self::BadCrl { index, detail } => write!(
+                f,
+                "tls_crl_files: CRL #{} cannot be used: {detail}; give a CRL (PEM or DER) signed by a CA of tls_ca_file, e.g. from `palisade certs revoke` or `openssl ca -gencrl`",
+                index + 1
+            ),
         }
     }
 }
@@ -212,6 +294,8 @@ impl std::error::Error for TlsConfigError {}
 pub(crate) struct TlsContext {
     pub(crate) client: Arc<ClientConfig>,
     pub(crate) server: Arc<ServerConfig>,
+    /// Trust and authorization, for re-checking joined links when settings change.
+    pub(crate) policy: Arc<PeerPolicy>,
 }
 
 /// Always presents this node's certificate.
@@ -235,7 +319,10 @@ impl ResolvesServerCert for OwnCert {
 }
 
 impl TlsContext {
-    pub(crate) fn build(config: &TlsConfig) -> Result<Self, TlsConfigError> {
+    pub(crate) fn build(
+        config: &TlsConfig,
+        revoked: &crate::revocation::Revocations,
+    ) -> Result<Self, TlsConfigError> {
         let provider = Arc::new(provider_for(config)?);
         let versions: Vec<&'static SupportedProtocolVersion> = [&TLS13, &TLS12]
             .into_iter()
@@ -262,6 +349,9 @@ impl TlsContext {
                 if cas.is_empty() {
                     return Err(TlsConfigError::NoTrustAnchors);
                 }
+                if !config.authorization.has_name_rule() && !config.authorization.accept_any_name {
+                    return Err(TlsConfigError::NoNameRule);
+                }
                 let mut roots = RootCertStore::empty();
                 for ca in cas {
                     roots
@@ -271,14 +361,18 @@ impl TlsContext {
                             detail: e.to_string(),
                         })?;
                 }
-                Trust::ca(roots, &provider).map_err(|detail| TlsConfigError::BadCertificate {
-                    which: "tls_ca_file",
-                    detail,
-                })?
+                super::crl::check_crls(&config.crls, cas)?;
+                Trust::ca(roots, &config.crls, &provider)?
             }
             TrustAnchors::Pinned(certs) => {
                 if certs.is_empty() {
                     return Err(TlsConfigError::NoTrustAnchors);
+                }
+                if !config.crls.is_empty() {
+                    return Err(TlsConfigError::BadCrl {
+                        index: 0,
+                        detail: "pinned trust has no CA whose CRL could apply (revoke a pinned certificate by removing it from the pins, or with a revocation_file serial or spki-sha256 entry)".into(),
+                    });
                 }
                 let mut pinned = Vec::with_capacity(certs.len());
                 for cert in certs {
@@ -294,12 +388,14 @@ impl TlsContext {
         };
         let policy = PeerPolicy {
             trust,
+            revoked: revoked.clone(),
             authorization: config.authorization.clone(),
             own_names: own_summary.names.host_names(),
             algorithms: provider.signature_verification_algorithms,
         };
         let own = Arc::new(OwnCert(Arc::new(certified_key)));
-        let verifier = Arc::new(PeerVerifier::new(Arc::new(policy)));
+        let policy = Arc::new(policy);
+        let verifier = Arc::new(PeerVerifier::new(Arc::clone(&policy)));
         let unusable = |_| TlsConfigError::NoUsableSuite {
             min_version: config.min_version,
         };
@@ -325,6 +421,7 @@ impl TlsContext {
         Ok(Self {
             client: Arc::new(client),
             server: Arc::new(server),
+            policy,
         })
     }
 }

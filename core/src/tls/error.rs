@@ -67,6 +67,12 @@ pub enum CertRefusal {
         /// What rustls reported.
         detail: String,
     },
+    /// The certificate is revoked: a CRL of `tls_crl_files` lists it, or an entry of the
+    /// `revocation_file` names its serial or key.
+    Revoked {
+        /// Which entry or CRL, and what it names.
+        detail: String,
+    },
     /// Anything else the certificate verifier reported.
     Invalid {
         /// What rustls reported.
@@ -110,6 +116,10 @@ impl fmt::Display for CertRefusal {
             Self::WrongPurpose { detail } => write!(
                 f,
                 "the peer's certificate is not for this use ({detail}); node certificates need extendedKeyUsage serverAuth and clientAuth"
+            ),
+            Self::Revoked { detail } => write!(
+                f,
+                "the peer's certificate is revoked: {detail}; the node was removed from the cluster (remove the entry and reload if that is a mistake)"
             ),
             Self::Invalid { detail } => write!(f, "the peer's certificate is invalid: {detail}"),
         }
@@ -176,6 +186,9 @@ fn explain_alert(alert: &str) -> String {
         // alert; the acceptor must still learn where to look.
         "certificate_unknown" => {
             "it refused this node's certificate in a form it cannot use (a CA certificate used as a node certificate in CA mode, an X.509 v1 certificate, or a broken chain); the peer's log names the form, and loading this node's settings reports it"
+        }
+        "certificate_revoked" => {
+            "it says this node's certificate is revoked: its serial or key is in the peer's revocation_file or CRL (this node was removed from the cluster)"
         }
         "access_denied" => "its authorization rules do not allow this node's certificate names",
         "certificate_required" => "it requires a client certificate and this node sent none",

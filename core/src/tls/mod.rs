@@ -13,6 +13,7 @@
 //! belongs to the `palisade` crate.
 
 pub mod config;
+pub mod crl;
 pub mod error;
 pub mod names;
 mod scope;
@@ -26,6 +27,7 @@ pub use config::{
 pub use error::{CertRefusal, TlsError};
 pub use names::{CertNames, CertSummary, NamePattern, NodeIdNames};
 pub use rustls::pki_types;
+pub(crate) use verify::rfc3339;
 
 /// The exporter label of the channel binding (RFC 5705 / RFC 8446 §7.5).
 pub const CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-palisade-join-v1";

@@ -10,14 +10,16 @@ use std::io::{BufRead, IoSlice, Write};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use rustls::pki_types::ServerName;
+use std::time::Duration;
+
+use rustls::pki_types::{ServerName, UnixTime};
 use rustls::{ClientConnection, Connection as RustlsConnection, ServerConnection};
 
 use super::config::TlsContext;
+use super::error::CertRefusal;
 use super::error::TlsError;
 use super::scope::LinkScope;
-use super::{NodeIdNames, TlsPeer, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN};
-use crate::join::{RejectCode, Rejection};
+use super::{CertNames, CertSummary, TlsPeer, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN};
 use crate::preface::{self, PrefaceError};
 use crate::send_queue::SendQueue;
 
@@ -42,6 +44,9 @@ pub(crate) struct TlsSession {
     conn: RustlsConnection,
     /// This link's clock and certificate verdict (the rustls configuration is shared).
     scope: Arc<LinkScope>,
+    /// Initiator side: the name this node dialed (the hostname rule checks it again
+    /// when the settings change).
+    server_name: Option<ServerName<'static>>,
     /// The exporter value, once the handshake is complete.
     binding: Option<[u8; CHANNEL_BINDING_LEN]>,
     /// Whether the first byte from the peer has been checked for plaintext palisade.
@@ -60,9 +65,12 @@ impl TlsSession {
         let scope = LinkScope::new(unix_ms);
         let conn = {
             let _link = scope.enter(unix_ms);
-            ClientConnection::new(Arc::clone(&ctx.client), server_name).map_err(|e| protocol(&e))?
+            ClientConnection::new(Arc::clone(&ctx.client), server_name.clone())
+                .map_err(|e| protocol(&e))?
         };
-        Ok(Self::new(conn.into(), scope))
+        let mut session = Self::new(conn.into(), scope);
+        session.server_name = Some(server_name);
+        Ok(session)
     }
 
     /// The acceptor's session.
@@ -83,6 +91,7 @@ impl TlsSession {
         Self {
             conn,
             scope,
+            server_name: None,
             binding: None,
             sniffed: false,
             failed: false,
@@ -309,32 +318,31 @@ impl TlsSession {
         })
     }
 
-    /// With `node_id_in_cert` on, refuses a peer whose join node id is not one of its
-    /// certificate's names.
-    pub(crate) fn authorize_node_id(
+    /// The accepted peer certificate's names, once the handshake verified one.
+    pub(crate) fn cert_names(&self) -> Option<&CertNames> {
+        self.scope.accepted().map(|a| &a.names)
+    }
+
+    /// The peer's certificate decided again under `ctx`'s policy at `unix_ms` (the
+    /// settings changed while the link was joined). `None` before the handshake.
+    pub(crate) fn recheck(
         &self,
-        node_id: &str,
-        rule: Option<NodeIdNames>,
-    ) -> Result<(), Rejection> {
-        let Some(rule) = rule else {
-            return Ok(());
-        };
-        let names = self.scope.accepted().map(|a| &a.names);
-        match names {
-            Some(names) if names.names_node(node_id, rule) => Ok(()),
-            _ => Err(Rejection::new(
-                RejectCode::IdentityNotAllowed,
-                format!(
-                    "node id {node_id:?} is not, byte for byte, one of the peer certificate's \
-                     {} names [{}] (node_id_in_cert)",
-                    match rule {
-                        NodeIdNames::Dns => "DNS",
-                        NodeIdNames::DnsAndUri => "DNS or URI",
-                    },
-                    names.map(|n| n.to_string()).unwrap_or_default()
-                ),
-            )),
-        }
+        ctx: &TlsContext,
+        unix_ms: u64,
+    ) -> Option<Result<(), CertRefusal>> {
+        let chain = self.conn.peer_certificates()?;
+        let now = UnixTime::since_unix_epoch(Duration::from_millis(unix_ms));
+        Some(
+            ctx.policy
+                .recheck(chain, self.server_name.as_ref(), now)
+                .map(|_| ()),
+        )
+    }
+
+    /// When the peer's certificate ends (notAfter, unix seconds).
+    pub(crate) fn peer_not_after(&self) -> Option<i64> {
+        let der = self.conn.peer_certificates()?.first()?;
+        CertSummary::parse(der).map(|s| s.not_after)
     }
 }
 

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::client::{verify_server_name, WebPkiServerVerifier};
 use rustls::crypto::{
     verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
 };
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{
@@ -23,31 +23,56 @@ use rustls::{
     RootCertStore, SignatureScheme,
 };
 
-use super::config::Authorization;
+use super::config::{Authorization, TlsConfigError};
 use super::error::{describe_cert_error, CertRefusal};
 use super::names::{CertNames, CertSummary};
 use super::scope::LinkScope;
+use crate::revocation::Revocations;
 
 /// Where trust comes from.
 #[derive(Debug)]
 pub(crate) enum Trust {
     Ca {
-        roots: Arc<RootCertStore>,
-        /// rustls's own client-certificate chain check (clientAuth usage, the bundle).
+        /// rustls's own server-certificate chain check (serverAuth usage, the bundle,
+        /// the CRLs); its name check is this module's (`verify_hostname`).
+        server_chain: Arc<WebPkiServerVerifier>,
+        /// rustls's own client-certificate chain check (clientAuth usage, the bundle,
+        /// the CRLs).
         client_chain: Arc<dyn ClientCertVerifier>,
     },
     Pinned(Vec<(CertificateDer<'static>, CertSummary)>),
 }
 
 impl Trust {
-    pub(crate) fn ca(roots: RootCertStore, provider: &Arc<CryptoProvider>) -> Result<Self, String> {
+    /// CA trust. With CRLs, revocation is checked for every certificate of the chain
+    /// whose issuer has one; an issuer without a CRL is not held against its
+    /// certificates (the CRLs were checked to come from the bundle's CAs), and a CRL past
+    /// its nextUpdate still counts (the loader reports it; refusing every certificate of
+    /// a CA because its CRL was not renewed in time would lock the cluster out).
+    pub(crate) fn ca(
+        roots: RootCertStore,
+        crls: &[CertificateRevocationListDer<'static>],
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Self, TlsConfigError> {
         let roots = Arc::new(roots);
-        let client_chain =
+        let bad_crl = |e: &dyn std::fmt::Display| TlsConfigError::BadCrl {
+            index: 0,
+            detail: e.to_string(),
+        };
+        let mut client =
             WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(provider))
-                .build()
-                .map_err(|e| e.to_string())?;
+                .with_crls(crls.iter().cloned());
+        let mut server =
+            WebPkiServerVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(provider))
+                .with_crls(crls.iter().cloned());
+        if !crls.is_empty() {
+            client = client.allow_unknown_revocation_status();
+            server = server.allow_unknown_revocation_status();
+        }
+        let client_chain = client.build().map_err(|e| bad_crl(&e))?;
+        let server_chain = server.build().map_err(|e| bad_crl(&e))?;
         Ok(Self::Ca {
-            roots,
+            server_chain,
             client_chain,
         })
     }
@@ -57,6 +82,8 @@ impl Trust {
 #[derive(Debug)]
 pub(crate) struct PeerPolicy {
     pub(crate) trust: Trust,
+    /// The deny-list's certificate entries (serials, SPKI pins).
+    pub(crate) revoked: Revocations,
     pub(crate) authorization: Authorization,
     /// This node's DNS names (or CN), for `share_name_with_own_cert`.
     pub(crate) own_names: Vec<String>,
@@ -91,10 +118,35 @@ impl PeerPolicy {
             ))
         })?;
         self.check_trust(end_entity, intermediates, server_name, now, &summary)?;
+        if let Some(entry) = self.revoked.certificate(end_entity) {
+            return Err(Box::new((
+                CertRefusal::Revoked {
+                    detail: format!("{entry}"),
+                },
+                RustlsError::InvalidCertificate(CertificateError::Revoked),
+            )));
+        }
         self.check_authorization(end_entity, server_name, &summary.names)?;
         Ok(AcceptedCert {
             names: summary.names,
         })
+    }
+
+    /// The same decision again for a joined link's peer (the settings changed): its
+    /// chain as it presented it, the name this node dialed (initiator side), at `now`.
+    pub(crate) fn recheck(
+        &self,
+        chain: &[CertificateDer<'_>],
+        server_name: Option<&ServerName<'_>>,
+        now: UnixTime,
+    ) -> Result<AcceptedCert, CertRefusal> {
+        let Some((end_entity, intermediates)) = chain.split_first() else {
+            return Err(CertRefusal::Invalid {
+                detail: "the link has no peer certificate".into(),
+            });
+        };
+        self.check(end_entity, intermediates, server_name, now)
+            .map_err(|refused| refused.0)
     }
 
     fn check_trust(
@@ -107,19 +159,26 @@ impl PeerPolicy {
     ) -> Result<(), Refused> {
         match &self.trust {
             Trust::Ca {
-                roots,
+                server_chain,
                 client_chain,
             } => {
                 let result = match server_name {
-                    Some(_) => ParsedCertificate::try_from(end_entity).and_then(|parsed| {
-                        verify_server_cert_signed_by_trust_anchor(
-                            &parsed,
-                            roots,
-                            intermediates,
-                            now,
-                            self.algorithms.all,
-                        )
-                    }),
+                    // rustls checks the name after the chain and revocation: a name
+                    // mismatch means both passed, and the name rule is ours to apply.
+                    Some(name) => match server_chain.verify_server_cert(
+                        end_entity,
+                        intermediates,
+                        name,
+                        &[],
+                        now,
+                    ) {
+                        Ok(_)
+                        | Err(RustlsError::InvalidCertificate(
+                            CertificateError::NotValidForName
+                            | CertificateError::NotValidForNameContext { .. },
+                        )) => Ok(()),
+                        Err(e) => Err(e),
+                    },
                     None => client_chain
                         .verify_client_cert(end_entity, intermediates, now)
                         .map(|_| ()),
@@ -241,6 +300,12 @@ fn refusal_for(err: &RustlsError, summary: &CertSummary, now: UnixTime) -> CertR
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 not_yet_valid(summary, now)
             }
+            CertificateError::Revoked => CertRefusal::Revoked {
+                detail: format!(
+                    "{} (issued by \"{}\") is listed in a CRL of tls_crl_files",
+                    summary.subject, summary.issuer
+                ),
+            },
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                 CertRefusal::WrongPurpose {
                     detail: cert_err.to_string(),

@@ -343,6 +343,14 @@ pub fn check_events(who: &str, events: &[Event]) -> EventLog {
                 assert!(log.joined.is_some(), "{who}: a frame before Joined");
                 log.frames.push(b.clone());
             }
+            Event::Rejoined(p) => {
+                let joined = log.joined.as_ref().expect("Rejoined before Joined");
+                assert_eq!(
+                    joined.node_id, p.node_id,
+                    "{who}: a re-join changed the peer"
+                );
+                log.joined = Some(p.clone());
+            }
             Event::Closed(c) => log.closed = Some(c.clone()),
         }
     }

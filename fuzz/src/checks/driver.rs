@@ -117,7 +117,7 @@ impl Driven {
                     self.frame_after.push(self.consumed_at_poll);
                 }
                 Event::Joined(_) => self.joined_after = Some(self.consumed_at_poll),
-                Event::Closed(_) => {}
+                Event::Rejoined(_) | Event::Closed(_) => {}
             }
             self.report.record(who, event);
             count += 1;

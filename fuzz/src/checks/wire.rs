@@ -78,6 +78,9 @@ impl Report {
                 assert!(self.joined.is_some(), "{who}: a frame before Joined");
                 self.frames.push(payload);
             }
+            // Nobody here changes settings, and a REJOIN needs a proof made with the
+            // secret: bytes alone can never complete one.
+            Event::Rejoined(peer) => panic!("{who}: a re-join without new settings: {peer:?}"),
             Event::Closed(cause) => {
                 // Every cause can be shown to an operator.
                 let _ = cause.to_string();
