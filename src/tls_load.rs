@@ -148,6 +148,8 @@ pub fn load_tls(
     config.authorization = Authorization {
         verify_hostname,
         share_name_with_own_cert: same_name,
+        // Every name rule explicitly off is the opt-out (warned about above).
+        accept_any_name: !node_id_in_cert && !same_name && patterns.is_empty(),
         allowed_names: patterns,
         node_id_in_cert,
         node_id_names: NodeIdNames::Dns,

@@ -62,7 +62,7 @@ impl Listener {
         let local_addr = socket.local_addr()?;
         let (tx, rx) = sync_channel(ACCEPT_BACKLOG);
         let stop = Arc::new(AtomicBool::new(false));
-        let endpoint = LiveEndpoint::new(endpoint);
+        let endpoint = LiveEndpoint::following(endpoint, gate.links().clone());
         let (e, g, s) = (endpoint.clone(), gate.clone(), Arc::clone(&stop));
         thread::Builder::new()
             .name("palisade-accept".into())

@@ -91,6 +91,18 @@ impl Shared {
     }
 }
 
+impl crate::follow::Follows for Shared {
+    /// New settings: what the core queues (a CLOSE, a REJOIN) is written at once, and a
+    /// link they closed has its write side shut, as `close` does.
+    fn follow(&self, endpoint: &palisade_core::Endpoint, now: Instant) {
+        self.link.update_settings(endpoint, now);
+        if self.flush(false).is_ok() && self.is_drained() {
+            let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = w.stream.shutdown(Shutdown::Write);
+        }
+    }
+}
+
 fn write_some(w: &mut TcpStream, out: &mut VecDeque<Bytes>) -> io::Result<()> {
     while !out.is_empty() {
         let slices: Vec<IoSlice<'_>> = out.iter().take(64).map(|b| IoSlice::new(b)).collect();
@@ -289,6 +301,8 @@ fn establish_inner(
             out: VecDeque::new(),
         }),
     });
+    let follower: Arc<dyn crate::follow::Follows> = shared.clone();
+    shared.link.observer().register(Arc::downgrade(&follower));
     let owner = Arc::new(Owner(Arc::clone(&shared)));
     if let Some(permit) = &permit {
         let weak = Arc::downgrade(&shared);

@@ -146,6 +146,8 @@ where
 {
     let span = observer.span().clone();
     let link = Arc::new(Link::observed(conn, observer));
+    let follower: Arc<dyn crate::follow::Follows> = link.clone();
+    link.observer().register(Arc::downgrade(&follower));
     let owner = Arc::new(Owner(Arc::clone(&link)));
     if let Some(permit) = &permit {
         let weak = Arc::downgrade(&link);

@@ -14,6 +14,7 @@ use palisade_core::{Connection, Endpoint};
 
 use crate::driver::Runtime;
 use crate::error::Error;
+use crate::follow::LinkRegistry;
 use crate::metrics::Metrics;
 use crate::observe::{link_span, LinkObserver};
 use crate::server_name_of;
@@ -26,6 +27,8 @@ pub struct Dial {
     expected_peer: Option<String>,
     connect_timeout: Option<Duration>,
     metrics: Option<Metrics>,
+    /// The dialer's live links, which follow its settings.
+    links: Option<LinkRegistry>,
 }
 
 impl Dial {
@@ -38,6 +41,7 @@ impl Dial {
             expected_peer: None,
             connect_timeout: None,
             metrics: None,
+            links: None,
         }
     }
 
@@ -45,6 +49,13 @@ impl Dial {
     /// every dial of a node the handle its listener counts in.
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// The link follows the settings of the dialer owning `links` (a reload decides its
+    /// peer again); [`Dialer`](crate::Dialer) sets this for its dials.
+    pub fn following(mut self, links: LinkRegistry) -> Self {
+        self.links = Some(links);
         self
     }
 
@@ -57,7 +68,7 @@ impl Dial {
     /// counters.
     pub fn observer(&self) -> LinkObserver {
         let span = link_span(palisade_core::Side::Initiator, Some(&self.addr));
-        LinkObserver::new(self.metrics.clone(), span)
+        LinkObserver::new(self.metrics.clone(), span).following(self.links.clone())
     }
 
     /// TLS checks the acceptor's certificate against `name` (and sends it as SNI)

@@ -70,11 +70,12 @@ impl<N> Dialer<N> {
         &self.metrics
     }
 
-    /// `dial`, counted in this dialer's metrics unless it names counters of its own.
+    /// `dial`, counted in this dialer's metrics unless it names counters of its own, and links follow this dialer's settings.
     fn counted(&self, dial: &Dial) -> Dial {
+        let dial = dial.clone().following(self.endpoint.links().clone());
         match dial.counted_in() {
-            Some(_) => dial.clone(),
-            None => dial.clone().metrics(self.metrics.clone()),
+            Some(_) => dial,
+            None => dial.metrics(self.metrics.clone()),
         }
     }
 
@@ -88,9 +89,9 @@ impl<N> Dialer<N> {
         self.endpoint.current()
     }
 
-    /// New settings for the dials started from now on: links already joined and dials
-    /// in progress keep theirs. Settings that cannot work are refused and the old ones
-    /// stay.
+    /// New settings for the dials started from now on, and for the links this dialer
+    /// made: each is decided again under them (see [`LiveEndpoint::reconfigure`]).
+    /// Settings that cannot work are refused and the old ones stay.
     pub fn reconfigure(&self, config: Config) -> Result<(), Error> {
         self.endpoint.reconfigure(config)
     }

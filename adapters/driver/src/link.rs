@@ -292,6 +292,15 @@ impl Link {
         self.aborted.load(Ordering::Acquire)
     }
 
+    /// New settings (the listener or dialer reloaded): the core decides the peer again
+    /// (`Connection::update_settings`), and whoever waits is woken to move what it
+    /// queued (a CLOSE, a REJOIN).
+    pub fn update_settings(&self, endpoint: &palisade_core::Endpoint, now: Instant) {
+        let mut g = self.lock();
+        g.conn.update_settings(endpoint, now);
+        self.all_changed(&mut g);
+    }
+
     /// Whether the link ever joined (it may be over now).
     pub fn ever_joined(&self) -> bool {
         let g = self.lock();
@@ -372,8 +381,8 @@ impl Link {
                 self.on_join_failed(&mut g, &error);
                 Poll::Ready(Err(error))
             }
-            // Frames come only after Joined; nothing else can be first.
-            Some(Event::Frame(_)) | None => {
+            // Frames and re-joins come only after Joined; nothing else can be first.
+            Some(Event::Frame(_) | Event::Rejoined(_)) | None => {
                 if let Some(cx) = cx {
                     g.app.register(cx.waker());
                 }
@@ -404,6 +413,10 @@ impl Link {
                 }
                 Some(Event::Joined(peer)) => {
                     self.on_joined(inner, &peer);
+                    inner.peer = Some(peer);
+                }
+                Some(Event::Rejoined(peer)) => {
+                    self.observer.rejoined(&peer);
                     inner.peer = Some(peer);
                 }
                 Some(Event::Closed(cause)) => inner.ended = Some(cause),
@@ -583,5 +596,11 @@ impl Drop for Link {
             Stage::Done => {}
         }
         inner.stage = Stage::Done;
+    }
+}
+
+impl crate::follow::Follows for Link {
+    fn follow(&self, endpoint: &palisade_core::Endpoint, now: Instant) {
+        self.update_settings(endpoint, now);
     }
 }

@@ -17,6 +17,7 @@ use crate::admission::{Admission, AdmissionLimits, AdmissionStats, Permit};
 use crate::conn::{establish_admitted, Connection};
 use crate::driver::Runtime;
 use crate::error::{Error, HandshakeFailure};
+use crate::follow::LinkRegistry;
 use crate::live::LiveEndpoint;
 use crate::metrics::Metrics;
 use crate::observe::{link_span, LinkObserver};
@@ -66,6 +67,8 @@ pub struct Gate {
     admission: Arc<Admission>,
     hook: Option<FailureHook>,
     metrics: Metrics,
+    /// The links this gate admitted, which follow the listener's settings.
+    links: LinkRegistry,
 }
 
 impl Default for Gate {
@@ -91,6 +94,7 @@ impl Gate {
             admission: Admission::unchecked(AdmissionLimits::default()),
             hook,
             metrics: Metrics::default(),
+            links: LinkRegistry::default(),
         }
     }
 
@@ -110,7 +114,14 @@ impl Gate {
             admission: Admission::new(limits)?,
             hook,
             metrics,
+            links: LinkRegistry::default(),
         })
+    }
+
+    /// The links this gate admitted: give it to the listener's
+    /// [`LiveEndpoint::following`], so a reload decides their peers again.
+    pub fn links(&self) -> &LinkRegistry {
+        &self.links
     }
 
     /// The counters of the links this gate admits.
@@ -139,7 +150,10 @@ impl Gate {
         let _in_span = span.enter();
         match self.admission.admit(peer_addr, Instant::now()) {
             Ok(permit) => Some(
-                permit.observed_by(LinkObserver::new(Some(self.metrics.clone()), span.clone())),
+                permit.observed_by(
+                    LinkObserver::new(Some(self.metrics.clone()), span.clone())
+                        .following(Some(self.links.clone())),
+                ),
             ),
             Err(e) => {
                 // A flood is refused thousands of times a second: the counters and the
@@ -238,14 +252,15 @@ impl<R: Runtime> Acceptor<R> {
     /// endpoint's node id).
     pub fn new(endpoint: Endpoint, runtime: R, hook: Option<FailureHook>) -> Self {
         let metrics = Metrics::new(endpoint.config().node_id.clone());
+        let gate = Gate {
+            metrics,
+            ..Gate::new(hook)
+        };
         Self {
-            endpoint: LiveEndpoint::new(endpoint),
+            endpoint: LiveEndpoint::following(endpoint, gate.links().clone()),
             runtime,
             queue: Arc::default(),
-            gate: Gate {
-                metrics,
-                ..Gate::new(hook)
-            },
+            gate,
         }
     }
 
@@ -270,11 +285,12 @@ impl<R: Runtime> Acceptor<R> {
         metrics: Metrics,
     ) -> Result<Self, Error> {
         metrics.settings_in_use(endpoint.config());
+        let gate = Gate::with_limits_and_metrics(hook, limits, metrics)?;
         Ok(Self {
-            endpoint: LiveEndpoint::new(endpoint),
+            endpoint: LiveEndpoint::following(endpoint, gate.links().clone()),
             runtime,
             queue: Arc::default(),
-            gate: Gate::with_limits_and_metrics(hook, limits, metrics)?,
+            gate,
         })
     }
 
@@ -288,7 +304,8 @@ impl<R: Runtime> Acceptor<R> {
         self.gate.in_progress()
     }
 
-    /// New settings for the links accepted from now on (see [`LiveEndpoint`]).
+    /// New settings for the links accepted from now on, and for the joined links this
+    /// acceptor made: each is decided again under them (see [`LiveEndpoint`]).
     pub fn reconfigure(&self, config: palisade_core::Config) -> Result<(), Error> {
         self.endpoint.reconfigure(config)?;
         self.metrics()

@@ -68,6 +68,9 @@ struct Inner {
     links_below_strict: AtomicU64,
     cert_expiry_seconds: AtomicI64,
     permissive: AtomicBool,
+    rejoins_ok: AtomicU64,
+    rejoins_failed: AtomicU64,
+    links_closed_by_trust: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// One node's counters and gauges. Clones share them: give the same handle to the
@@ -136,6 +139,9 @@ impl Metrics {
             links_below_strict: AtomicU64::new(0),
             cert_expiry_seconds: AtomicI64::new(NO_EXPIRY),
             permissive: AtomicBool::new(false),
+            rejoins_ok: AtomicU64::new(0),
+            rejoins_failed: AtomicU64::new(0),
+            links_closed_by_trust: Mutex::default(),
         }))
     }
 
@@ -165,7 +171,31 @@ impl Metrics {
             links_below_strict: i.links_below_strict.load(Relaxed),
             cert_expiry_seconds: (expiry != NO_EXPIRY).then_some(expiry),
             permissive: i.permissive.load(Relaxed),
+            rejoins_ok: i.rejoins_ok.load(Relaxed),
+            rejoins_failed: i.rejoins_failed.load(Relaxed),
+            links_closed_by_trust: lock(&i.links_closed_by_trust).clone(),
         }
+    }
+
+    /// A joined link re-joined under the current secret (`ok`), or its re-join failed
+    /// and the link closed (PROTOCOL.md §5.8).
+    pub fn record_rejoin(&self, ok: bool) {
+        if ok {
+            self.0.rejoins_ok.fetch_add(1, Relaxed);
+            facade::counter(self, "palisade_rejoins_ok_total", 1);
+        } else {
+            self.0.rejoins_failed.fetch_add(1, Relaxed);
+            facade::counter(self, "palisade_rejoins_failed_total", 1);
+        }
+    }
+
+    /// A joined link this node closed because the current settings withdrew the peer:
+    /// `cause` is `revoked`, `not_authorized`, `certificate_expired` or `rejoin_failed`.
+    pub fn record_trust_close(&self, cause: &'static str) {
+        *lock(&self.0.links_closed_by_trust)
+            .entry(cause)
+            .or_default() += 1;
+        facade::trust_close(self, cause);
     }
 
     /// A reload of the node's files (certificate, key, CA bundle, secret) was taken
@@ -341,6 +371,7 @@ pub fn tls_failure_label(error: &ConnectionError) -> Option<&'static str> {
                 CertRefusal::NameNotAllowed { .. } => "name_not_allowed",
                 CertRefusal::NoSharedName { .. } => "no_shared_name",
                 CertRefusal::WrongPurpose { .. } => "wrong_purpose",
+                CertRefusal::Revoked { .. } => "revoked",
                 _ => "bad_certificate",
             },
             TlsError::NoClientCertificate => "no_client_certificate",
@@ -351,6 +382,7 @@ pub fn tls_failure_label(error: &ConnectionError) -> Option<&'static str> {
                 "certificate_unknown" => "peer_certificate_unknown",
                 "access_denied" => "peer_access_denied",
                 "certificate_required" => "peer_certificate_required",
+                "certificate_revoked" => "peer_certificate_revoked",
                 _ => "peer_refused",
             },
             TlsError::Incompatible { .. } => "incompatible",
@@ -397,6 +429,13 @@ pub struct MetricsSnapshot {
     pub cert_expiry_seconds: Option<i64>,
     /// The node is in permissive (migration) mode (gauge).
     pub permissive: bool,
+    /// Joined links that re-joined under the current secret.
+    pub rejoins_ok: u64,
+    /// Re-joins that failed (the link closed with code 9), either side.
+    pub rejoins_failed: u64,
+    /// Joined links this node closed because new settings withdrew the peer, by cause
+    /// (`revoked`, `not_authorized`, `certificate_expired`, `rejoin_failed`).
+    pub links_closed_by_trust: BTreeMap<&'static str, u64>,
 }
 
 impl MetricsSnapshot {
@@ -452,6 +491,11 @@ impl fmt::Display for MetricsSnapshot {
         for (name, value) in lines {
             writeln!(f, "{name} {value}")?;
         }
+        writeln!(f, "rejoins_ok {}", self.rejoins_ok)?;
+        writeln!(f, "rejoins_failed {}", self.rejoins_failed)?;
+        for (cause, n) in &self.links_closed_by_trust {
+            writeln!(f, "links_closed_by_trust{{cause=\"{cause}\"}} {n}")?;
+        }
         match self.cert_expiry_seconds {
             Some(s) => writeln!(f, "cert_expiry_seconds {s}")?,
             None => writeln!(f, "cert_expiry_seconds none")?,
@@ -487,6 +531,11 @@ mod facade {
         .increment(1);
     }
 
+    pub fn trust_close(m: &Metrics, cause: &'static str) {
+        metrics::counter!("palisade_links_closed_by_trust_total", "node" => m.node_id().to_owned(), "cause" => cause)
+            .increment(1);
+    }
+
     pub fn tls_failure(m: &Metrics, cause: &'static str) {
         metrics::counter!(
             "palisade_tls_failures_total",
@@ -506,6 +555,7 @@ mod facade {
     pub fn gauge_set(_: &Metrics, _: &'static str, _: f64) {}
     pub fn refused(_: &Metrics, _: RejectCode, _: Direction) {}
     pub fn tls_failure(_: &Metrics, _: &'static str) {}
+    pub fn trust_close(_: &Metrics, _: &'static str) {}
 }
 
 #[cfg(test)]

@@ -9,11 +9,12 @@
 
 use std::fmt::Display;
 
-use palisade_core::{CloseCause, PeerInfo, Side};
+use palisade_core::{CloseCause, CloseCode, PeerInfo, Side};
 use tracing::field::{display, Empty};
 use tracing::Span;
 
 use crate::error::Error;
+use crate::follow::{Follows, LinkRegistry};
 use crate::metrics::{reject_label, Metrics, Tally};
 
 /// The span of one link, before the join. `peer`: the address accepted or dialed.
@@ -39,6 +40,17 @@ pub fn link_span(side: Side, peer: Option<&dyn Display>) -> Span {
     span
 }
 
+/// The cause label of a close that new settings made (`Connection::update_settings`).
+pub fn trust_close_label(code: CloseCode) -> Option<&'static str> {
+    Some(match code {
+        CloseCode::Revoked => "revoked",
+        CloseCode::NotAuthorized => "not_authorized",
+        CloseCode::CertificateExpired => "certificate_expired",
+        CloseCode::RejoinFailed => "rejoin_failed",
+        _ => return None,
+    })
+}
+
 /// `acceptor` or `dialer`.
 pub fn side_label(side: Side) -> &'static str {
     match side {
@@ -60,6 +72,8 @@ pub(crate) enum Stage {
 pub struct LinkObserver {
     metrics: Option<Metrics>,
     span: Span,
+    /// The listener's or dialer's live links, which follow its settings.
+    links: Option<LinkRegistry>,
 }
 
 impl Default for LinkObserver {
@@ -71,7 +85,38 @@ impl Default for LinkObserver {
 impl LinkObserver {
     /// Counts into `metrics` (if any) and records into `span`.
     pub fn new(metrics: Option<Metrics>, span: Span) -> Self {
-        Self { metrics, span }
+        Self {
+            metrics,
+            span,
+            links: None,
+        }
+    }
+
+    /// The link will follow the settings of the listener or dialer owning `links`.
+    pub fn following(mut self, links: Option<LinkRegistry>) -> Self {
+        self.links = links;
+        self
+    }
+
+    /// Registers the link with its listener's or dialer's live links, if any.
+    pub(crate) fn register(&self, link: std::sync::Weak<dyn Follows>) {
+        if let Some(links) = &self.links {
+            links.add(link);
+        }
+    }
+
+    /// A joined link re-joined under another secret, or was closed by new settings.
+    pub(crate) fn rejoined(&self, peer: &PeerInfo) {
+        if let Some(m) = &self.metrics {
+            m.record_rejoin(true);
+        }
+        if let Some(key) = peer.key_id {
+            self.span.record("key_id", display(key));
+        }
+        self.span.in_scope(|| {
+            tracing::info!(target: "palisade", "re-joined {} under key id {}", peer.node_id,
+                peer.key_id.map_or("none".to_owned(), |k| k.to_string()));
+        });
     }
 
     /// The link's span.
@@ -145,6 +190,27 @@ impl LinkObserver {
     pub(crate) fn closed(&self, cause: Option<&CloseCause>, io_error: Option<&str>) {
         if let Some(m) = &self.metrics {
             m.link_closed();
+            let code = match cause {
+                Some(CloseCause::Local(r) | CloseCause::Peer(r)) => Some((r.code, cause)),
+                _ => None,
+            };
+            if let Some((code, cause)) = code {
+                if code == CloseCode::RejoinFailed {
+                    m.record_rejoin(false);
+                }
+                if let Some(CloseCause::Local(_)) = cause {
+                    if let Some(label) = trust_close_label(code) {
+                        m.record_trust_close(label);
+                    }
+                }
+            }
+        }
+        if let Some(CloseCause::Local(r)) = cause {
+            if trust_close_label(r.code).is_some() {
+                self.span.in_scope(|| {
+                    tracing::warn!(target: "palisade", "closed the link: {r}");
+                });
+            }
         }
         let span = &self.span;
         match cause {
