@@ -30,22 +30,46 @@ def frame(kind, body):
 KEY_ID = mac(b"palisade/v1 key id")[:8]
 
 
-def join_vectors(binding, suffix):
-    hello_signed = (struct.pack(">H", 1) + lp16(b"prod") + lp16(b"node-a")
-                    + struct.pack(">Q", 1767225600000) + bytes(range(32))
+def join_messages(binding, i_id=b"node-a", r_id=b"node-b", t_i=1767225600000,
+                  t_r=1767225600250, n_i=bytes(range(32)), n_r=bytes(range(32, 64))):
+    """HELLO and WELCOME payloads (§5.1-5.3) and their proofs."""
+    hello_signed = (struct.pack(">H", 1) + lp16(b"prod") + lp16(i_id)
+                    + struct.pack(">Q", t_i) + n_i
                     + struct.pack(">I", 8388608) + b"\x01" + KEY_ID)
     proof_i = mac(lp16(b"palisade/v1 initiator proof") + lp16(binding) + hello_signed)
     hello = hello_signed + proof_i
-    welcome_signed = (struct.pack(">H", 1) + lp16(b"node-b")
-                      + struct.pack(">Q", 1767225600250) + bytes(range(32, 64))
+    welcome_signed = (struct.pack(">H", 1) + lp16(r_id)
+                      + struct.pack(">Q", t_r) + n_r
                       + struct.pack(">I", 8388608) + b"\x01" + KEY_ID)
     proof_r = mac(lp16(b"palisade/v1 acceptor proof") + lp16(binding) + lp16(hello)
                   + welcome_signed)
+    return hello, welcome_signed + proof_r, proof_i, proof_r
+
+
+def rejoin_vectors(hello, welcome):
+    """The re-join (§5.8) on the plaintext link of the join vectors: node-b sends REJOIN."""
+    transcript = hashlib.sha256(lp16(hello) + lp16(welcome)).digest()
+    binding = hashlib.sha256(lp16(b"palisade/v1 rejoin") + lp16(b"") + transcript).digest()
+    rehello, rewelcome, _, _ = join_messages(
+        binding, b"node-b", b"node-a", 1767225660000, 1767225660100,
+        bytes(range(64, 96)), bytes(range(96, 128)))
+    return {
+        "rejoin_transcript": transcript,
+        "rejoin_binding": binding,
+        "rejoin_frame": frame(0x04, rehello),
+        "rejoined_frame": frame(0x05, rewelcome),
+        "rekey_frame": frame(0x06, b""),
+        "rejoin_next_transcript": hashlib.sha256(lp16(rehello) + lp16(rewelcome)).digest(),
+    }
+
+
+def join_vectors(binding, suffix):
+    hello, welcome, proof_i, proof_r = join_messages(binding)
     return {
         "proof_i" + suffix: proof_i,
         "hello_frame" + suffix: frame(0x01, hello),
         "proof_r" + suffix: proof_r,
-        "welcome_frame" + suffix: frame(0x02, welcome_signed + proof_r),
+        "welcome_frame" + suffix: frame(0x02, welcome),
     }
 
 
@@ -148,6 +172,7 @@ def main():
     ours.update(join_vectors(b"", ""))
     ours.update(frame_auth_vectors(ours["hello_frame"][5:], ours["welcome_frame"][5:]))
     ours.update(join_vectors(b"\xaa" * 32, "_tls"))
+    ours.update(rejoin_vectors(ours["hello_frame"][5:], ours["welcome_frame"][5:]))
     bad = [k for k in sorted(set(ours) | set(spec)) if ours.get(k, b"").hex() != spec.get(k)]
     for k in bad:
         print(f"vector {k}: spec {spec.get(k)} != computed {ours.get(k, b'').hex()}")

@@ -116,8 +116,69 @@ fn computed(binding: &[u8], suffix: &str) -> Vec<(String, String)> {
             &hello.encode(),
             &welcome.encode(),
         ));
+        out.extend(rejoin_vectors(&secret, &hello.encode(), &welcome.encode()));
     }
     out
+}
+
+/// §5.8: the re-join that continues the plaintext join above; node-b sends REJOIN.
+fn rejoin_vectors(secret: &SharedSecret, hello: &[u8], welcome: &[u8]) -> Vec<(String, String)> {
+    use palisade_core::rejoin::{rejoin_binding, transcript};
+    let t = transcript(hello, welcome);
+    let rebind = rejoin_binding(b"", &t);
+    let auth = Some(Auth {
+        key_id: secret.key_id(),
+        proof: [0; 32],
+    });
+    let mut rehello = JoinHello {
+        version: 1,
+        cluster_name: "prod".into(),
+        node_id: "node-b".into(),
+        timestamp_ms: 1_767_225_660_000,
+        nonce: bytes_of(0x40),
+        max_frame: 8 * 1024 * 1024,
+        auth,
+    };
+    let proof = initiator_proof(secret, &rebind, &rehello);
+    rehello.auth = Some(Auth {
+        key_id: secret.key_id(),
+        proof,
+    });
+    let mut rewelcome = JoinWelcome {
+        version: 1,
+        node_id: "node-a".into(),
+        timestamp_ms: 1_767_225_660_100,
+        nonce: bytes_of(0x60),
+        max_frame: 8 * 1024 * 1024,
+        auth,
+    };
+    let proof = acceptor_proof(secret, &rebind, &rehello, &rewelcome);
+    rewelcome.auth = Some(Auth {
+        key_id: secret.key_id(),
+        proof,
+    });
+    let frame = |kind, body: &[u8]| {
+        let mut out = bytes::BytesMut::new();
+        encode(kind, body, &mut out);
+        hex::encode(out)
+    };
+    [
+        ("rejoin_transcript", hex::encode(t)),
+        ("rejoin_binding", hex::encode(rebind)),
+        ("rejoin_frame", frame(FrameKind::Rejoin, &rehello.encode())),
+        (
+            "rejoined_frame",
+            frame(FrameKind::Rejoined, &rewelcome.encode()),
+        ),
+        ("rekey_frame", frame(FrameKind::Rekey, b"")),
+        (
+            "rejoin_next_transcript",
+            hex::encode(transcript(&rehello.encode(), &rewelcome.encode())),
+        ),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_owned(), v))
+    .collect()
 }
 
 /// §5.7: the link keys from the join messages, and whole authenticated frames.

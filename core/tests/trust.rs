@@ -120,7 +120,11 @@ fn a_three_step_rotation_rejoins_in_place_and_loses_no_frame() {
             for (i, side) in [Side::Initiator, Side::Acceptor].into_iter().enumerate() {
                 for p in payloads(20, round * 2 + i as u8) {
                     if let Err(e) = pair.send(side, p.clone()) {
-                        panic!("{e}: {:?} / {:?}", pair.close_cause(Side::Initiator), pair.close_cause(Side::Acceptor));
+                        panic!(
+                            "{e}: {:?} / {:?}",
+                            pair.close_cause(Side::Initiator),
+                            pair.close_cause(Side::Acceptor)
+                        );
                     }
                     sent[i].push(p);
                 }
