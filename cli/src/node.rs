@@ -289,16 +289,20 @@ async fn serve(
     let hook: palisade::FailureHook = Arc::new(move |failure| {
         warn!(peer = %failure.peer_addr, "refused a link: {}", failure.error);
     });
+    // One endpoint for the listener and the dialer: they share the replay cache and the
+    // nonces of this node's HELLOs in flight, so a HELLO reflected from a dial back to
+    // the listener is recognized (PROTOCOL.md §5.5).
+    let endpoint = Endpoint::new(config.clone()).map_err(|e| unworkable(&e))?;
     let listener = match &listen {
         Some(addr) => {
-            let endpoint = Endpoint::new(config.clone()).map_err(|e| unworkable(&e))?;
-            let listener = Listener::bind_with_limits(addr.as_str(), endpoint, Some(hook), limits)
-                .await
-                .map_err(|e| {
-                    CliError::new(exit::IO, format!("cannot listen on {addr}"))
-                        .cause(&e)
-                        .hint("is another process on that port? change `listen`")
-                })?;
+            let listener =
+                Listener::bind_with_limits(addr.as_str(), endpoint.clone(), Some(hook), limits)
+                    .await
+                    .map_err(|e| {
+                        CliError::new(exit::IO, format!("cannot listen on {addr}"))
+                            .cause(&e)
+                            .hint("is another process on that port? change `listen`")
+                    })?;
             info!(node = %config.node_id, "listening on {} (key id {})", listener.local_addr(), key_id(&config));
             Some(Arc::new(listener))
         }
@@ -310,7 +314,6 @@ async fn serve(
         || Metrics::new(config.node_id.clone()),
         |l| l.metrics().clone(),
     );
-    let endpoint = Endpoint::new(config.clone()).map_err(|e| unworkable(&e))?;
     let node = Arc::new(Node {
         id: config.node_id.clone(),
         links: Mutex::new(HashMap::new()),
