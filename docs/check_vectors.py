@@ -156,12 +156,23 @@ def frame_auth_vectors(hello, welcome):
         "auth_data_i": sealed(key_i, 0, 0x10, b"hello, cluster"),
         "auth_data_r": sealed(key_r, 0, 0x10, b"hello, cluster"),
         "auth_close_r": sealed(key_r, 1, 0x11, struct.pack(">H", 0) + lp16(b"bye")),
+        # "More frame authentication vectors": seq above 1, an initiator CLOSE, an empty
+        # payload, and the untagged REJECT / CLOSE of the pre-join exception.
+        "auth_data_i1": sealed(key_i, 1, 0x10, b"two"),
+        "auth_data_i2": sealed(key_i, 2, 0x10, b"three"),
+        "auth_close_i3": sealed(key_i, 3, 0x11, struct.pack(">H", 1) + lp16(b"bye")),
+        "auth_data_r2": sealed(key_r, 2, 0x10, b""),
+        "unauth_reject_i0": frame(0x03, struct.pack(">H", 3) + lp16(b"bad proof")),
+        "unauth_close_i0": frame(0x11, struct.pack(">H", 4) + lp16(b"timeout")),
     }
 
 
 def main():
     section = open(SPEC, encoding="utf-8").read().split("## 9. Test vectors")[1]
     spec = dict(re.findall(r"^([a-z_]+) = ([0-9a-f]+)$", section, re.M))
+    # Names with a digit: the channel-binding vectors (checked below) and the frame
+    # authentication vectors of the "More frame authentication vectors" subsection.
+    spec.update(re.findall(r"^((?:auth|unauth)_[a-z_]+[0-9]) = ([0-9a-f]+)$", section, re.M))
     ours = {
         "preface": b"PALISADE" + struct.pack(">H", 1),
         "key_id": KEY_ID,
