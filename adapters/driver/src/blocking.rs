@@ -364,6 +364,16 @@ impl BlockingConnection {
         self.recv.recv()
     }
 
+    /// Why the link ended, once it has (see [`BlockingRecvHalf::close_cause`]).
+    pub fn close_cause(&self) -> Option<palisade_core::CloseCause> {
+        self.recv.close_cause()
+    }
+
+    /// The peer as the link rests on it now (the key id changes with a re-join).
+    pub fn current_peer(&self) -> Option<PeerInfo> {
+        self.recv.current_peer()
+    }
+
     /// Closes gracefully and waits until the socket is shut.
     pub fn close(self, reason: CloseReason) {
         self.send.close(reason);
@@ -410,6 +420,17 @@ impl BlockingSendHalf {
 }
 
 impl BlockingRecvHalf {
+    /// Why the link ended, once it has: after `recv` gave `Ok(None)`, the CLOSE's code
+    /// and reason.
+    pub fn close_cause(&self) -> Option<palisade_core::CloseCause> {
+        self.owner.0.link.close_cause()
+    }
+
+    /// The peer as the link rests on it now (the key id changes with a re-join).
+    pub fn current_peer(&self) -> Option<PeerInfo> {
+        self.owner.0.link.current_peer()
+    }
+
     /// The next frame; `Ok(None)` once the peer closed gracefully.
     pub fn recv(&self) -> Result<Option<Bytes>, Error> {
         let shared = &self.owner.0;

@@ -210,6 +210,16 @@ impl Connection {
         self.recv.recv().await
     }
 
+    /// Why the link ended, once it has (see [`RecvHalf::close_cause`]).
+    pub fn close_cause(&self) -> Option<palisade_core::CloseCause> {
+        self.recv.close_cause()
+    }
+
+    /// The peer as the link rests on it now (the key id changes with a re-join).
+    pub fn current_peer(&self) -> Option<PeerInfo> {
+        self.recv.current_peer()
+    }
+
     /// Closes gracefully (queued frames, CLOSE, TLS close_notify, socket shutdown) and
     /// waits until the socket is shut.
     pub async fn close(self, reason: CloseReason) {
@@ -251,6 +261,17 @@ impl SendHalf {
 }
 
 impl RecvHalf {
+    /// Why the link ended, once it has: after `recv` gave `Ok(None)`, the CLOSE's code
+    /// and reason (e.g. code 6 when the peer revoked this node at a reload).
+    pub fn close_cause(&self) -> Option<palisade_core::CloseCause> {
+        self.owner.0.close_cause()
+    }
+
+    /// The peer as the link rests on it now (the key id changes with a re-join).
+    pub fn current_peer(&self) -> Option<PeerInfo> {
+        self.owner.0.current_peer()
+    }
+
     /// The next frame; `Ok(None)` once the peer closed gracefully.
     pub async fn recv(&mut self) -> Result<Option<Bytes>, Error> {
         poll_fn(|cx| self.owner.0.poll_recv(Some(cx))).await

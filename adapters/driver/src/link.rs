@@ -292,6 +292,19 @@ impl Link {
         self.aborted.load(Ordering::Acquire)
     }
 
+    /// Why the link ended (a CLOSE's code and reason, ours or the peer's, or the error),
+    /// once it has.
+    pub fn close_cause(&self) -> Option<CloseCause> {
+        let g = self.lock();
+        g.ended.clone().or_else(|| g.conn.close_cause().cloned())
+    }
+
+    /// What the link rests on now: the join's peer info, with the key id of the last
+    /// re-join (PROTOCOL.md §5.8).
+    pub fn current_peer(&self) -> Option<PeerInfo> {
+        self.lock().conn.peer().cloned()
+    }
+
     /// New settings (the listener or dialer reloaded): the core decides the peer again
     /// (`Connection::update_settings`), and whoever waits is woken to move what it
     /// queued (a CLOSE, a REJOIN).
