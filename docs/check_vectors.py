@@ -178,6 +178,9 @@ def main():
         "key_id": KEY_ID,
         "reject_frame": frame(0x03, struct.pack(">H", 5) + lp16(b"skew 400000 ms")),
         "close_frame": frame(0x11, struct.pack(">H", 0) + lp16(b"bye")),
+        "reject_revoked_frame": frame(
+            0x03, struct.pack(">H", 13) + lp16(b'node id "node-c" is revoked')),
+        "close_revoked_frame": frame(0x11, struct.pack(">H", 6) + lp16(b"revoked: node-id node-c")),
         "data_frame": frame(0x10, b"hello, cluster"),
     }
     ours.update(join_vectors(b"", ""))

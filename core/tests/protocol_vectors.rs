@@ -109,6 +109,20 @@ fn computed(binding: &[u8], suffix: &str) -> Vec<(String, String)> {
                 "close_frame".to_owned(),
                 frame(FrameKind::Close, &close.encode()),
             ),
+            (
+                "reject_revoked_frame".to_owned(),
+                frame(
+                    FrameKind::Reject,
+                    &Rejection::new(RejectCode::Revoked, "node id \"node-c\" is revoked").encode(),
+                ),
+            ),
+            (
+                "close_revoked_frame".to_owned(),
+                frame(
+                    FrameKind::Close,
+                    &CloseReason::new(CloseCode::Revoked, "revoked: node-id node-c").encode(),
+                ),
+            ),
             ("data_frame".to_owned(), data),
         ]);
         out.extend(frame_auth_vectors(
