@@ -7,12 +7,13 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use palisade_core::tls::pki_types::pem::{PemObject, SectionKind};
-use palisade_core::tls::pki_types::{CertificateDer, PrivateKeyDer};
+use palisade_core::tls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::report::{Finding, Report};
 
-/// Reads the file, or says why it cannot be read.
-fn read(key: &'static str, path: &Path, report: &mut Report) -> Option<Vec<u8>> {
+/// Reads the file, or says why it cannot be read (an error finding naming `key` and
+/// the file).
+pub(crate) fn read(key: &'static str, path: &Path, report: &mut Report) -> Option<Vec<u8>> {
     match std::fs::read(path) {
         Ok(bytes) => Some(bytes),
         Err(e) => {
@@ -27,7 +28,7 @@ fn read(key: &'static str, path: &Path, report: &mut Report) -> Option<Vec<u8>> 
                 ),
                 _ => (
                     format!("the file cannot be read: {e}"),
-                    format!("make {key} name a readable PEM file"),
+                    format!("make {key} name a readable file"),
                 ),
             };
             report.push(Finding::error(key, cause, fix).in_file(path));
@@ -144,4 +145,56 @@ pub fn load_key(path: &Path, report: &mut Report) -> Option<PrivateKeyDer<'stati
     };
     report.push(Finding::error(KEY, cause, fix).in_file(path));
     None
+}
+
+/// The CRLs of one `tls_crl_files` entry: PEM (one or more `X509 CRL` blocks) or a DER
+/// CRL. Only read here; whether each is a CRL of the bundle is checked by the caller.
+pub fn load_crls(
+    path: &Path,
+    report: &mut Report,
+) -> Option<Vec<CertificateRevocationListDer<'static>>> {
+    const KEY: &str = "tls_crl_files";
+    let bytes = read(KEY, path, report)?;
+    let is_pem = bytes.windows(11).any(|w| w == b"-----BEGIN ");
+    if !is_pem {
+        if bytes.is_empty() {
+            report.push(
+                Finding::error(
+                    KEY,
+                    "the CRL file is empty",
+                    "give tls_crl_files a CRL (PEM \"-----BEGIN X509 CRL-----\" or DER) signed by a CA of tls_ca_file",
+                )
+                .in_file(path),
+            );
+            return None;
+        }
+        return Some(vec![CertificateRevocationListDer::from(bytes)]);
+    }
+    let crls: Vec<CertificateRevocationListDer<'static>> =
+        match CertificateRevocationListDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>() {
+            Ok(crls) => crls,
+            Err(e) => {
+                report.push(
+                    Finding::error(
+                        KEY,
+                        format!("the file is not valid PEM: {e}"),
+                        "the file may be truncated or damaged; copy it again from its source",
+                    )
+                    .in_file(path),
+                );
+                return None;
+            }
+        };
+    if crls.is_empty() {
+        report.push(
+            Finding::error(
+                KEY,
+                "the file holds no PEM \"-----BEGIN X509 CRL-----\" block",
+                "give tls_crl_files a CRL (PEM or DER) signed by a CA of tls_ca_file, e.g. from `palisade certs revoke` or `openssl ca -gencrl`; certificates go in tls_ca_file",
+            )
+            .in_file(path),
+        );
+        return None;
+    }
+    Some(crls)
 }

@@ -11,7 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use palisade_core::tls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use palisade_core::revocation::{self, CertFacts};
+use palisade_core::tls::crl::{verify_crl_issuer, CrlSummary};
+use palisade_core::tls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime,
+};
 use palisade_core::tls::{
     Authorization, CertSummary, Identity, NamePattern, NodeIdNames, TlsConfig, TlsConfigError,
     TlsVersion, TrustAnchors,
@@ -36,6 +40,9 @@ pub const MIN_RSA_BITS: usize = 2048;
 const CERT: &str = "tls_cert_file";
 const KEY: &str = "tls_key_file";
 const CA: &str = "tls_ca_file";
+const CRL: &str = "tls_crl_files";
+/// Days before a CRL's nextUpdate from which the report warns.
+pub const CRL_EXPIRY_WARNING_DAYS: i64 = 7;
 
 /// The authorization rules in force once the mode's defaults fill what the settings
 /// leave unset: (`verify_hostname`, `same_name_as_own_cert`, `node_id_in_cert`).
@@ -96,7 +103,7 @@ pub fn load_tls(
         _ => None,
     };
 
-    let (verify_hostname, same_name, node_id_in_cert) = effective_authorization(tls);
+    let (_, same_name, node_id_in_cert) = effective_authorization(tls);
     let cert_path = tls.tls_cert_file.clone().unwrap_or_default();
     let mut leaf_ok = false;
     if let Some(leaf) = chain.as_ref().and_then(|c| c.first()) {
@@ -111,7 +118,7 @@ pub fn load_tls(
             if ca_mode && !node_id_in_cert && !same_name && tls.allowed_names.is_empty() {
                 report.push(Finding::warning(
                     "node_id_in_cert",
-                    "every authorization rule is off: this node accepts any certificate its CA ever signed, under any node id",
+                    "every authorization rule is off (node_id_in_cert = false is the explicit opt-out, Authorization::accept_any_name): this node accepts any certificate its CA ever signed, under any node id",
                     "turn node_id_in_cert back on (the default), or set allowed_names to the patterns of this cluster's certificate names",
                 ));
             }
@@ -124,11 +131,23 @@ pub fn load_tls(
         }
     }
     let patterns = allowed_patterns(&tls.allowed_names, report);
+    let crls = load_crls(
+        tls,
+        cas.as_deref(),
+        chain.as_ref().and_then(|c| c.first()),
+        now_secs,
+        report,
+    );
 
     if report.errors().count() > errors_before {
         return None;
     }
     let (chain, key) = (chain?, key?);
+    // Which file each CRL came from, for the core's verdict on CRL #n.
+    let crl_files: Vec<PathBuf> = crls
+        .iter()
+        .flat_map(|(path, ders)| ders.iter().map(move |_| path.clone()))
+        .collect();
     let trust = match tls.tls_trust {
         TlsTrust::Ca => TrustAnchors::CaBundle(cas?),
         TlsTrust::Pinned => TrustAnchors::Pinned(chain.first().cloned().into_iter().collect()),
@@ -145,26 +164,177 @@ pub fn load_tls(
         MinTls::Tls13 => TlsVersion::Tls13,
     };
     config.cipher_suites = tls.cipher_suites.clone();
-    config.authorization = Authorization {
-        verify_hostname,
-        share_name_with_own_cert: same_name,
-        // Every name rule explicitly off is the opt-out (warned about above).
-        accept_any_name: !node_id_in_cert && !same_name && patterns.is_empty(),
-        allowed_names: patterns,
-        node_id_in_cert,
-        node_id_names: NodeIdNames::Dns,
-    };
+    config.authorization = authorization(tls, patterns);
+    config.crls = crls.into_iter().flat_map(|(_, ders)| ders).collect();
     // The core builds its TLS context here exactly as an endpoint will.
     let id = if node_id.is_empty() { "check" } else { node_id };
     match Config::new("check", id).with_tls(config.clone()).validate() {
         Ok(()) => Some(config),
         Err(ConfigError::Tls(e)) => {
-            report.push(core_finding(&e, tls));
+            report.push(core_finding(&e, tls, &crl_files));
             None
         }
         // Names are the settings module's to check; the TLS part built.
         Err(_) => Some(config),
     }
+}
+
+/// The authorization the settings ask for: the mode's safe defaults
+/// ([`Authorization::for_trust`]) with what the settings say over them. In CA mode, every
+/// name rule explicitly off (`node_id_in_cert = false`, no `allowed_names`, no
+/// `same_name_as_own_cert`) is the explicit opt-out [`Authorization::accept_any_name`],
+/// which the report warns about and the core lists among the weakenings.
+fn authorization(tls: &TlsSettings, patterns: Vec<NamePattern>) -> Authorization {
+    let (verify_hostname, same_name, node_id_in_cert) = effective_authorization(tls);
+    let ca_mode = tls.tls_trust == TlsTrust::Ca;
+    let mut a = if ca_mode {
+        Authorization::default()
+    } else {
+        Authorization::pinned()
+    };
+    a.verify_hostname = verify_hostname;
+    a.share_name_with_own_cert = same_name;
+    a.node_id_in_cert = node_id_in_cert;
+    a.node_id_names = NodeIdNames::Dns;
+    a.accept_any_name = ca_mode && !node_id_in_cert && !same_name && patterns.is_empty();
+    a.allowed_names = patterns;
+    a
+}
+
+/// The CRLs of `tls_crl_files`, each file with its CRLs, every one checked: readable,
+/// signed by a CA of the bundle (`cas`), not past its nextUpdate (an error: an expired
+/// CRL says nothing about today), and, when it lists this node's own certificate, an
+/// error too (its peers would refuse it). A CRL close to its nextUpdate is a warning.
+fn load_crls(
+    tls: &TlsSettings,
+    cas: Option<&[CertificateDer<'static>]>,
+    leaf: Option<&CertificateDer<'static>>,
+    now: i64,
+    report: &mut Report,
+) -> Vec<(PathBuf, Vec<CertificateRevocationListDer<'static>>)> {
+    if tls.tls_crl_files.is_empty() {
+        return Vec::new();
+    }
+    if tls.tls_trust == TlsTrust::Pinned {
+        report.push(Finding::error(
+            CRL,
+            "tls_trust = \"pinned\" has no CA whose CRL could apply, so tls_crl_files would check nothing",
+            "remove tls_crl_files; revoke a pinned certificate with a `serial HEX ISSUER` or `spki-sha256 HEX` line in revocation_file (or remove it from the pins)",
+        ));
+        return Vec::new();
+    }
+    let own = leaf.and_then(|l| CertFacts::parse(l));
+    let mut out = Vec::new();
+    for path in &tls.tls_crl_files {
+        let Some(ders) = pem::load_crls(path, report) else {
+            continue;
+        };
+        let mut good = true;
+        for (i, der) in ders.iter().enumerate() {
+            let which = if ders.len() > 1 {
+                format!("CRL #{} of the file", i + 1)
+            } else {
+                "the CRL".to_owned()
+            };
+            let summary = match CrlSummary::parse(der) {
+                Ok(s) => s,
+                Err(detail) => {
+                    good = false;
+                    report.push(
+                        Finding::error(
+                            CRL,
+                            format!("{which} cannot be read: {detail}"),
+                            "give tls_crl_files an X.509 CRL (PEM \"-----BEGIN X509 CRL-----\" or DER), e.g. from `palisade certs revoke` or `openssl ca -gencrl`",
+                        )
+                        .in_file(path),
+                    );
+                    continue;
+                }
+            };
+            if let Some(cas) = cas {
+                if let Err(detail) = verify_crl_issuer(der, cas) {
+                    good = false;
+                    report.push(
+                        Finding::error(
+                            CRL,
+                            format!("{which} cannot be used: {detail}"),
+                            "use the CRL of a CA of tls_ca_file (signed with that CA's key), or add its CA to tls_ca_file",
+                        )
+                        .in_file(path),
+                    );
+                    continue;
+                }
+            }
+            if summary.is_expired(now) {
+                good = false;
+                report.push(
+                    Finding::error(
+                        CRL,
+                        format!(
+                            "{which} of \"{}\" is expired: its nextUpdate was {}",
+                            summary.issuer,
+                            summary.next_update.map_or_else(String::new, rfc3339)
+                        ),
+                        "publish a fresh CRL from the CA (`palisade certs revoke`, `openssl ca -gencrl`) and write it to this file",
+                    )
+                    .in_file(path),
+                );
+                continue;
+            }
+            if let Some(next) = summary.next_update {
+                let days_left = (next - now).div_euclid(86_400);
+                if days_left < CRL_EXPIRY_WARNING_DAYS {
+                    report.push(
+                        Finding::warning(
+                            CRL,
+                            format!(
+                                "{which} of \"{}\" expires in {days_left} day(s), at {} (its nextUpdate); once expired it is refused and this node will not start or reload",
+                                summary.issuer,
+                                rfc3339(next)
+                            ),
+                            "publish a fresh CRL from the CA before then",
+                        )
+                        .in_file(path),
+                    );
+                }
+            }
+            if let Some(own) = own
+                .as_ref()
+                .filter(|o| same_issuer(&o.issuer, &summary.issuer) && summary.lists(&o.serial))
+            {
+                good = false;
+                report.push(
+                    Finding::error(
+                        CERT,
+                        format!(
+                            "this node's own certificate is revoked: serial {} (issuer \"{}\") is listed in {}; every peer will refuse it",
+                            revocation::hex(&own.serial),
+                            own.issuer,
+                            path.display()
+                        ),
+                        "give this node a new certificate (and key) from the CA, or, if it was revoked by mistake, publish a CRL without it",
+                    )
+                    .in_file(path),
+                );
+            }
+        }
+        if good {
+            out.push((path.clone(), ders));
+        }
+    }
+    out
+}
+
+/// Two issuer names as x509-parser prints them, ASCII case and spaces after commas
+/// ignored.
+fn same_issuer(a: &str, b: &str) -> bool {
+    let norm = |s: &str| -> String {
+        s.split(',')
+            .map(|part| part.trim().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    norm(a) == norm(b)
 }
 
 /// TLS rules and files set while TLS is off: rules that need certificates are errors
@@ -181,6 +351,7 @@ fn rules_without_tls(t: &TlsSettings, report: &mut Report) {
         ),
         ("node_id_in_cert", t.node_id_in_cert == Some(true)),
         ("allowed_names", !t.allowed_names.is_empty()),
+        ("tls_crl_files", !t.tls_crl_files.is_empty()),
     ] {
         if on {
             report.push(Finding::error(
@@ -662,7 +833,7 @@ fn allowed_patterns(names: &[String], report: &mut Report) -> Vec<NamePattern> {
 }
 
 /// The core's verdict, under the setting it concerns.
-fn core_finding(err: &TlsConfigError, tls: &TlsSettings) -> Finding {
+fn core_finding(err: &TlsConfigError, tls: &TlsSettings, crl_files: &[PathBuf]) -> Finding {
     let file = |p: &Option<PathBuf>| p.clone();
     let (key, file, cause, fix) = match err {
         TlsConfigError::UnknownCipherSuite { name, known } => (
@@ -693,6 +864,18 @@ fn core_finding(err: &TlsConfigError, tls: &TlsSettings) -> Finding {
                 "give tls_ca_file PEM CA certificates".to_owned(),
             )
         }
+        TlsConfigError::BadCrl { index, detail } => (
+            CRL,
+            crl_files.get(*index).cloned(),
+            format!("the CRL cannot be used: {detail}"),
+            "give tls_crl_files CRLs (PEM or DER) signed by a CA of tls_ca_file, e.g. from `palisade certs revoke` or `openssl ca -gencrl`".to_owned(),
+        ),
+        TlsConfigError::NoNameRule => (
+            "node_id_in_cert",
+            None,
+            err.to_string(),
+            "turn node_id_in_cert on (the default), or set allowed_names".to_owned(),
+        ),
         TlsConfigError::NoTrustAnchors => (
             CA,
             file(&tls.tls_ca_file),

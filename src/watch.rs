@@ -1,5 +1,5 @@
-//! Reloading a node's files while it runs: the certificate, key, CA bundle and secret
-//! files its settings name are fingerprinted by content (not mtime), so a Kubernetes
+//! Reloading a node's files while it runs: the certificate, key, CA bundle, CRL,
+//! revocation and secret files its settings name are fingerprinted by content (not mtime), so a Kubernetes
 //! secret volume's `..data` symlink swap and cert-manager's in-place rewrites are both
 //! seen. A changed set is loaded with every check of [`Settings::build`] and taken only
 //! when it is complete and valid; otherwise the last good set stays, the report says
@@ -182,7 +182,8 @@ impl FileWatch {
         self
     }
 
-    /// The files watched: certificate, key, CA bundle, secret and accepted secrets.
+    /// The files watched: certificate, key, CA bundle, secret, revocation file,
+    /// accepted secrets and CRLs.
     pub fn files(&self) -> &[PathBuf] {
         &self.files
     }
@@ -236,7 +237,7 @@ impl FileWatch {
         let loaded = self.settings.build(now);
         match loaded.config {
             Some(config) if loaded.report.is_ok() => {
-                tracing::info!(target: "palisade", files = ?changed, "reload: took the new certificate, key, CA and secret files");
+                tracing::info!(target: "palisade", files = ?changed, "reload: took the new certificate, key, CA, CRL, revocation and secret files");
                 log_findings(&loaded.report, Severity::Warning);
                 let leaf = config
                     .tls
@@ -397,9 +398,10 @@ fn files_of(settings: &Settings) -> Vec<PathBuf> {
     let tls = &settings.tls;
     [&tls.tls_cert_file, &tls.tls_key_file, &tls.tls_ca_file]
         .into_iter()
-        .chain([&settings.shared_secret_file])
+        .chain([&settings.shared_secret_file, &settings.revocation_file])
         .flatten()
         .chain(&settings.accepted_secret_files)
+        .chain(&tls.tls_crl_files)
         .cloned()
         .collect()
 }

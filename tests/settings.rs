@@ -95,6 +95,10 @@ fn a_toml_file_and_the_same_settings_from_the_environment_are_equal() {
         node_id_in_cert = true
         min_tls = "1.3"
         cipher_suites = ["TLS13_AES_256_GCM_SHA384"]
+        tls_crl_files = ["/etc/palisade/tls/ca.crl", "/etc/palisade/tls/old-ca.crl"]
+        allowed_peers = ["node-*", "db-1"]
+        revocation_file = "/etc/palisade/revoked.txt"
+        close_on_peer_expiry = false
     "#;
     let file = Settings::from_toml_str(toml, None).unwrap();
     let from_env = from_env(&[
@@ -138,11 +142,21 @@ fn a_toml_file_and_the_same_settings_from_the_environment_are_equal() {
         ("PALISADE_NODE_ID_IN_CERT", "true"),
         ("PALISADE_MIN_TLS", "1.3"),
         ("PALISADE_CIPHER_SUITES", "TLS13_AES_256_GCM_SHA384"),
+        (
+            "PALISADE_TLS_CRL_FILES",
+            "/etc/palisade/tls/ca.crl,/etc/palisade/tls/old-ca.crl",
+        ),
+        ("PALISADE_ALLOWED_PEERS", "node-*, db-1"),
+        ("PALISADE_REVOCATION_FILE", "/etc/palisade/revoked.txt"),
+        ("PALISADE_CLOSE_ON_PEER_EXPIRY", "false"),
         ("HOME", "/root"), // not ours: ignored
     ])
     .unwrap();
     assert_eq!(file, from_env);
     assert_eq!(file.seeds, ["node-2.palisade:7000", "10.0.0.7:7000"]);
+    assert_eq!(file.allowed_peers, ["node-*", "db-1"]);
+    assert!(!file.close_on_peer_expiry);
+    assert_eq!(file.tls.tls_crl_files.len(), 2);
     assert_eq!(file.clock_skew_tolerance, Duration::from_secs(90));
     // And the environment wins over the file.
     let mut both = file.clone();
@@ -198,6 +212,7 @@ fn every_key_reaches_its_field_and_the_defaults_are_the_documented_ones() {
     let mut full = defaults.clone();
     full.listen = Some("x".into());
     full.shared_secret_file = Some("x".into());
+    full.revocation_file = Some("x".into());
     full.tls.tls_cert_file = Some("x".into());
     full.tls.tls_key_file = Some("x".into());
     full.tls.tls_ca_file = Some("x".into());

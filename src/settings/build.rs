@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use palisade_core::join::{Keyring, MAX_NAME_LEN};
+use palisade_core::revocation::Revocations;
 use palisade_core::tls::TlsConfig;
+use palisade_core::NodePattern;
 use palisade_core::{Config, ConfigError};
 use palisade_driver::admission::{AdmissionError, AdmissionLimits};
 
@@ -48,16 +50,149 @@ impl Settings {
         }
         // With TLS off this reports the TLS settings that then do nothing.
         let tls = crate::tls_load::load_tls(&self.tls, &self.node_id, now, &mut report);
+        let revoked = self.revocations(&mut report);
+        let allowed_peers = self.allowed_peers(&mut report);
+        if let Some(revoked) = &revoked {
+            self.check_own_revocation(revoked, tls.as_ref(), keyring.as_ref(), &mut report);
+        }
         self.check_mode(&mut report);
         let limits = self.limits(&mut report);
         let config = report
             .is_ok()
-            .then(|| self.config(keyring, tls, &mut report))
+            .then(|| {
+                let mut config = self.config(keyring, tls, &mut report)?;
+                config.revoked = revoked.unwrap_or_default();
+                config.allowed_peers = allowed_peers;
+                Some(config)
+            })
             .flatten();
         Loaded {
             config,
             limits,
             report,
+        }
+    }
+
+    /// The deny-list of `revocation_file`: empty without one; `None` (with an error
+    /// naming the key, the file and, for a bad line, its number) when the file is
+    /// missing, unreadable or has a line that cannot be read. Never half applied.
+    fn revocations(&self, report: &mut Report) -> Option<Revocations> {
+        const KEY: &str = "revocation_file";
+        let Some(path) = &self.revocation_file else {
+            return Some(Revocations::default());
+        };
+        let bytes = crate::pem::read(KEY, path, report)?;
+        let Ok(text) = String::from_utf8(bytes) else {
+            report.push(
+                Finding::error(
+                    KEY,
+                    "the revocation file is not UTF-8 text",
+                    "write it as text: one `node-id ID`, `serial HEX ISSUER`, `spki-sha256 HEX` or `key-id HEX` entry a line",
+                )
+                .in_file(path),
+            );
+            return None;
+        };
+        match Revocations::parse(&text, &path.display().to_string()) {
+            Ok(list) => {
+                if !list.is_empty() {
+                    report.push(
+                        Finding::note(
+                            KEY,
+                            format!("{} revocation entry(ies)", list.entries().len()),
+                        )
+                        .in_file(path),
+                    );
+                }
+                Some(list)
+            }
+            Err(e) => {
+                report.push(
+                    Finding::error(
+                        KEY,
+                        format!("line {}: {}", e.line, e.problem),
+                        "write each line as `node-id ID`, `serial HEX ISSUER`, `spki-sha256 HEX` or `key-id HEX`, optionally followed by ` # reason`; a file with a bad line is refused whole (at a reload the last good list stays)",
+                    )
+                    .in_file(path),
+                );
+                None
+            }
+        }
+    }
+
+    /// The `allowed_peers` patterns; a bad one is an error naming the key.
+    fn allowed_peers(&self, report: &mut Report) -> Vec<NodePattern> {
+        let mut patterns = Vec::with_capacity(self.allowed_peers.len());
+        for text in &self.allowed_peers {
+            match NodePattern::new(text.as_str()) {
+                Ok(p) => patterns.push(p),
+                Err(cause) => report.push(Finding::error(
+                    "allowed_peers",
+                    cause,
+                    "write node ids or patterns with `*`, e.g. \"node-*\" or \"db-*-eu\"",
+                )),
+            }
+        }
+        if !patterns.is_empty() && !patterns.iter().any(|p| p.matches(&self.node_id)) {
+            report.push(Finding::note(
+                "allowed_peers",
+                format!(
+                    "this node's own node_id {:?} matches none of allowed_peers (fine when this node's role only talks to others)",
+                    self.node_id
+                ),
+            ));
+        }
+        patterns
+    }
+
+    /// This node's own node id, certificate or secret in the deny-list: its peers,
+    /// reading the same list, refuse it, so `check` says so as an error.
+    fn check_own_revocation(
+        &self,
+        revoked: &Revocations,
+        tls: Option<&TlsConfig>,
+        keyring: Option<&Keyring>,
+        report: &mut Report,
+    ) {
+        const KEY: &str = "revocation_file";
+        let file = self.revocation_file.clone().unwrap_or_default();
+        let fix = "give this node a new identity (node id, certificate and key) or, if it was revoked by mistake, remove the entry";
+        if let Some(entry) = revoked.node_id(&self.node_id) {
+            report.push(
+                Finding::error(
+                    KEY,
+                    format!(
+                        "this node's own node id is revoked: {entry}; every peer will refuse it"
+                    ),
+                    fix,
+                )
+                .in_file(&file),
+            );
+        }
+        if let Some(leaf) = tls.and_then(|t| t.identity.cert_chain.first()) {
+            if let Some(entry) = revoked.certificate(leaf) {
+                report.push(
+                    Finding::error(
+                        KEY,
+                        format!("this node's own certificate is revoked: {entry}; every peer will refuse it"),
+                        fix,
+                    )
+                    .in_file(&file),
+                );
+            }
+        }
+        if let Some(keyring) = keyring {
+            let id = keyring.primary().key_id();
+            if let Some(entry) = revoked.key_id(id) {
+                report.push(
+                    Finding::error(
+                        KEY,
+                        format!("this node's own shared secret (key id {id}) is revoked: {entry}; every peer will refuse it"),
+                        "rotate to a new shared secret (shared_secret_file), or remove the entry",
+                    )
+                    .in_file(&file),
+                );
+            }
         }
     }
 
@@ -261,6 +396,7 @@ impl Settings {
         config.send_buffer_limit = self.send_buffer_limit;
         config.recv_buffer_limit = self.recv_buffer_limit;
         config.mode = self.mode;
+        config.close_on_peer_expiry = self.close_on_peer_expiry;
         match config.validate() {
             Ok(()) => Some(config),
             Err(e) => {

@@ -102,11 +102,15 @@ pub const KEYS: &[Key] = &[
     key("tls_cert_file", Path, None, "This node's certificate chain, PEM, leaf first."),
     key("tls_key_file", Path, None, "This node's private key, PEM (PKCS#8, PKCS#1 RSA or SEC1 EC)."),
     key("tls_ca_file", Path, None, "CA bundle peers are checked against, PEM; one or more CAs."),
+    key("tls_crl_files", List, Some("[]"), "X.509 CRLs (PEM or DER, e.g. from `palisade certs revoke` or `openssl ca -gencrl`), each signed by a CA of `tls_ca_file`: a peer certificate one of them lists is refused (alert `certificate_revoked`). A CRL that cannot be read, is not signed by a CA of the bundle or is past its nextUpdate is an error (at a reload: the last good set stays). Not with `tls_trust = \"pinned\"`."),
     key("tls_trust", Choice(&["ca", "pinned"]), Some("ca"), "`ca`: mutual TLS against `tls_ca_file`; `pinned`: every node shares the one self-signed `tls_cert_file` (development)."),
     key("verify_hostname", Bool, None, "The dialer checks that the acceptor's certificate names the host it dialed (or the name it was told to check). Unset: on with `tls_trust = \"ca\"`, off when pinned."),
     key("same_name_as_own_cert", Bool, None, "The peer's certificate must share a DNS name with this node's (Akka's rule). Unset: off."),
     key("allowed_names", List, Some("[]"), "Name patterns (`*.svc.cluster.local`) one of the peer certificate's names must match. Empty: no allow-list."),
     key("node_id_in_cert", Bool, None, "The peer's node id must be, byte for byte, one of its certificate's DNS names. Unset: on with `tls_trust = \"ca\"`, off when pinned."),
+    key("allowed_peers", List, Some("[]"), "Node ids allowed on the other end of a link, exact or with `*` globs (`node-*`); checked at the join on both sides and on every joined link at each reload. Empty: any node id (with TLS in CA mode still one its certificate names)."),
+    key("revocation_file", Path, None, "The deny-list: lines `node-id ID`, `serial HEX ISSUER`, `spki-sha256 HEX` or `key-id HEX`, each optionally followed by ` # reason`. Revoked peers are refused and, at a reload, their joined links closed. Missing or unreadable: an error; empty: nothing revoked."),
+    key("close_on_peer_expiry", Bool, Some("true"), "Close a joined link when the peer's certificate expires. `false`: a link outlives its peer's certificate, as a TLS session does."),
     key("min_tls", Choice(&["1.2", "1.3"]), Some("1.2"), "Lowest TLS version (1.3 is preferred either way)."),
     key("cipher_suites", List, Some("[]"), "IANA cipher suite names in preference order. Empty: rustls's defaults."),
     key("mode", Choice(&["strict", "permissive"]), Some("strict"), "`permissive` only while moving a running cluster to TLS or to a shared secret: the listener then also accepts plaintext peers and peers without the secret (reported on every such link); dials are unchanged. Needs TLS or a secret to move to."),
@@ -127,7 +131,7 @@ pub const KEYS: &[Key] = &[
     key("failed_join_rate_per_source", Float, Some("1.0"), "Listener: failed joins per second one address may cause, sustained."),
     key("failed_join_burst_per_source", Int, Some("10"), "Listener: failed joins one address may cause at once before it is backed off."),
     key("source_backoff", Duration, Some("15s"), "Listener: how long an address whose failed joins ran out is refused."),
-    key("reload_interval", Duration, Some("10s"), "How often the certificate, key, CA and secret files are re-read (by content) and a complete, valid new set taken; the certificate's expiry is re-checked then too. `0`: only on demand."),
+    key("reload_interval", Duration, Some("10s"), "How often the certificate, key, CA, CRL, revocation and secret files are re-read (by content) and a complete, valid new set taken; the certificate's expiry is re-checked then too. `0`: only on demand."),
 ];
 
 /// The key named `name`.

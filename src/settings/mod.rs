@@ -98,6 +98,17 @@ pub struct Settings {
     /// and secret files; zero: never on its own (`FileWatch::check` on demand only).
     #[serde(with = "human")]
     pub reload_interval: Duration,
+    /// `allowed_peers`: node ids (exact, or `*` globs such as `node-*`) allowed on the
+    /// other end of a link. Empty: any node id (with TLS in CA mode still one its
+    /// certificate names).
+    pub allowed_peers: Vec<String>,
+    /// `revocation_file`: the deny-list of node ids, certificate serials, SPKI pins and
+    /// secret key ids (`palisade_core::revocation`), watched and reloaded like the
+    /// certificate files. Named but missing or unreadable: an error.
+    pub revocation_file: Option<PathBuf>,
+    /// `close_on_peer_expiry`: close a joined link when its peer's certificate expires
+    /// (default true).
+    pub close_on_peer_expiry: bool,
     /// The TLS keys (`tls_enabled`, `tls_cert_file`, ...), at the top level of the file.
     #[serde(flatten)]
     pub tls: TlsSettings,
@@ -146,6 +157,9 @@ impl Default for Settings {
             failed_join_burst_per_source: limits.failed_join_burst_per_source,
             source_backoff: limits.source_backoff,
             reload_interval: DEFAULT_RELOAD_INTERVAL,
+            allowed_peers: Vec::new(),
+            revocation_file: None,
+            close_on_peer_expiry: core.close_on_peer_expiry,
             tls: TlsSettings::default(),
             mode: core.mode,
         }
@@ -336,8 +350,8 @@ impl Settings {
              recv_buffer_limit, max_unjoined, max_unjoined_per_source,
              new_connection_rate_per_source, new_connection_burst_per_source,
              failed_join_rate_per_source, failed_join_burst_per_source, source_backoff,
-             reload_interval, mode];
-            tls [tls_enabled, tls_cert_file, tls_key_file, tls_ca_file, tls_trust,
+             reload_interval, mode, allowed_peers, revocation_file, close_on_peer_expiry];
+            tls [tls_enabled, tls_cert_file, tls_key_file, tls_ca_file, tls_crl_files, tls_trust,
                  verify_hostname, same_name_as_own_cert, allowed_names, node_id_in_cert,
                  min_tls, cipher_suites]);
         Ok(())

@@ -42,6 +42,10 @@ pub struct TlsSettings {
     pub tls_key_file: Option<PathBuf>,
     /// `tls_ca_file`: the CA bundle peers are checked against, PEM, one or more CAs.
     pub tls_ca_file: Option<PathBuf>,
+    /// `tls_crl_files`: X.509 CRLs (PEM or DER), each signed by a CA of `tls_ca_file`.
+    /// Not with `tls_trust = "pinned"` (revoke a pinned certificate with a `serial` or
+    /// `spki-sha256` line of `revocation_file`).
+    pub tls_crl_files: Vec<PathBuf>,
     /// `tls_trust`: `ca` or `pinned`.
     pub tls_trust: TlsTrust,
     /// `verify_hostname`: the dialer checks that the acceptor's certificate names the

@@ -180,6 +180,42 @@ impl TestCa {
         self.issue(&CertSpec::new(name, &[name]))
     }
 
+    /// A CRL this CA signs, listing `revoked_serials` (big-endian bytes), with CRL
+    /// number `number`, issued 2020-01-01 (or a day before `next_update` when that is
+    /// earlier) and valid until `next_update` (year, month, day).
+    pub fn crl(
+        &self,
+        revoked_serials: &[&[u8]],
+        number: u64,
+        next_update: (i32, u8, u8),
+    ) -> palisade_core::tls::pki_types::CertificateRevocationListDer<'static> {
+        let (y, m, d) = next_update;
+        let next = rcgen::date_time_ymd(y, m, d);
+        let this =
+            rcgen::date_time_ymd(2020, 1, 1).min(next - std::time::Duration::from_secs(86_400));
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: this,
+            next_update: next,
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked_serials
+                .iter()
+                .map(|serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(serial),
+                    revocation_time: this,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.issuer)
+            .unwrap_or_else(|e| panic!("rcgen CRL failed: {e}"))
+            .der()
+            .clone()
+    }
+
     /// TLS settings for a node holding `identity`, trusting this CA only.
     pub fn tls(&self, identity: &TestIdentity) -> TlsConfig {
         TlsConfig::new(
