@@ -555,7 +555,12 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
                         }
                     }
                 }
-                Ok(None) => break "closed by the peer".to_owned(),
+                // A CLOSE either way: by the peer, or by this node when a reload withdrew
+                // the peer (revoked, no longer authorized, re-join failed).
+                Ok(None) => break match rx.close_cause() {
+                    Some(cause) => cause.to_string(),
+                    None => "closed by the peer".to_owned(),
+                },
                 Err(e) => break format!("{e}"),
             },
             _ = &mut close_rx => {
