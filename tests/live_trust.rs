@@ -138,12 +138,12 @@ fn blocking_case(
     })
 }
 
+/// One adapter's run of a scenario, on a thread of its own.
+type Run = Box<dyn FnOnce() -> Result<Seen, palisade::LinkError> + Send>;
+
 /// Runs one scenario in every adapter, each bounded by [`LIMIT`].
 fn every_adapter(make: impl Fn() -> (Config, Config, Config)) -> Vec<(&'static str, Seen)> {
-    let runs: Vec<(
-        &'static str,
-        Box<dyn FnOnce() -> Result<Seen, palisade::LinkError> + Send>,
-    )> = {
+    let runs: Vec<(&'static str, Run)> = {
         let (l1, d1, r1) = make();
         let (l2, d2, r2) = make();
         let (l3, d3, r3) = make();

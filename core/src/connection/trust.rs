@@ -189,7 +189,7 @@ impl Connection {
         let expected = self.peer.as_ref().map(|p| p.node_id.clone());
         let init = InitiatorHandshake::new(&self.config, nonce, self.clock.unix_ms(now), &binding)
             .expecting(expected);
-        let hello = Bytes::from(init.hello().encode().freeze());
+        let hello = init.hello().encode().freeze();
         self.queue_control(FrameKind::Rejoin, &hello);
         self.rejoin = Rejoin::Sent {
             init: Box::new(init),

@@ -48,7 +48,7 @@ impl CrlSummary {
     /// Whether it lists `serial` (leading zeros ignored).
     pub fn lists(&self, serial: &[u8]) -> bool {
         let serial = trim(serial);
-        self.revoked.iter().any(|s| *s == serial)
+        self.revoked.contains(&serial)
     }
 
     /// Whether nextUpdate has passed at `now_secs` (a CRL without one never expires).
