@@ -278,15 +278,34 @@ impl Sources {
         })
     }
 
-    /// For a certificate file: the config beside it if it names any, else
-    /// revocation.txt and crl.pem beside it or one folder up (a `certs init` layout).
+    /// The files `config` names, or when it names none, the `certs init` layout around
+    /// it ([`Self::beside`]); `None` when it cannot be read.
+    pub fn for_config(config: &Path) -> Option<Self> {
+        let named = Self::of_config(config).ok()?;
+        if named.is_empty() {
+            return Some(Self::beside(config));
+        }
+        Some(named)
+    }
+
+    /// For a certificate file: the files the palisade.toml beside it names, else
+    /// [`Self::beside`].
     pub fn near(cert: &Path) -> Self {
         let folder = cert.parent().unwrap_or(Path::new("."));
-        if let Ok(s) = Self::of_config(&folder.join("palisade.toml")) {
-            if s.revocation_file.is_some() || !s.crl_files.is_empty() {
-                return s;
-            }
+        match Self::of_config(&folder.join("palisade.toml")) {
+            Ok(s) if !s.is_empty() => s,
+            _ => Self::beside(cert),
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.revocation_file.is_none() && self.crl_files.is_empty()
+    }
+
+    /// revocation.txt and crl.pem in the folder of `file` or one folder up (the
+    /// `certs init` layout: DIR/NODE/FILE).
+    pub fn beside(file: &Path) -> Self {
+        let folder = file.parent().unwrap_or(Path::new("."));
         let find = |name: &str| {
             [Some(folder), folder.parent()]
                 .into_iter()
@@ -298,6 +317,22 @@ impl Sources {
             revocation_file: find(REVOCATION_FILE),
             crl_files: find(CRL_FILE).into_iter().collect(),
         }
+    }
+
+    /// Why these files revoke a node with certificate `cert` and node id `node_id`:
+    /// [`Self::revokes`], or "node-id ID in FILE:LINE: reason".
+    pub fn revokes_node(&self, cert: Option<&[u8]>, node_id: &str) -> Option<String> {
+        if let Some(why) = cert.and_then(|der| self.revokes(der)) {
+            return Some(why);
+        }
+        let path = self.revocation_file.as_ref()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let list = Revocations::parse(&text, &path.display().to_string()).ok()?;
+        let entry = list.node_id(node_id)?;
+        Some(match &entry.reason {
+            Some(reason) => format!("node-id {node_id} in {}: {reason}", entry.origin),
+            None => format!("node-id {node_id} in {}", entry.origin),
+        })
     }
 
     /// Why these files revoke `der`: "serial HEX in FILE:LINE: reason" or "serial HEX
