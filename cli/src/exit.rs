@@ -14,6 +14,11 @@ pub const TCP: u8 = 10;
 pub const TLS: u8 = 11;
 /// probe: authorization failed.
 pub const AUTHORIZATION: u8 = 12;
+/// probe: this node is revoked: the peer refused its certificate with the TLS alert
+/// `certificate_revoked`, or its join with REJECT 13. A revocation is an authorization
+/// refusal, so it shares code 12; the message starts with `revoked:` and names the
+/// entry of this node's own revocation_file or CRL that lists it, when one does.
+pub const REVOKED: u8 = AUTHORIZATION;
 /// probe: the join failed.
 pub const JOIN: u8 = 13;
 /// probe: the link failed after the join.

@@ -26,7 +26,8 @@ Exit codes:
   3   a file could not be read or written, or would be overwritten without --force
   10  probe: TCP connect failed
   11  probe: TLS failed (or the peer does not speak palisade over TLS)
-  12  probe: authorization failed (certificate names, node id not allowed)
+  12  probe: authorization failed (certificate names, node id not allowed), or this
+      node is revoked (\"revoked: serial ... in FILE\")
   13  probe: the join failed (secret, cluster name, clock)
   14  probe: the link failed after the join (ping or info unanswered)
   20  demo: an expectation did not hold";

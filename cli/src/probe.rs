@@ -82,13 +82,23 @@ pub fn run(args: &ProbeArgs) -> Result<ExitCode, CliError> {
         )
         .hint(format!("palisade check --config {}", args.config.display())));
     };
+    let own = Own {
+        config: args.config.clone(),
+        node_id: config.node_id.clone(),
+        cert: config
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.identity.cert_chain.first())
+            .map(|der| der.to_vec()),
+    };
     let endpoint = Endpoint::new(config)
         .map_err(|e| CliError::new(exit::INVALID, "the settings cannot work").cause(&e))?;
-    let probed = crate::runtime()?.block_on(probe(
+    let probed = crate::runtime()?.block_on(probe_as(
         &endpoint,
         &args.addr,
         args.expect_name.as_deref(),
         args.pings,
+        Some(&own),
     ))?;
     print(&args.addr, &probed);
     Ok(ExitCode::SUCCESS)
@@ -139,6 +149,67 @@ pub async fn probe(
     expect: Option<&str>,
     pings: u32,
 ) -> Result<Probed, CliError> {
+    probe_as(endpoint, addr, expect, pings, None).await
+}
+
+/// The probing identity, to say which of its own files revoke it when the peer says
+/// it is revoked.
+#[derive(Debug, Clone)]
+pub struct Own {
+    /// Its config (naming revocation_file and tls_crl_files).
+    pub config: PathBuf,
+    pub node_id: String,
+    /// Its certificate (DER), with TLS.
+    pub cert: Option<Vec<u8>>,
+}
+
+impl Own {
+    /// Exit 12, "revoked: serial ... in FILE" (the entry of this node's own files that
+    /// lists it), or that none of them does.
+    fn revoked(&self, addr: &str, e: &LinkError) -> CliError {
+        let by = match e {
+            LinkError::Link(ConnectionError::Join(_)) => "REJECT 13",
+            _ => "the TLS alert certificate_revoked",
+        };
+        let listed = crate::certs::revoke::Sources::for_config(&self.config)
+            .and_then(|s| s.revokes_node(self.cert.as_deref(), &self.node_id));
+        let message = match listed {
+            Some(entry) => format!("revoked: {entry}"),
+            None => format!(
+                "revoked by the peer ({by}); this node's files do not list it ({} names them)",
+                self.config.display()
+            ),
+        };
+        CliError::new(exit::REVOKED, message)
+            .cause(e)
+            .hint(format!(
+                "{addr} refuses this node for good: it was removed from the cluster (`palisade certs revoke`); a new node needs a new certificate (`palisade certs issue`) and must not be on the peer's revocation list"
+            ))
+    }
+}
+
+/// Whether the peer refused this node as revoked: TLS alert `certificate_revoked`, or
+/// REJECT 13.
+pub fn revoked_by_peer(e: &LinkError) -> bool {
+    match e {
+        LinkError::Link(ConnectionError::Tls(TlsError::RefusedByPeer { alert })) => {
+            alert == "certificate_revoked"
+        }
+        LinkError::Link(ConnectionError::Join(JoinError::RefusedByPeer(r))) => {
+            r.code == RejectCode::Revoked
+        }
+        _ => false,
+    }
+}
+
+/// [`probe`], naming this node's own revocation entry when the peer says it is revoked.
+pub async fn probe_as(
+    endpoint: &Endpoint,
+    addr: &str,
+    expect: Option<&str>,
+    pings: u32,
+    own: Option<&Own>,
+) -> Result<Probed, CliError> {
     let timeout = Duration::from_secs(5);
     let t0 = Instant::now();
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -162,7 +233,10 @@ pub async fn probe(
     let dial = Dial::new(addr).expect_peer_opt(expect);
     let mut conn = palisade::tokio::connect_stream(endpoint, stream, &dial)
         .await
-        .map_err(|e| classify(addr, &e))?;
+        .map_err(|e| match own {
+            Some(own) if revoked_by_peer(&e) => own.revoked(addr, &e),
+            _ => classify(addr, &e),
+        })?;
     let join = t1.elapsed();
     let peer = conn.peer().clone();
     let after = |what: &str, e: Option<LinkError>| {
@@ -232,6 +306,10 @@ pub fn step_of(e: &LinkError) -> (u8, &'static str, &'static str) {
         "compare both nodes' CA bundles and certificates: `palisade certs show tls.crt` on each";
     const AUTHZ_HINT: &str = "the certificate is trusted but its names are not allowed: check verify_hostname, allowed_names, node_id_in_cert and --expect-name";
     const JOIN_HINT: &str = "compare `palisade secret id --file SECRET` and cluster_name on both nodes, and their clocks";
+    const REVOKED_HINT: &str = "this node was removed from the cluster (`palisade certs revoke`): its certificate, node id or secret is on the peer's revocation list";
+    if revoked_by_peer(e) {
+        return (exit::REVOKED, "authorization (revoked)", REVOKED_HINT);
+    }
     match e {
         LinkError::Io(_) | LinkError::NoAddress(_) => (
             exit::TCP,
