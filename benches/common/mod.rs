@@ -166,7 +166,7 @@ pub fn feed(conn: &mut Connection, bytes: &[u8], now: Instant, on_event: &mut im
 fn payload_len(event: Event) -> usize {
     match event {
         Event::Frame(f) => f.len(),
-        Event::Joined(_) => 0,
+        Event::Joined(_) | Event::Rejoined(_) => 0,
         Event::Closed(cause) => panic!("link closed: {cause}"),
     }
 }
