@@ -5,6 +5,8 @@
 //! of every expectation. Exit 0 only if all held. The node processes are killed and the
 //! temp dir removed on every way out, Ctrl-C included (the runtime drops both).
 
+mod remove_node;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -112,6 +114,10 @@ struct Demo {
     nodes: Vec<NodeProc>,
     expectations: Vec<(bool, String, String)>,
     step: usize,
+    /// The traffic link's dialer: it takes the probe's settings at every rotation step,
+    /// as a node's dialer does, so its joined link re-joins in place when the nodes
+    /// drop the old secret.
+    traffic: Option<palisade::tokio::Dialer>,
 }
 
 fn fail(message: impl Into<String>) -> CliError {
@@ -189,6 +195,7 @@ impl Demo {
             nodes: Vec::new(),
             expectations: Vec::new(),
             step: 0,
+            traffic: None,
         }
     }
 
@@ -306,10 +313,12 @@ impl Demo {
         self.intruders().await?;
 
         self.say("traffic starts on a link to node-1 while the rotations run");
-        let client =
-            palisade::tokio::connect_with(&endpoint(&self.config(PROBE_ID))?, &self.nodes[0].addr)
-                .await
-                .map_err(|e| fail("the traffic link did not join").cause(&e))?;
+        let dialer = palisade::tokio::Dialer::new(endpoint(&self.config(PROBE_ID))?);
+        let client = dialer
+            .connect(&self.nodes[0].addr)
+            .await
+            .map_err(|e| fail("the traffic link did not join").cause(&e))?;
+        self.traffic = Some(dialer);
         let traffic = Traffic::start(client);
 
         self.rotate_secret().await?;
@@ -356,6 +365,8 @@ impl Demo {
             "join latency (TCP connect excluded: TLS + join)",
             format!("median {join_ms:.2} ms of 3 probes"),
         );
+
+        self.remove_node().await?;
 
         self.say("SIGTERM to every node: links closed with CLOSE, exit 0");
         for n in &self.nodes {
@@ -632,6 +643,13 @@ impl Demo {
                 );
             }
             std::fs::write(&path, text).map_err(|e| exit::io("write", &path, &e))?;
+        }
+        if let Some(dialer) = &self.traffic {
+            // The demo's own link follows the probe's settings, as a node's links do.
+            let config = endpoint(&self.config(PROBE_ID))?.config().clone();
+            dialer
+                .reconfigure(config)
+                .map_err(|e| fail("the traffic dialer refused the new settings").cause(&e))?;
         }
         let before: Vec<usize> = self
             .nodes

@@ -117,7 +117,8 @@ impl PeerPolicy {
                 RustlsError::InvalidCertificate(CertificateError::BadEncoding),
             ))
         })?;
-        self.check_trust(end_entity, intermediates, server_name, now, &summary)?;
+        // The deny-list first: its refusal names the file and line, where a CRL's can
+        // only name the CRL.
         if let Some(entry) = self.revoked.certificate(end_entity) {
             return Err(Box::new((
                 CertRefusal::Revoked {
@@ -126,6 +127,7 @@ impl PeerPolicy {
                 RustlsError::InvalidCertificate(CertificateError::Revoked),
             )));
         }
+        self.check_trust(end_entity, intermediates, server_name, now, &summary)?;
         self.check_authorization(end_entity, server_name, &summary.names)?;
         Ok(AcceptedCert {
             names: summary.names,
@@ -183,7 +185,18 @@ impl PeerPolicy {
                         .verify_client_cert(end_entity, intermediates, now)
                         .map(|_| ()),
                 };
-                result.map_err(|e| Box::new((refusal_for(&e, summary, now), e)))
+                result.map_err(|e| {
+                    let mut refusal = refusal_for(&e, summary, now);
+                    if let CertRefusal::Revoked { detail } = &mut refusal {
+                        if let Some(facts) = crate::revocation::CertFacts::parse(end_entity) {
+                            *detail = format!(
+                                "serial {} of {detail}",
+                                crate::revocation::hex(&facts.serial)
+                            );
+                        }
+                    }
+                    Box::new((refusal, e))
+                })
             }
             Trust::Pinned(pinned) => {
                 if !pinned
