@@ -302,9 +302,8 @@ fn load_crls(
                 .as_ref()
                 .filter(|o| same_issuer(&o.issuer, &summary.issuer) && summary.lists(&o.serial))
             {
-                good = false;
                 report.push(
-                    Finding::error(
+                    Finding::warning(
                         CERT,
                         format!(
                             "this node's own certificate is revoked: serial {} (issuer \"{}\") is listed in {}; every peer will refuse it",

@@ -362,18 +362,11 @@ fn write_config(
         node_dir.join("tls.key").display().to_string(),
         node_dir.join("ca.crt").display().to_string(),
     );
-    // Until the settings loader knows these keys (an unknown key is an error), they are
-    // written commented out, so the configs keep loading. TODO(issue 20): drop the
-    // condition once the loader has them.
-    let known = |key: &str| palisade::settings::KEYS.iter().any(|k| k.name == key);
-    let off = |key: &str| if known(key) { "" } else { "# " };
     let _ = write!(
         text,
         "# Revoked peers are refused at the next reload: `palisade certs revoke` adds to both.\n\
-         {}revocation_file = {:?}\n{}tls_crl_files = [{:?}]\n",
-        off("revocation_file"),
+         revocation_file = {:?}\ntls_crl_files = [{:?}]\n",
         dir.join(revoke::REVOCATION_FILE).display().to_string(),
-        off("tls_crl_files"),
         dir.join(revoke::CRL_FILE).display().to_string(),
     );
     write_public(&node_dir.join("palisade.toml"), text.as_bytes(), force)

@@ -146,7 +146,9 @@ impl Settings {
     }
 
     /// This node's own node id, certificate or secret in the deny-list: its peers,
-    /// reading the same list, refuse it, so `check` says so as an error.
+    /// reading the same list, refuse it, so `check` says so. A warning, as for an expired
+    /// certificate: the node still starts (and `probe` can say it is revoked, exit 12),
+    /// and a revocation list shared by every node still reloads on the revoked one.
     fn check_own_revocation(
         &self,
         revoked: &Revocations,
@@ -159,7 +161,7 @@ impl Settings {
         let fix = "give this node a new identity (node id, certificate and key) or, if it was revoked by mistake, remove the entry";
         if let Some(entry) = revoked.node_id(&self.node_id) {
             report.push(
-                Finding::error(
+                Finding::warning(
                     KEY,
                     format!(
                         "this node's own node id is revoked: {entry}; every peer will refuse it"
@@ -172,7 +174,7 @@ impl Settings {
         if let Some(leaf) = tls.and_then(|t| t.identity.cert_chain.first()) {
             if let Some(entry) = revoked.certificate(leaf) {
                 report.push(
-                    Finding::error(
+                    Finding::warning(
                         KEY,
                         format!("this node's own certificate is revoked: {entry}; every peer will refuse it"),
                         fix,
@@ -185,7 +187,7 @@ impl Settings {
             let id = keyring.primary().key_id();
             if let Some(entry) = revoked.key_id(id) {
                 report.push(
-                    Finding::error(
+                    Finding::warning(
                         KEY,
                         format!("this node's own shared secret (key id {id}) is revoked: {entry}; every peer will refuse it"),
                         "rotate to a new shared secret (shared_secret_file), or remove the entry",
