@@ -456,7 +456,7 @@ fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
             let serial = own_cert(&config)
                 .map(|(s, _)| s)
                 .unwrap_or_else(|| "none".into());
-            info!("reloaded ({what}): certificate serial {serial}, key id {}; new links use them, joined links keep theirs", key_id(&config));
+            info!("reloaded ({what}): certificate serial {serial}, key id {}; new links use them, and every joined link is decided again under them", key_id(&config));
             node.reloaded.notify_waiters();
         }
         Reload::Refused { report } => {

@@ -27,7 +27,11 @@ pub fn text(out: &Output) -> String {
 
 /// A base port with `n` free consecutive loopback ports after it.
 pub fn free_base(n: u16) -> u16 {
-    for attempt in 0..200u32 {
+    // Tests of one binary run at once in one process: each call starts further along,
+    // so two calls never pick the same (still free) ports.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let first = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 200;
+    for attempt in first..first + 200 {
         let base = 20_000 + ((std::process::id() * 7919 + attempt * 104_729) % 40_000) as u16;
         let held: Vec<_> = (0..n)
             .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
