@@ -25,6 +25,7 @@ use crate::close::{CloseCode, CloseReason};
 use crate::config::{Config, Side};
 use crate::error::ConnectionError;
 use crate::events::EventQueue;
+pub use crate::events::{CloseCause, Event};
 use crate::frame::{Frame, FrameDecoder, FrameKind, HEADER_LEN};
 use crate::frame_auth::{FrameAuth, LinkKeys, Opened, TAG_LEN};
 use crate::join::{
@@ -40,42 +41,6 @@ use crate::tls::config::TlsContext;
 use crate::transport::Transport;
 use trust::Rejoin;
 pub use trust::{rejoin_binding, transcript};
-
-/// Something the application should know about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// The join completed: the peer proved itself and frames may flow.
-    Joined(PeerInfo),
-    /// A re-join completed (PROTOCOL.md §5.8): the link now rests on the secret in
-    /// `key_id`. Frames flow on, none lost.
-    Rejoined(PeerInfo),
-    /// An application frame from the peer, in order. Its bytes were not copied out of
-    /// the receive buffer.
-    Frame(Bytes),
-    /// The link is over. No event follows this one.
-    Closed(CloseCause),
-}
-
-/// Why a link ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseCause {
-    /// This node called [`Connection::close`].
-    Local(CloseReason),
-    /// The peer sent a CLOSE frame.
-    Peer(CloseReason),
-    /// An error ended the link (the peer was told, where it can still listen).
-    Error(ConnectionError),
-}
-
-impl std::fmt::Display for CloseCause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Local(r) => write!(f, "closed by this node: {r}"),
-            Self::Peer(r) => write!(f, "closed by the peer: {r}"),
-            Self::Error(e) => e.fmt(f),
-        }
-    }
-}
 
 /// `send` could not queue a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]

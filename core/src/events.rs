@@ -8,8 +8,46 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::connection::Event;
+use crate::close::CloseReason;
+use crate::error::ConnectionError;
 use crate::frame::HEADER_LEN;
+use crate::join::PeerInfo;
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The join completed: the peer proved itself and frames may flow.
+    Joined(PeerInfo),
+    /// A re-join completed (PROTOCOL.md §5.8): the link now rests on the secret in
+    /// `key_id`. Frames flow on, none lost.
+    Rejoined(PeerInfo),
+    /// An application frame from the peer, in order. Its bytes were not copied out of
+    /// the receive buffer.
+    Frame(Bytes),
+    /// The link is over. No event follows this one.
+    Closed(CloseCause),
+}
+
+/// Why a link ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseCause {
+    /// This node called [`Connection::close`].
+    Local(CloseReason),
+    /// The peer sent a CLOSE frame.
+    Peer(CloseReason),
+    /// An error ended the link (the peer was told, where it can still listen).
+    Error(ConnectionError),
+}
+
+impl std::fmt::Display for CloseCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(r) => write!(f, "closed by this node: {r}"),
+            Self::Peer(r) => write!(f, "closed by the peer: {r}"),
+            Self::Error(e) => e.fmt(f),
+        }
+    }
+}
 
 /// Slots an empty queue keeps; a burst that grew it beyond this gives the rest back.
 const KEEP_SLOTS: usize = 8;
@@ -107,8 +145,6 @@ impl EventQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::close::CloseReason;
-    use crate::connection::CloseCause;
 
     #[test]
     fn frames_count_their_header_and_come_back_in_order() {
