@@ -298,10 +298,10 @@ fn load_crls(
                     );
                 }
             }
-            if let Some(own) = own
-                .as_ref()
-                .filter(|o| same_issuer(&o.issuer, &summary.issuer) && summary.lists(&o.serial))
-            {
+            if let Some(own) = own.as_ref().filter(|o| {
+                palisade_core::revocation::same_name(&o.issuer, &summary.issuer)
+                    && summary.lists(&o.serial)
+            }) {
                 report.push(
                     Finding::warning(
                         CERT,
@@ -322,18 +322,6 @@ fn load_crls(
         }
     }
     out
-}
-
-/// Two issuer names as x509-parser prints them, ASCII case and spaces after commas
-/// ignored.
-fn same_issuer(a: &str, b: &str) -> bool {
-    let norm = |s: &str| -> String {
-        s.split(',')
-            .map(|part| part.trim().to_ascii_lowercase())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    norm(a) == norm(b)
 }
 
 /// TLS rules and files set while TLS is off: rules that need certificates are errors

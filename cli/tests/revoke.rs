@@ -11,31 +11,11 @@ use palisade::core::tls::pki_types::CertificateDer;
 
 mod support;
 
-use support::{palisade, text, BIN};
+use support::{free_base, palisade, revoke, text, BIN};
 
+/// `certs init` for `nodes` (the listen ports do not matter here).
 fn init(dir: &Path, nodes: &str) {
-    let out = palisade(&[
-        "certs",
-        "init",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--nodes",
-        nodes,
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-}
-
-fn revoke(dir: &Path, node: &str) -> String {
-    let out = palisade(&[
-        "certs",
-        "revoke",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--node",
-        node,
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    text(&out)
+    support::init(dir, nodes, free_base(4));
 }
 
 /// The first PEM block's DER.
@@ -154,7 +134,7 @@ fn revoke_appends_one_entry_and_resigns_the_crl_with_the_next_number() {
     let before = std::fs::read_to_string(dir.join("revocation.txt")).unwrap();
     let (s2, s3) = (serial(&dir, "node-2"), serial(&dir, "node-3"));
 
-    let out = revoke(&dir, "node-3");
+    let out = revoke(&dir, "node-3", None);
     assert!(out.contains(&hex(&s3)), "{out}");
     assert!(out.contains("CRL number 2"), "{out}");
     assert!(
@@ -187,17 +167,7 @@ fn revoke_appends_one_entry_and_resigns_the_crl_with_the_next_number() {
     assert_eq!(summary.revoked, vec![s3.clone()]);
     assert_signed_by_ca(&dir);
 
-    let out = palisade(&[
-        "certs",
-        "revoke",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--node",
-        "node-2",
-        "--reason",
-        "decommissioned",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    revoke(&dir, "node-2", Some("decommissioned"));
     let summary = crl(&dir);
     assert_eq!(summary.number.as_deref(), Some("3"));
     assert_eq!(summary.revoked.len(), 2, "{summary:?}");
@@ -212,7 +182,7 @@ fn revoke_appends_one_entry_and_resigns_the_crl_with_the_next_number() {
         std::fs::read(dir.join("revocation.txt")).unwrap(),
         std::fs::read(dir.join("crl.pem")).unwrap(),
     );
-    let out = revoke(&dir, "node-3");
+    let out = revoke(&dir, "node-3", None);
     assert!(out.contains("already"), "{out}");
     assert_eq!(
         std::fs::read(dir.join("revocation.txt")).unwrap(),
@@ -355,7 +325,7 @@ fn probe_refused_as_revoked_exits_12_naming_its_own_entry() {
         text(&out)
     );
 
-    revoke(&dir, "probe");
+    revoke(&dir, "probe", None);
     let out = probe();
     assert_eq!(out.status.code(), Some(12), "{}", text(&out));
     let want = format!(

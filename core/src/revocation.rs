@@ -331,9 +331,9 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Two printed names are the same name: ASCII case and the spaces after separators do
-/// not count.
-fn same_name(a: &str, b: &str) -> bool {
+/// Two names as x509-parser prints them (`CN=..., O=...`) are the same name: ASCII case
+/// and the spaces after the separators do not count.
+pub fn same_name(a: &str, b: &str) -> bool {
     let norm = |s: &str| -> String {
         s.split(',')
             .map(|part| part.trim().to_ascii_lowercase())

@@ -57,6 +57,25 @@ pub fn init(dir: &Path, nodes: &str, base: u16) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// `palisade certs revoke --dir DIR --node NODE [--reason REASON]`, which must succeed;
+/// what it printed.
+pub fn revoke(dir: &Path, node: &str, reason: Option<&str>) -> String {
+    let mut args = vec![
+        "certs",
+        "revoke",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--node",
+        node,
+    ];
+    if let Some(reason) = reason {
+        args.extend(["--reason", reason]);
+    }
+    let out = palisade(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
+}
+
 pub fn config(dir: &Path, node: &str) -> String {
     dir.join(node).join("palisade.toml").display().to_string()
 }
