@@ -149,8 +149,9 @@ pub struct Connection {
     /// The TLS settings new settings brought (`update_settings`), for re-deciding the
     /// peer's certificate; `None` until then (the session's own decided it).
     tls_context: Option<Arc<TlsContext>>,
-    /// Settings changed during the handshake: decide the peer again once joined.
-    recheck_at_join: bool,
+    /// Settings that arrived during the handshake: taken, and the peer decided under
+    /// them, once joined.
+    pending_settings: Option<(Arc<Config>, Option<Arc<TlsContext>>)>,
     /// SHA-256 of the last (re)join's HELLO and WELCOME: what a re-join is bound to.
     transcript: [u8; 32],
     /// A re-join in progress.
@@ -207,7 +208,7 @@ impl Connection {
             frame_auth: None,
             random,
             tls_context: None,
-            recheck_at_join: false,
+            pending_settings: None,
             transcript: [0; 32],
             rejoin: Rejoin::Idle,
             peer_expiry: None,

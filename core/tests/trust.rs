@@ -464,3 +464,40 @@ fn a_peer_certificate_expiring_closes_the_link_unless_told_otherwise() {
         }
     }
 }
+
+/// Settings that change while a link is still joining: the join finishes with the
+/// settings it began with (a new primary secret does not break the proof already
+/// signed), and the peer is decided under the new ones the moment it joins.
+#[test]
+fn settings_changed_during_the_handshake_apply_at_the_join() {
+    let c = Cluster::new();
+    let (a, b) = (secret(1), secret(2));
+    let ring = Keyring::new(a.clone());
+    let mut pair = PairBuilder::new(
+        c.config(Side::Initiator, Transport::Tls, ring.clone()),
+        c.config(Side::Acceptor, Transport::Tls, ring.clone()),
+    )
+    .server_name("node-b")
+    .build();
+    pair.step();
+    assert!(!pair.joined(Side::Initiator));
+    // The initiator's HELLO is signed with A; B becomes its primary meanwhile.
+    let rotated = Keyring::new(b).with_accepted(a).unwrap();
+    update(
+        &mut pair,
+        Side::Initiator,
+        c.config(Side::Initiator, Transport::Tls, rotated),
+    );
+    let mut revoked = c.config(Side::Acceptor, Transport::Tls, ring);
+    revoked.revoked = Revocations::parse("node-id node-a\n", "rev.txt").unwrap();
+    update(&mut pair, Side::Acceptor, revoked);
+    pair.run();
+    assert!(
+        pair.events(Side::Initiator)
+            .iter()
+            .any(|e| matches!(e, Event::Joined(_))),
+        "the join completed: {:?}",
+        pair.close_cause(Side::Initiator)
+    );
+    assert_eq!(close_code(&pair, Side::Initiator), Some(CloseCode::Revoked));
+}

@@ -104,18 +104,19 @@ impl Connection {
     ///   peer cannot prove it;
     /// - the peer certificate's expiry follows `close_on_peer_expiry`.
     ///
-    /// A link still joining takes the settings for its join checks; its certificate is
-    /// decided again when it joins. Drain the outputs afterwards, as after any command.
+    /// A link still joining finishes its join with the settings it began with (its HELLO
+    /// is already signed with them) and is decided under the new ones the moment it
+    /// joins. Drain the outputs afterwards, as after any command.
     pub fn update_settings(&mut self, endpoint: &Endpoint, now: Instant) {
         if self.is_closed() {
             return;
         }
-        self.config = Arc::new(endpoint.config().clone());
-        self.tls_context = endpoint.tls_context();
+        let settings = (Arc::new(endpoint.config().clone()), endpoint.tls_context());
         if self.is_joined() {
+            (self.config, self.tls_context) = settings;
             self.recheck_peer(now);
         } else {
-            self.recheck_at_join = true;
+            self.pending_settings = Some(settings);
         }
     }
 
@@ -390,7 +391,8 @@ impl Connection {
     /// At the join: the peer certificate's end, and, if the settings changed during the
     /// handshake, the peer decided again under the new ones.
     pub(super) fn on_joined_trust(&mut self, now: Instant) {
-        if std::mem::take(&mut self.recheck_at_join) {
+        if let Some(settings) = self.pending_settings.take() {
+            (self.config, self.tls_context) = settings;
             return self.recheck_peer(now);
         }
         if self.config.close_on_peer_expiry {
