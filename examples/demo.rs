@@ -47,6 +47,11 @@ fn run_and_report(pair: &mut Pair, seen: &mut [usize; 2]) {
                         peer.key_id.map_or("none".to_string(), |k| k.to_string()),
                         pair.round_trips_to_joined(side).unwrap_or(f64::NAN),
                     ),
+                    Event::Rejoined(peer) => println!(
+                        "  t={t:5.1} ms  {} re-joined {} in place",
+                        name(side),
+                        peer.node_id,
+                    ),
                     Event::Closed(cause) => println!("  t={t:5.1} ms  {}: {cause}", name(side)),
                     Event::Frame(_) => {}
                 }
