@@ -172,9 +172,7 @@ impl Hold {
 /// The renamed dialer's keyring: the new secret primary, the old one still accepted (a
 /// rotation's second step).
 fn renewed_keyring() -> Keyring {
-    Keyring::new(new())
-        .with_accepted(old())
-        .expect("keyring")
+    Keyring::new(new()).with_accepted(old()).expect("keyring")
 }
 
 fn key_id(peer: &palisade::PeerInfo) -> KeyId {

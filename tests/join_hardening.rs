@@ -234,7 +234,11 @@ fn node_id_in_cert_is_matched_exactly_over_tls(kind: Kind) {
     // The member's certificate names "member.hostile".
     let member_id = cluster.ca.node("member.hostile");
     for (claimed, joins) in [("member.hostile", true), ("MEMBER.HOSTILE", false)] {
-        let result = dial(kind, &server.addr(), cluster.member_holding(claimed, &member_id));
+        let result = dial(
+            kind,
+            &server.addr(),
+            cluster.member_holding(claimed, &member_id),
+        );
         match joins {
             true => assert!(result.is_ok(), "{claimed}: {:?}", result.err()),
             false => assert_eq!(

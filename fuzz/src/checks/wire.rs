@@ -133,8 +133,8 @@ pub fn check_state(who: &str, conn: &Connection, report: &Report) {
         if conn.is_joined() {
             // After the join the only timer is the end of the peer's certificate
             // (close_on_peer_expiry); nobody here re-joins, so no re-join deadline.
-            let expiry = conn.config().close_on_peer_expiry
-                && conn.peer().is_some_and(|p| p.tls.is_some());
+            let expiry =
+                conn.config().close_on_peer_expiry && conn.peer().is_some_and(|p| p.tls.is_some());
             assert_eq!(
                 conn.poll_timeout().is_some(),
                 expiry,
