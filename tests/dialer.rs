@@ -1,6 +1,8 @@
 //! A `Dialer` takes new settings while it runs, in every adapter: links it already
-//! joined keep working on their old secret, dials started afterwards join with the new
-//! one (the join's key id says which), settings that cannot work are refused and the old
+//! joined keep working on their old secret while the new settings still accept it (the
+//! links follow the dialer's settings: one under a secret no longer accepted would
+//! re-join in place, and cannot under a new node id), dials started afterwards join with
+//! the new one (the join's key id says which), settings that cannot work are refused and the old
 //! ones stay, a dial in progress keeps the settings it began with, and dials racing a
 //! `reconfigure` all join, each with one secret or the other. Over 127.0.0.1, against a tokio listener that accepts both secrets; every test
 //! is bounded in time.
@@ -167,6 +169,12 @@ impl Hold {
     }
 }
 
+/// The renamed dialer's keyring: the new secret primary, the old one still accepted (a
+/// rotation's second step).
+fn renewed_keyring() -> Keyring {
+    Keyring::new(new()).with_accepted(old()).expect("keyring")
+}
+
 fn key_id(peer: &palisade::PeerInfo) -> KeyId {
     peer.key_id.expect("the join used a secret")
 }
@@ -212,8 +220,10 @@ macro_rules! async_dialer_tests {
                         echoes(&mut first, "before").await;
 
                         // A clone shares the settings: reconfiguring it reaches `dialer`.
+                        // The old secret is still accepted, so `first` (which cannot
+                        // re-join under the new node id) keeps it.
                         let clone = dialer.clone();
-                        let renewed = node("dialer-new", Keyring::new(new()));
+                        let renewed = node("dialer-new", renewed_keyring());
                         clone.reconfigure(renewed).expect("reconfigure");
                         assert_eq!(dialer.endpoint().config().node_id, "dialer-new");
 
@@ -336,8 +346,10 @@ mod on_blocking {
             assert_eq!(key_id(first.peer()), old().key_id());
             echoes(&first, "before");
 
+            // The old secret is still accepted, so `first` (which cannot re-join under
+            // the new node id) keeps it.
             let clone = dialer.clone();
-            let renewed = node("dialer-new", Keyring::new(new()));
+            let renewed = node("dialer-new", renewed_keyring());
             clone.reconfigure(renewed).expect("reconfigure");
             assert_eq!(dialer.endpoint().config().node_id, "dialer-new");
 

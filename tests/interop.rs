@@ -115,7 +115,8 @@ fn config(name: &str, ca: Option<&TestCa>, secret: Option<SharedSecret>) -> Conf
         c = c.with_secret(secret);
     }
     if let Some(ca) = ca {
-        c = c.with_tls(ca.tls(&ca.node(name)));
+        // Named by its node id and by the address it is dialed at.
+        c = c.with_tls(ca.tls(&ca.node_at(name, "127.0.0.1")));
     }
     c
 }

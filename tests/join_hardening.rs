@@ -232,8 +232,13 @@ fn node_id_in_cert_is_matched_exactly_over_tls(kind: Kind) {
     }
     let server = Server::start(kind, config);
     // The member's certificate names "member.hostile".
+    let member_id = cluster.ca.node("member.hostile");
     for (claimed, joins) in [("member.hostile", true), ("MEMBER.HOSTILE", false)] {
-        let result = dial(kind, &server.addr(), cluster.member(true, claimed));
+        let result = dial(
+            kind,
+            &server.addr(),
+            cluster.member_holding(claimed, &member_id),
+        );
         match joins {
             true => assert!(result.is_ok(), "{claimed}: {:?}", result.err()),
             false => assert_eq!(

@@ -1,7 +1,7 @@
 //! A listener takes new settings while it runs: new handshakes use them, links already
-//! joined keep theirs and go on carrying frames. Walked through the three steps of a
-//! secret rotation against a tokio and a blocking listener, over 127.0.0.1, with every
-//! wait bounded.
+//! joined follow them (a link under a secret no longer accepted re-joins in place) and go
+//! on carrying frames. Walked through the three steps of a secret rotation against a
+//! tokio and a blocking listener, over 127.0.0.1, with every wait bounded.
 
 use std::sync::mpsc;
 use std::thread;
@@ -119,7 +119,12 @@ fn assert_echoes(conn: &mut palisade::blocking::Connection, what: &str) {
 fn a_secret_rotation_needs_no_restart_and_keeps_joined_links(tokio: bool) {
     let (old, new) = (secret(1), secret(2));
     let server = Server::start(tokio, node("listener", Keyring::new(old.clone())));
-    let mut first = join_and_echo(&server, node("m1", Keyring::new(old.clone()))).expect("m1");
+    // m1 joins with the old secret and, as every node does at step 1, accepts the new
+    // one too: so its link can re-join in place when the old secret goes (step 3).
+    let m1 = Keyring::new(old.clone())
+        .with_accepted(new.clone())
+        .expect("keyring");
+    let mut first = join_and_echo(&server, node("m1", m1)).expect("m1");
 
     // Step 1: the new secret is accepted everywhere.
     let both = Keyring::new(old.clone())
@@ -139,7 +144,7 @@ fn a_secret_rotation_needs_no_restart_and_keeps_joined_links(tokio: bool) {
     join_and_echo(&server, node("m4", Keyring::new(new.clone()))).expect("step 2 joins");
 
     // Step 3: the old secret is gone. A node still on it is refused; the first link,
-    // joined with the old secret, keeps working.
+    // joined with the old secret, re-joins in place under the new one and keeps working.
     server
         .reconfigure(node("listener", Keyring::new(new.clone())))
         .expect("step 3");

@@ -147,7 +147,7 @@ fn a_control_frame_of_exactly_4096_bytes_passes_the_frame_layer_and_is_then_pars
 
 #[test]
 fn an_unknown_kind_is_a_protocol_error_on_its_first_byte_before_and_after_the_join() {
-    for byte in [0x00u8, 0x04, 0x0f, 0x12, 0x7f, 0xff] {
+    for byte in [0x00u8, 0x07, 0x0f, 0x12, 0x7f, 0xff] {
         let err = ConnectionError::Frame(FrameError::UnknownKind(byte));
         // Before the join, at an acceptor.
         let mut solo = Solo::acceptor(plain("node-b"));

@@ -215,10 +215,25 @@ fn with_rules(mut tls: TlsConfig, rules: Authorization) -> TlsConfig {
     tls
 }
 
+/// Every rule off, as the base of a test of one rule alone (`Authorization::default()`
+/// turns `verify_hostname` and `node_id_in_cert` on).
+fn no_rules() -> Authorization {
+    Authorization {
+        verify_hostname: false,
+        node_id_in_cert: false,
+        ..Authorization::default()
+    }
+}
+
 #[test]
 fn verify_hostname_accepts_the_dialed_name_or_ip_and_refuses_another() {
     let ca = TestCa::new("cluster CA");
-    let b = ca.issue(&CertSpec::new("node-b", &["node-b.prod.svc", "127.0.0.1"]));
+    // The certificate names the node id too, for node_id_in_cert (on by default, and
+    // CA mode needs some name rule besides verify_hostname).
+    let b = ca.issue(&CertSpec::new(
+        "node-b",
+        &["node-b", "node-b.prod.svc", "127.0.0.1"],
+    ));
     let rules = Authorization {
         verify_hostname: true,
         ..Authorization::default()
@@ -262,7 +277,7 @@ fn share_name_with_own_cert_accepts_a_shared_dns_name_and_refuses_a_stranger() {
     let ca = TestCa::new("cluster CA");
     let rules = Authorization {
         share_name_with_own_cert: true,
-        ..Authorization::default()
+        ..no_rules()
     };
     let a = ca.issue(&CertSpec::new("node-a", &["node-a", "cluster.prod"]));
     let b = ca.issue(&CertSpec::new("node-b", &["node-b", "cluster.prod"]));
@@ -299,7 +314,7 @@ fn allowed_names_match_dns_and_uri_names_and_refuse_the_rest() {
             .iter()
             .map(|p| NamePattern::new(*p).unwrap())
             .collect(),
-        ..Authorization::default()
+        ..no_rules()
     };
     let acceptor =
         |rules: Authorization| node("node-b", with_rules(ca.tls(&ca.node("node-b")), rules));
@@ -340,7 +355,7 @@ fn allowed_names_fall_back_to_the_cn_of_a_certificate_without_sans() {
     let cn_only = ca.issue(&CertSpec::new("node-7", &[]));
     let rules = Authorization {
         allowed_names: vec![NamePattern::new("node-*").unwrap()],
-        ..Authorization::default()
+        ..no_rules()
     };
     let pair = run(
         node("node-7", ca.tls(&cn_only)),
@@ -359,7 +374,7 @@ fn node_id_in_cert_refuses_a_node_id_the_certificate_does_not_name() {
     let ca = TestCa::new("cluster CA");
     let rules = Authorization {
         node_id_in_cert: true,
-        ..Authorization::default()
+        ..no_rules()
     };
     let acceptor = || {
         node(
@@ -406,7 +421,7 @@ fn node_id_in_cert_refuses_a_node_id_the_certificate_does_not_name() {
         with_rules(ca.tls(&ca.node("node-a")), rules.clone()),
     );
     let a = node("node-q", ca.tls(&ca.node("node-b")));
-    let pair = run(i, a, |p| p);
+    let pair = run(i, a, |p| p.server_name("node-b"));
     assert!(!pair.joined(Side::Initiator));
     assert!(matches!(
         pair.close_cause(Side::Initiator),
@@ -420,7 +435,7 @@ fn node_id_in_cert_matches_dns_names_exactly_never_case_folded_or_ip_names() {
     let ca = TestCa::new("cluster CA");
     let rules = Authorization {
         node_id_in_cert: true,
-        ..Authorization::default()
+        ..no_rules()
     };
     let acceptor = || {
         node(

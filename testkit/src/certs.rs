@@ -216,6 +216,14 @@ impl TestCa {
             .clone()
     }
 
+    /// A node certificate for node id `name` reached at `host`: CN and DNS SAN `name`,
+    /// plus `host` as an IP SAN (an IP address) or a second DNS SAN. It passes both safe
+    /// defaults of CA mode: `node_id_in_cert` for the node id `name`, and
+    /// `verify_hostname` for a dialer that dials `host` (e.g. `127.0.0.1`).
+    pub fn node_at(&self, name: &str, host: &str) -> TestIdentity {
+        self.issue(&CertSpec::new(name, &[name, host]))
+    }
+
     /// TLS settings for a node holding `identity`, trusting this CA only.
     pub fn tls(&self, identity: &TestIdentity) -> TlsConfig {
         TlsConfig::new(

@@ -11,5 +11,5 @@ mod pair;
 mod random;
 
 pub use bounded::bounded;
-pub use pair::{Link, Pair, PairBuilder, EPOCH_MS};
+pub use pair::{Link, Pair, PairBuilder, DEFAULT_HORIZON, EPOCH_MS};
 pub use random::SeededRandom;

@@ -6,12 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
+use palisade_core::tls::pki_types::ServerName;
 use palisade_core::{CloseCause, Config, Connection, Endpoint, Event, SendError, Side};
 
 use crate::SeededRandom;
 
 /// The wall clock every simulated run starts at: 2026-01-01T00:00:00Z.
 pub const EPOCH_MS: u64 = 1_767_225_600_000;
+
+/// How far ahead [`Pair::step`] looks for a timeout by default: one hour. Handshake and
+/// re-join deadlines are seconds away; a joined link's other deadline, its peer
+/// certificate's end (`close_on_peer_expiry`), is usually years away, and a run that
+/// waited for it would close every link it just joined. See [`PairBuilder::horizon`].
+pub const DEFAULT_HORIZON: Duration = Duration::from_secs(3600);
 
 /// Settings for a [`Pair`].
 #[derive(Debug)]
@@ -21,8 +28,10 @@ pub struct PairBuilder {
     latency: Duration,
     initiator_clock_offset_ms: i64,
     wall_start_ms: u64,
-    server_name: String,
+    /// `None`: the acceptor's node id (see [`PairBuilder::server_name`]).
+    server_name: Option<String>,
     expected_peer: Option<String>,
+    horizon: Duration,
 }
 
 /// The simulated link's settings (one-way latency).
@@ -59,8 +68,9 @@ impl PairBuilder {
             latency: Duration::from_millis(10),
             initiator_clock_offset_ms: 0,
             wall_start_ms: EPOCH_MS,
-            server_name: "localhost".to_owned(),
+            server_name: None,
             expected_peer: None,
+            horizon: DEFAULT_HORIZON,
         }
     }
 
@@ -83,9 +93,12 @@ impl PairBuilder {
         self
     }
 
-    /// The name the initiator dials (default `localhost`): TLS SNI and hostname checks.
+    /// The name the initiator dials: TLS SNI and the `verify_hostname` check. By default
+    /// the acceptor's node id, as a cluster dials a node by its name (so a certificate
+    /// made by `TestCa::node(node_id)` passes the safe defaults), or `localhost` when the
+    /// node id is not a DNS name.
     pub fn server_name(mut self, name: &str) -> Self {
-        self.server_name = name.to_owned();
+        self.server_name = Some(name.to_owned());
         self
     }
 
@@ -96,9 +109,26 @@ impl PairBuilder {
         self
     }
 
+    /// How far ahead of the current simulated time a timeout may be for [`Pair::step`]
+    /// to move time to it (default [`DEFAULT_HORIZON`], one hour). A timeout further
+    /// away counts as nothing left to happen, so [`Pair::run`] stops with the links
+    /// joined rather than jumping to their certificates' expiry; use
+    /// [`Pair::set_horizon`] (or a long horizon here) to reach such a deadline.
+    pub fn horizon(mut self, horizon: Duration) -> Self {
+        self.horizon = horizon;
+        self
+    }
+
     /// Creates both connections at the same simulated instant.
     pub fn build(self) -> Pair {
         let start = Instant::now();
+        let server_name = self.server_name.clone().unwrap_or_else(|| {
+            let node_id = &self.acceptor.config().node_id;
+            match ServerName::try_from(node_id.as_str()) {
+                Ok(ServerName::DnsName(_)) => node_id.clone(),
+                _ => "localhost".to_owned(),
+            }
+        });
         let wall = |offset: i64| {
             let ms = self.wall_start_ms.saturating_add_signed(offset);
             UNIX_EPOCH + Duration::from_millis(ms)
@@ -106,7 +136,7 @@ impl PairBuilder {
         let make = |e: &Endpoint, side: Side, offset| {
             let made = match side {
                 Side::Initiator => e.connect_expecting(
-                    &self.server_name,
+                    &server_name,
                     self.expected_peer.as_deref(),
                     start,
                     wall(offset),
@@ -137,6 +167,7 @@ impl PairBuilder {
             events: [Vec::new(), Vec::new()],
             joined_at: [None, None],
             sent: [Vec::new(), Vec::new()],
+            horizon: self.horizon,
         }
     }
 }
@@ -169,12 +200,20 @@ pub struct Pair {
     events: [Vec<Event>; 2],
     joined_at: [Option<Instant>; 2],
     sent: [Vec<Bytes>; 2],
+    /// Timeouts further than this past `now` are not waited for.
+    horizon: Duration,
 }
 
 impl Pair {
     /// A pair with default settings; see [`PairBuilder`] for more.
     pub fn new(initiator: Config, acceptor: Config) -> Self {
         PairBuilder::new(initiator, acceptor).build()
+    }
+
+    /// Changes how far ahead [`Pair::step`] waits for a timeout (see
+    /// [`PairBuilder::horizon`]).
+    pub fn set_horizon(&mut self, horizon: Duration) {
+        self.horizon = horizon;
     }
 
     /// One side's connection.
@@ -287,7 +326,8 @@ impl Pair {
 
     /// Moves the simulation forward by one moment: puts every pending transmit on the
     /// link, advances time to the next arrival or timeout, and handles it. Returns
-    /// `false` when nothing is left to happen.
+    /// `false` when nothing is left to happen: no bytes in flight and no timeout within
+    /// the horizon ([`PairBuilder::horizon`]).
     pub fn step(&mut self) -> bool {
         for side in [Side::Initiator, Side::Acceptor] {
             // Events from commands given between steps (a local `close`, say).
@@ -302,7 +342,13 @@ impl Pair {
             .iter()
             .filter_map(|q| q.front().map(|(t, _)| *t))
             .min();
-        let next_timeout = self.conns.iter().filter_map(Connection::poll_timeout).min();
+        let horizon = self.now + self.horizon;
+        let next_timeout = self
+            .conns
+            .iter()
+            .filter_map(Connection::poll_timeout)
+            .filter(|t| *t <= horizon)
+            .min();
         let Some(next) = [next_arrival, next_timeout].into_iter().flatten().min() else {
             return false;
         };
@@ -324,7 +370,8 @@ impl Pair {
         true
     }
 
-    /// Steps until nothing is left to happen (at most `100_000` steps).
+    /// Steps until nothing is left to happen within the horizon (at most `100_000`
+    /// steps).
     pub fn run(&mut self) {
         for _ in 0..100_000 {
             if !self.step() {

@@ -80,11 +80,11 @@ pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 // ----- certificates and settings -----
 
-/// A CA, the listener's and the members' certificates, and the cluster secret.
+/// A CA, the listener's certificate, and the cluster secret. Each member gets a
+/// certificate naming its node id (`node_id_in_cert` is on by default).
 pub struct Cluster {
     pub ca: TestCa,
     pub listener_id: TestIdentity,
-    pub member_id: TestIdentity,
     pub secret: SharedSecret,
 }
 
@@ -92,8 +92,8 @@ impl Cluster {
     pub fn new() -> Self {
         let ca = TestCa::new("hostile cluster CA");
         Self {
-            listener_id: ca.node("127.0.0.1"),
-            member_id: ca.node("member.hostile"),
+            // Named by its node id, and by the address members dial (verify_hostname).
+            listener_id: ca.node_at(LISTENER_ID, "127.0.0.1"),
             ca,
             secret: SharedSecret::new(vec![0x5a; 32]).expect("secret"),
         }
@@ -112,12 +112,23 @@ impl Cluster {
         c
     }
 
-    /// A legitimate member called `name`, matching a listener made with the same `tls`.
+    /// A legitimate member called `name`, matching a listener made with the same `tls`;
+    /// with TLS its certificate names `name`.
     pub fn member(&self, tls: bool, name: &str) -> Config {
         let mut c = Config::new(CLUSTER, name).with_secret(self.secret.clone());
         if tls {
-            c = c.with_tls(self.ca.tls(&self.member_id));
+            c = c.with_tls(self.ca.tls(&self.ca.node(name)));
         }
+        c.handshake_timeout = MEMBER_TIMEOUT;
+        c
+    }
+
+    /// A TLS member called `name` holding `id`, a certificate from the cluster CA that
+    /// may name another node id.
+    pub fn member_holding(&self, name: &str, id: &TestIdentity) -> Config {
+        let mut c = Config::new(CLUSTER, name)
+            .with_secret(self.secret.clone())
+            .with_tls(self.ca.tls(id));
         c.handshake_timeout = MEMBER_TIMEOUT;
         c
     }

@@ -97,8 +97,10 @@ impl Cluster {
     pub fn new() -> Self {
         let ca = TestCa::new("refusal CA");
         Self {
-            acceptor_id: ca.node("127.0.0.1"),
-            member_id: ca.node("member.refusal"),
+            // Each names its node id (node_id_in_cert) and the acceptor the address it
+            // is dialed at (verify_hostname).
+            acceptor_id: ca.node_at("listener", "127.0.0.1"),
+            member_id: ca.node("dialer"),
             ca,
             secret: SharedSecret::new(vec![0x3c; 32]).expect("secret"),
         }

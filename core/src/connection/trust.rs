@@ -98,7 +98,9 @@ impl Connection {
     /// after `Endpoint::reconfigure`. A joined link is decided again at once:
     ///
     /// - a peer now revoked (revocation list, CRL) is closed with CLOSE 6, one no longer
-    ///   authorized (trust, name rules, `allowed_peers`, TLS now required) with CLOSE 7;
+    ///   authorized (certificate name rules, `node_id_in_cert`, `allowed_peers`) with
+    ///   CLOSE 7; a CA or pin leaving the trust bundle does not cut links (the last step
+    ///   of a CA rotation would drop them all): a peer to cut is revoked;
     /// - a link joined under a secret the new keyring does not hold re-joins in place
     ///   with the current primary secret (REJOIN, §5.8), and closes with CLOSE 9 if the
     ///   peer cannot prove it;
@@ -126,12 +128,6 @@ impl Connection {
             return;
         };
         let config = Arc::clone(&self.config);
-        if config.tls.is_some() && !self.transport.is_tls() && config.mode == Mode::Strict {
-            return self.close(CloseReason::new(
-                CloseCode::NotAuthorized,
-                "this link is plaintext and this node now requires TLS (mode = \"strict\")",
-            ));
-        }
         let unix_ms = self.clock.unix_ms(now);
         let not_after = self.transport.peer_not_after();
         if config.close_on_peer_expiry {
@@ -148,10 +144,17 @@ impl Connection {
             };
             if let Some(Err(refusal)) = self.transport.recheck(&ctx, at) {
                 let code = match refusal {
-                    CertRefusal::Revoked { .. } => CloseCode::Revoked,
-                    _ => CloseCode::NotAuthorized,
+                    CertRefusal::Revoked { .. } => Some(CloseCode::Revoked),
+                    // A trust anchor leaving the bundle (the last step of a CA or pin
+                    // rotation) does not cut the links made under it: TLS cannot present
+                    // a new certificate on a joined session, so a rotation would drop every
+                    // link. Trust is decided at the handshake; a peer to cut is revoked.
+                    CertRefusal::UnknownIssuer { .. } | CertRefusal::NotPinned { .. } => None,
+                    _ => Some(CloseCode::NotAuthorized),
                 };
-                return self.close(CloseReason::new(code, refusal.to_string()));
+                if let Some(code) = code {
+                    return self.close(CloseReason::new(code, refusal.to_string()));
+                }
             }
         }
         let facts = PeerFacts {
@@ -169,12 +172,13 @@ impl Connection {
             (true, Some(end)) => expiry_instant(end, now, unix_ms),
             _ => None,
         };
+        // Only a link under a secret this node no longer holds re-joins. Links a
+        // permissive rollout took below the strict settings (plaintext, or without a
+        // secret) stay up until they close, as migration mode promises: a rollout drops
+        // no link.
         let stale_key = match (&config.keyring, peer.key_id) {
             (Some(keyring), Some(id)) => keyring.get(id).is_none(),
-            // A link that joined without a secret (a permissive rollout) proves one once
-            // this node is strict.
-            (Some(_), None) => config.mode == Mode::Strict,
-            (None, _) => false,
+            (_, None) | (None, _) => false,
         };
         if stale_key && matches!(self.rejoin, Rejoin::Idle) {
             self.start_rejoin(now);

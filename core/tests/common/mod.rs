@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, Bytes, BytesMut};
 use palisade_core::frame::FrameKind;
 use palisade_core::preface::{PREFACE, PREFACE_LEN};
+use palisade_core::tls::pki_types::ServerName;
 use palisade_core::{
     CloseCause, CloseReason, Config, Connection, Endpoint, Event, FrameDecoder, PeerInfo,
     Rejection, SharedSecret, Side,
@@ -389,9 +390,14 @@ impl Node {
     }
 
     pub fn connect(endpoint: &Endpoint, now: Instant, wall_ms: u64) -> Self {
+        Self::connect_to(endpoint, "localhost", now, wall_ms)
+    }
+
+    /// Dials `server_name` (TLS SNI and the `verify_hostname` check).
+    pub fn connect_to(endpoint: &Endpoint, server_name: &str, now: Instant, wall_ms: u64) -> Self {
         Self::new(
             endpoint
-                .connect("localhost", now, wall(wall_ms))
+                .connect(server_name, now, wall(wall_ms))
                 .expect("seeded random"),
             now,
         )
@@ -483,14 +489,20 @@ pub struct Duplex {
 }
 
 impl Duplex {
-    /// Connections made at the same instant, both wall clocks at [`EPOCH_MS`].
+    /// Connections made at the same instant, both wall clocks at [`EPOCH_MS`]. The
+    /// initiator dials the acceptor by its node id, as a cluster does (so certificates
+    /// made by `TestCa::node(node_id)` pass `verify_hostname`, on by default in CA mode).
     pub fn new(initiator: Config, acceptor: Config, seed: u64) -> Self {
         let now = Instant::now();
+        let server_name = match ServerName::try_from(acceptor.node_id.as_str()) {
+            Ok(ServerName::DnsName(_)) => acceptor.node_id.clone(),
+            _ => "localhost".to_owned(),
+        };
         let i = Node::endpoint(initiator, seed);
         let a = Node::endpoint(acceptor, seed.wrapping_add(0x5eed));
         Self {
             nodes: [
-                Node::connect(&i, now, EPOCH_MS),
+                Node::connect_to(&i, &server_name, now, EPOCH_MS),
                 Node::accept(&a, now, EPOCH_MS),
             ],
             wire: [BytesMut::new(), BytesMut::new()],

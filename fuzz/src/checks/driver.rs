@@ -217,23 +217,50 @@ impl Driven {
 
     /// Time is `now` (the connection started at `start`): the handshake deadline is
     /// `start + handshake_timeout` (or, for an acceptor that has had no byte yet,
-    /// `start + first_bytes_timeout`) and, once passed, closes an unjoined link.
+    /// `start + first_bytes_timeout`) and, once passed, closes an unjoined link. A
+    /// joined TLS link's one deadline is the end of its peer's certificate
+    /// (`close_on_peer_expiry`), years after the fixtures' wall clock.
     pub fn timeout(&mut self, start: Instant, now: Instant) {
         let deadline = self.conn.poll_timeout();
+        let joined = self.conn.is_joined();
         if let Some(d) = deadline {
-            // The join deadline, or (an acceptor that has had no byte yet) the earlier
-            // first-bytes deadline.
             let config = self.conn.config();
             let join = start.checked_add(config.handshake_timeout);
-            let first = start.checked_add(config.first_bytes_timeout.min(config.handshake_timeout));
-            assert!(
-                Some(d) == join || Some(d) == first,
-                "{}: deadline",
-                self.who
-            );
+            if joined {
+                assert!(
+                    self.tls && config.close_on_peer_expiry,
+                    "{}: a joined link's deadline without a peer certificate",
+                    self.who
+                );
+                assert!(
+                    join.is_some_and(|j| d > j),
+                    "{}: a peer certificate's end before the handshake deadline",
+                    self.who
+                );
+            } else {
+                // The join deadline, or (an acceptor that has had no byte yet) the
+                // earlier first-bytes deadline.
+                let first =
+                    start.checked_add(config.first_bytes_timeout.min(config.handshake_timeout));
+                assert!(
+                    Some(d) == join || Some(d) == first,
+                    "{}: deadline",
+                    self.who
+                );
+            }
         }
         self.conn.handle_timeout(now);
-        if deadline.is_some_and(|d| now >= d) {
+        if joined && deadline.is_some_and(|d| now >= d) {
+            assert!(
+                matches!(
+                    self.conn.close_cause(),
+                    Some(CloseCause::Local(r)) if r.code == CloseCode::CertificateExpired
+                ),
+                "{}: the peer certificate's end passed and the cause is {:?}",
+                self.who,
+                self.conn.close_cause()
+            );
+        } else if deadline.is_some_and(|d| now >= d) {
             assert!(
                 matches!(
                     self.conn.close_cause(),
