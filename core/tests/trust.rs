@@ -437,6 +437,8 @@ fn a_peer_certificate_expiring_closes_the_link_unless_told_otherwise() {
             .with_tls(ca.tls(&short));
         let mut pair = PairBuilder::new(initiator, acceptor)
             .server_name("node-b")
+            // The simulation must reach a deadline a day away.
+            .horizon(Duration::from_secs(10 * 365 * 86_400))
             .build();
         pair.run_until(|p| p.joined(Side::Acceptor) && p.joined(Side::Initiator));
         let joined_at = pair.now();
