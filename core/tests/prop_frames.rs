@@ -61,6 +61,9 @@ fn expect(buf: &[u8], max_frame: usize) -> Expect {
         0x01 => FrameKind::Hello,
         0x02 => FrameKind::Welcome,
         0x03 => FrameKind::Reject,
+        0x04 => FrameKind::Rejoin,
+        0x05 => FrameKind::Rejoined,
+        0x06 => FrameKind::Rekey,
         0x10 => FrameKind::Data,
         0x11 => FrameKind::Close,
         other => return Expect::Error(FrameError::UnknownKind(other)),
@@ -485,6 +488,7 @@ proptest! {
     fn an_oversized_control_header_is_answered_with_close_2(
         kind in prop::sample::select(vec![
             FrameKind::Hello, FrameKind::Welcome, FrameKind::Reject, FrameKind::Close,
+            FrameKind::Rejoin, FrameKind::Rejoined, FrameKind::Rekey,
         ]),
         joined in any::<bool>(),
         over in any::<Index>(),

@@ -156,6 +156,9 @@ pub fn any_kind() -> impl Strategy<Value = FrameKind> {
         FrameKind::Hello,
         FrameKind::Welcome,
         FrameKind::Reject,
+        FrameKind::Rejoin,
+        FrameKind::Rejoined,
+        FrameKind::Rekey,
         FrameKind::Data,
         FrameKind::Close,
     ])
