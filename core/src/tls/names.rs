@@ -191,9 +191,15 @@ impl fmt::Display for NamePattern {
     }
 }
 
-/// Glob match where `*` takes one or more bytes other than `.` and `/`. Iterative, with
-/// one backtracking point per star, so any input runs in O(pattern × name).
+/// Glob match where `*` takes one or more bytes other than `.` and `/`.
 fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    glob_where(pattern, name, |c| c != b'.' && c != b'/')
+}
+
+/// Glob match where `*` takes one or more bytes that `star_takes`. Iterative, with one
+/// backtracking point per star, so any input runs in O(pattern × name). Shared by the
+/// certificate name patterns here and the node-id patterns of `allowed_peers`.
+pub(crate) fn glob_where(pattern: &[u8], name: &[u8], star_takes: impl Fn(u8) -> bool) -> bool {
     let (mut p, mut n) = (0usize, 0usize);
     // (pattern index after the star, name index where the star's run ends)
     let mut star: Option<(usize, usize)> = None;
@@ -201,7 +207,7 @@ fn glob(pattern: &[u8], name: &[u8]) -> bool {
         let pc = pattern.get(p).copied();
         let nc = name.get(n).copied();
         match pc {
-            Some(b'*') if nc.is_some_and(|c| c != b'.' && c != b'/') => {
+            Some(b'*') if nc.is_some_and(&star_takes) => {
                 // The star takes this byte; remember where to try taking more.
                 star = Some((p + 1, n + 1));
                 p += 1;
@@ -212,7 +218,7 @@ fn glob(pattern: &[u8], name: &[u8]) -> bool {
                 n += 1;
             }
             _ => match star {
-                Some((sp, sn)) if name.get(sn).is_some_and(|&c| c != b'.' && c != b'/') => {
+                Some((sp, sn)) if name.get(sn).copied().is_some_and(&star_takes) => {
                     star = Some((sp, sn + 1));
                     p = sp;
                     n = sn + 1;
