@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -81,6 +82,21 @@ pub(crate) fn closing_bounds(joined: bool) -> (Duration, Duration) {
 /// Polls before the driver yields to other tasks even when it could go on.
 const BUDGET: usize = 32;
 
+/// Socket bytes (read plus written) one link moves per scheduling turn before it yields
+/// to other tasks, by default: one bulk link then holds a runtime thread for well under
+/// a millisecond at a time, so another link's small frames wait for a few such turns at
+/// most instead of behind megabytes (issue 21: fairness between links).
+pub const DEFAULT_TURN_BYTES: usize = 256 * 1024;
+
+static TURN_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_TURN_BYTES);
+
+/// Sets the bytes one link moves per scheduling turn ([`DEFAULT_TURN_BYTES`]), for every
+/// driver of the process. For measuring what the bound costs and buys (`usize::MAX`:
+/// only the poll count bounds a turn, as before the bound existed); not a tuning knob.
+pub fn set_turn_bytes(bytes: usize) {
+    TURN_BYTES.store(bytes.max(1), Ordering::Relaxed);
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Moving bytes.
@@ -104,6 +120,8 @@ pub struct Driver<S, R: Runtime> {
     /// The listener's slot for this socket, given back when the driver (and with it the
     /// socket, dropped first) is gone.
     _permit: Option<Permit>,
+    /// Socket bytes moved in this scheduling turn.
+    turn: usize,
 }
 
 impl<S, R: Runtime> std::fmt::Debug for Driver<S, R> {
@@ -131,6 +149,7 @@ where
             phase: Phase::Open,
             give_up_at: None,
             _permit: None,
+            turn: 0,
         }
     }
 
@@ -150,6 +169,7 @@ where
                 Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(mut n)) => {
                     wrote = true;
+                    self.turn += n;
                     while n > 0 {
                         let Some(front) = self.out.front_mut() else {
                             break;
@@ -212,13 +232,14 @@ where
                     }
                 }
                 if self.link.wants_input(Some(cx.waker())) {
-                    let (socket, link) = (&mut self.socket, &self.link);
+                    let (socket, link, turn) = (&mut self.socket, &self.link, &mut self.turn);
                     progress |= with_read_buf(|buf| match Pin::new(socket).poll_read(cx, buf) {
                         Poll::Ready(Ok(0)) => {
                             link.eof();
                             true
                         }
                         Poll::Ready(Ok(n)) => {
+                            *turn += n;
                             link.input(buf.get(..n).unwrap_or_default(), Instant::now());
                             true
                         }
@@ -292,7 +313,12 @@ where
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.turn = 0;
+        let turn_bytes = TURN_BYTES.load(Ordering::Relaxed);
         for _ in 0..BUDGET {
+            if self.turn >= turn_bytes {
+                break;
+            }
             match self.step(cx) {
                 Poll::Ready(true) => continue,
                 Poll::Ready(false) => {
