@@ -341,3 +341,132 @@ impl<S, R: Runtime> Drop for Driver<S, R> {
         self.link.finish();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::task::Waker;
+    use std::time::SystemTime;
+
+    use bytes::BytesMut;
+    use palisade_core::frame::{encode, FrameKind};
+    use palisade_core::{Config, Endpoint};
+
+    use super::*;
+
+    /// Never fires: the test polls once and looks at what one turn did.
+    #[derive(Clone)]
+    struct NoTimers;
+
+    impl Runtime for NoTimers {
+        type Sleep = std::future::Pending<()>;
+        fn sleep_until(&self, _: Instant) -> Self::Sleep {
+            std::future::pending()
+        }
+        fn spawn(&self, _: impl Future<Output = ()> + Send + 'static) {}
+    }
+
+    /// A socket whose peer sends DATA frames without end, counting what was read.
+    struct Endless {
+        frames: Bytes,
+        at: usize,
+        read: usize,
+    }
+
+    impl AsyncRead for Endless {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let mut n = 0;
+            while n < buf.len() {
+                let chunk = self.frames.slice(self.at..);
+                let take = chunk.len().min(buf.len() - n);
+                buf[n..n + take].copy_from_slice(&chunk[..take]);
+                n += take;
+                self.at = (self.at + take) % self.frames.len();
+            }
+            self.read += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Endless {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A joined acceptor connection whose receive window never fills in this test.
+    fn joined_acceptor() -> palisade_core::Connection {
+        let config = |id: &str| {
+            let mut c = Config::new("turns", id);
+            c.recv_buffer_limit = 1 << 30;
+            c
+        };
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut i = Endpoint::new(config("i"))
+            .unwrap()
+            .connect("x", now, wall)
+            .unwrap();
+        let mut a = Endpoint::new(config("a"))
+            .unwrap()
+            .accept(now, wall)
+            .unwrap();
+        for _ in 0..4 {
+            while let Some(b) = i.poll_transmit() {
+                a.handle_input(&b, now);
+            }
+            while let Some(b) = a.poll_transmit() {
+                i.handle_input(&b, now);
+            }
+        }
+        assert!(a.is_joined() && i.is_joined());
+        a
+    }
+
+    fn bytes_read_in_one_turn(turn_bytes: usize) -> usize {
+        let link = Arc::new(Link::new(joined_acceptor()));
+        let mut frames = BytesMut::new();
+        encode(FrameKind::Data, &[9; 16 * 1024], &mut frames);
+        let socket = Endless {
+            frames: frames.freeze(),
+            at: 0,
+            read: 0,
+        };
+        let mut driver = Driver::new(link, socket, NoTimers);
+        TURN_BYTES.store(turn_bytes, Ordering::Relaxed);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(Pin::new(&mut driver).poll(&mut cx).is_pending());
+        TURN_BYTES.store(DEFAULT_TURN_BYTES, Ordering::Relaxed);
+        driver.socket.read
+    }
+
+    /// A link that always has input yields once it moved the turn's bytes (plus the one
+    /// read that crossed the bound), not after the poll budget's worth of reads.
+    #[test]
+    fn a_busy_link_yields_after_its_turn_of_bytes() {
+        let bounded = bytes_read_in_one_turn(DEFAULT_TURN_BYTES);
+        assert!(
+            (DEFAULT_TURN_BYTES..DEFAULT_TURN_BYTES + READ_BUF).contains(&bounded),
+            "{bounded}"
+        );
+        let unbounded = bytes_read_in_one_turn(usize::MAX);
+        assert_eq!(
+            unbounded,
+            BUDGET * READ_BUF,
+            "only the poll budget bounds it"
+        );
+    }
+}
