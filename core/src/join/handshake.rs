@@ -209,7 +209,7 @@ impl AcceptorHandshake {
     }
 
     /// The peer's address, when the caller knows it: a plaintext HELLO's nonce counts
-    /// against that address's share of the replay cache (else the peer's node id's).
+    /// against that address's share of the replay cache as well as its node id's.
     pub fn from_source(mut self, source: Option<std::net::IpAddr>) -> Self {
         self.source = source;
         self
