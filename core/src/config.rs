@@ -57,9 +57,9 @@ pub struct Config {
     /// Nonces of plaintext joins remembered for replay protection (default 16384). TLS
     /// joins need none: their proofs are bound to the TLS session.
     pub replay_cache_capacity: usize,
-    /// The share of the replay cache one peer (by address; by node id when the address
-    /// is unknown) may hold (default 1024), so one node in a reconnect loop cannot lock
-    /// the others out.
+    /// The share of the replay cache one node id (from any address) and one source
+    /// address (whatever node ids it sends) may each hold (default 1024), so one node in
+    /// a reconnect loop cannot lock the others out (docs/PROTOCOL.md §5.5 step 9).
     pub replay_cache_per_source: usize,
     /// TLS under the frame stream. `None`: plaintext (development, or a network that is
     /// already encrypted).

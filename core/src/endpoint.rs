@@ -142,7 +142,7 @@ impl Endpoint {
 
     /// [`Endpoint::accept`] for a peer at `source` (the socket's peer address): a
     /// plaintext join's nonce counts against that address's share of the replay cache
-    /// (`replay_cache_per_source`) rather than against the node id it claims.
+    /// (`replay_cache_per_source`) as well as against its node id's.
     pub fn accept_from(
         &self,
         source: Option<IpAddr>,

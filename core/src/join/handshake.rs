@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::messages::{Auth, JoinHello, JoinWelcome, NONCE_LEN};
 use super::proof::{acceptor_proof, initiator_proof, proofs_match};
 use super::reject::{RejectCode, Rejection};
-use super::replay::{ReplayCache, ReplayError, ReplaySource};
+use super::replay::{ReplayCache, ReplayError};
 use super::secret::KeyId;
 use crate::config::{Config, Mode};
 use crate::preface::PROTOCOL_VERSION;
@@ -209,7 +209,7 @@ impl AcceptorHandshake {
     }
 
     /// The peer's address, when the caller knows it: a plaintext HELLO's nonce counts
-    /// against that address's share of the replay cache (else the peer's node id's).
+    /// against that address's share of the replay cache as well as its node id's.
     pub fn from_source(mut self, source: Option<std::net::IpAddr>) -> Self {
         self.source = source;
         self
@@ -339,11 +339,8 @@ impl AcceptorHandshake {
 
         if cached {
             let expires = hello.timestamp_ms.saturating_add(tolerance);
-            let source = match self.source {
-                Some(addr) => ReplaySource::from_addr(addr),
-                None => ReplaySource::Node(hello.node_id.as_str().into()),
-            };
-            match replay.admit(hello.nonce, expires, now_ms, &source) {
+            let node = hello.node_id.as_str();
+            match replay.admit(hello.nonce, expires, now_ms, node, self.source) {
                 Ok(()) => {}
                 Err(ReplayError::Replayed) => {
                     return Err(refuse(
@@ -362,16 +359,39 @@ impl AcceptorHandshake {
                         ),
                     ))
                 }
+                Err(ReplayError::NodeFull) => {
+                    return Err(refuse(
+                        RejectCode::Busy,
+                        format!(
+                            "node id {node:?} made {} plaintext joins inside the clock-skew \
+                             window, its share of the replay cache (from any address); retry \
+                             later, raise replay_cache_per_source, or use TLS",
+                            replay.per_source()
+                        ),
+                    ))
+                }
                 Err(ReplayError::SourceFull) => {
                     return Err(refuse(
                         RejectCode::Busy,
                         format!(
-                            "this peer made {} plaintext joins inside the clock-skew window, its \
-                             share of the replay cache; retry later, raise \
-                             replay_cache_per_source, or use TLS",
+                            "this peer's address made {} plaintext joins inside the clock-skew \
+                             window, its share of the replay cache (whatever node ids they \
+                             carried); retry later, raise replay_cache_per_source, or use TLS",
                             replay.per_source()
                         ),
                     ))
+                }
+                Err(ReplayError::Crowded { free, held }) => {
+                    return Err(refuse(
+                        RejectCode::Busy,
+                        format!(
+                            "the replay cache is nearly full ({free} of {} entries left) and \
+                             this peer's address already holds {held} (replay_cache_per_source \
+                             is its share): the room left is kept for addresses holding fewer; \
+                             retry later, raise replay_cache_capacity, or use TLS",
+                            config.replay_cache_capacity
+                        ),
+                    ));
                 }
             }
         }

@@ -7,19 +7,27 @@
 //! its proof anywhere else and the cache is not consulted.
 //!
 //! A plaintext HELLO is accepted while its timestamp is within the clock-skew tolerance,
-//! so a nonce is remembered until `timestamp + tolerance`. Three bounds keep the cache
-//! from locking legitimate peers out:
+//! so a nonce is remembered until `timestamp + tolerance`. Four bounds keep the cache
+//! from locking legitimate peers out (docs/PROTOCOL.md §5.5 step 9):
 //!
 //! - only HELLOs whose proof verified are entered, so a peer without the secret adds
-//!   nothing;
-//! - each source (the peer's IP address, or its node id when the address is unknown) may
-//!   hold at most `per_source` entries, so one node in a reconnect loop exhausts only its
-//!   own budget;
-//! - entries are kept in expiry order, so expired ones are dropped in O(log n) each and a
-//!   full cache never costs a sweep.
+//!   nothing, and the HELLO's node id is authenticated by the secret;
+//! - each node id may hold at most `per_source` entries, whichever addresses it joins
+//!   from, so one node in a reconnect loop (or flooding from many addresses) exhausts
+//!   only its own share;
+//! - each source address (IPv6: each /64) may hold at most `per_source` entries too,
+//!   so a holder of the secret cannot multiply its share by inventing node ids;
+//! - near capacity the room left is kept for the small holders: an entry is admitted
+//!   only while its address holds fewer entries than the room left (`capacity - len`).
+//!   A holder of the secret inventing node ids from `k` addresses therefore stops with
+//!   about `capacity / (k + 1)` entries free, and those go to addresses holding fewer
+//!   entries than the flooders, i.e. to everyone else. (Node ids need no such rule:
+//!   one node's entries are bounded by its share; invented ones are bounded by the
+//!   addresses they come from.)
 //!
-//! When the cache (or a source's budget) is full of unexpired nonces, the join is refused
-//! as busy (fail closed) rather than forgetting a nonce that could then be replayed.
+//! Entries are kept in expiry order, so expired ones are dropped in O(log n) each and a
+//! full cache never costs a sweep. When a bound is reached the join is refused as busy
+//! (fail closed) rather than forgetting a nonce that could then be replayed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -28,14 +36,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::messages::NONCE_LEN;
 
 /// Why a nonce was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ReplayError {
     /// The nonce is already in the cache.
     Replayed,
     /// The cache holds `capacity` unexpired nonces.
     Full,
-    /// This source holds its whole budget of unexpired nonces.
+    /// The HELLO's node id holds its whole share of unexpired nonces.
+    NodeFull,
+    /// The peer's address holds its whole share of unexpired nonces.
     SourceFull,
+    /// The cache is nearly full: `free` entries are left, and the peer's address
+    /// already holds `held >= free`, so the room is kept for addresses holding fewer.
+    Crowded { free: usize, held: usize },
 }
 
 /// Whose budget a nonce counts against.
@@ -43,7 +56,7 @@ pub(crate) enum ReplayError {
 pub enum ReplaySource {
     /// The peer's address. IPv6 addresses count per /64, the block one host is given.
     Addr(IpAddr),
-    /// The node id the peer joined with, when its address is not known.
+    /// The node id the peer joined with (authenticated: only verified HELLOs enter).
     Node(Box<str>),
 }
 
@@ -65,13 +78,19 @@ impl ReplaySource {
 
 type Nonce = [u8; NONCE_LEN];
 
+#[derive(Debug)]
+struct Entry {
+    node: ReplaySource,
+    addr: Option<ReplaySource>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    /// nonce → (expiry, source).
-    seen: HashMap<Nonce, (u64, ReplaySource)>,
+    /// nonce → (expiry, node id key, address key when known).
+    seen: HashMap<Nonce, Entry>,
     /// The same entries ordered by expiry, oldest first.
     by_expiry: BTreeSet<(u64, Nonce)>,
-    /// Entries held per source.
+    /// Entries held per node id and per address.
     per_source: HashMap<ReplaySource, usize>,
     /// Nonces of this endpoint's own HELLOs whose join is still in progress.
     own: HashSet<Nonce>,
@@ -85,15 +104,30 @@ impl Inner {
                 break;
             }
             self.by_expiry.pop_first();
-            if let Some((_, source)) = self.seen.remove(&nonce) {
-                if let Some(n) = self.per_source.get_mut(&source) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.per_source.remove(&source);
-                    }
+            if let Some(entry) = self.seen.remove(&nonce) {
+                self.release(&entry.node);
+                if let Some(addr) = &entry.addr {
+                    self.release(addr);
                 }
             }
         }
+    }
+
+    fn release(&mut self, key: &ReplaySource) {
+        if let Some(n) = self.per_source.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_source.remove(key);
+            }
+        }
+    }
+
+    fn held(&self, key: &ReplaySource) -> usize {
+        self.per_source.get(key).copied().unwrap_or(0)
+    }
+
+    fn take(&mut self, key: &ReplaySource) {
+        *self.per_source.entry(key.clone()).or_insert(0) += 1;
     }
 }
 
@@ -139,14 +173,18 @@ impl ReplayCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Admits `nonce` until `expires_ms` (unix ms) against `source`'s budget, or says
-    /// why not. `now_ms` drops expired entries.
+    /// Admits `nonce` until `expires_ms` (unix ms) against the shares of node id `node`
+    /// and of address `addr` (when known), or says why not. `now_ms` drops expired
+    /// entries. The checks, in order: replayed, cache full, node id's share, address's
+    /// share, then near capacity the room left against what the address holds (module
+    /// docs).
     pub(crate) fn admit(
         &self,
         nonce: Nonce,
         expires_ms: u64,
         now_ms: u64,
-        source: &ReplaySource,
+        node: &str,
+        addr: Option<IpAddr>,
     ) -> Result<(), ReplayError> {
         let mut inner = self.lock();
         inner.expire(now_ms);
@@ -156,13 +194,29 @@ impl ReplayCache {
         if inner.seen.len() >= self.capacity {
             return Err(ReplayError::Full);
         }
-        let held = inner.per_source.get(source).copied().unwrap_or(0);
-        if held >= self.per_source {
+        let node = ReplaySource::Node(node.into());
+        let addr = addr.map(ReplaySource::from_addr);
+        let node_held = inner.held(&node);
+        if node_held >= self.per_source {
+            return Err(ReplayError::NodeFull);
+        }
+        let addr_held = addr.as_ref().map_or(0, |a| inner.held(a));
+        if addr_held >= self.per_source {
             return Err(ReplayError::SourceFull);
         }
-        inner.per_source.insert(source.clone(), held + 1);
+        let free = self.capacity - inner.seen.len();
+        if addr.is_some() && addr_held >= free {
+            return Err(ReplayError::Crowded {
+                free,
+                held: addr_held,
+            });
+        }
+        inner.take(&node);
+        if let Some(a) = &addr {
+            inner.take(a);
+        }
         inner.by_expiry.insert((expires_ms, nonce));
-        inner.seen.insert(nonce, (expires_ms, source.clone()));
+        inner.seen.insert(nonce, Entry { node, addr });
         Ok(())
     }
 
@@ -203,17 +257,21 @@ mod tests {
         ReplaySource::Addr(IpAddr::from([127, 0, 0, n]))
     }
 
+    fn ip(n: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([127, 0, 0, n]))
+    }
+
     #[test]
     fn a_nonce_is_refused_until_it_expires() {
         let cache = ReplayCache::new(4, 4);
-        assert_eq!(cache.admit([1; 32], 100, 0, &src(1)), Ok(()));
+        assert_eq!(cache.admit([1; 32], 100, 0, "n1", ip(1)), Ok(()));
         assert_eq!(
-            cache.admit([1; 32], 100, 50, &src(2)),
+            cache.admit([1; 32], 100, 50, "n2", ip(2)),
             Err(ReplayError::Replayed),
             "a nonce is a replay whichever source sends it again"
         );
         assert_eq!(
-            cache.admit([1; 32], 300, 101, &src(1)),
+            cache.admit([1; 32], 300, 101, "n1", ip(1)),
             Ok(()),
             "expired entries are forgotten"
         );
@@ -223,20 +281,20 @@ mod tests {
     #[test]
     fn a_full_cache_fails_closed_then_recovers_as_entries_expire() {
         let cache = ReplayCache::new(2, 2);
-        assert_eq!(cache.admit([1; 32], 100, 0, &src(1)), Ok(()));
-        assert_eq!(cache.admit([2; 32], 50, 0, &src(1)), Ok(()));
+        assert_eq!(cache.admit([1; 32], 100, 0, "n1", ip(1)), Ok(()));
+        assert_eq!(cache.admit([2; 32], 50, 0, "n3", ip(3)), Ok(()));
         assert_eq!(
-            cache.admit([3; 32], 100, 10, &src(2)),
+            cache.admit([3; 32], 100, 10, "n2", ip(2)),
             Err(ReplayError::Full)
         );
         assert_eq!(
-            cache.admit([3; 32], 100, 60, &src(2)),
+            cache.admit([3; 32], 100, 60, "n2", ip(2)),
             Ok(()),
             "the entry expiring at 50 made room, though it was not the oldest inserted"
         );
         assert_eq!(cache.len(), 2);
         assert_eq!(
-            cache.admit([1; 32], 100, 60, &src(1)),
+            cache.admit([1; 32], 100, 60, "n1", ip(1)),
             Err(ReplayError::Replayed)
         );
     }
@@ -245,18 +303,84 @@ mod tests {
     fn one_source_exhausts_only_its_own_budget() {
         let cache = ReplayCache::new(100, 3);
         for n in 0..3 {
-            assert_eq!(cache.admit([n; 32], 1_000, 0, &src(1)), Ok(()));
+            let node = format!("n1-{n}");
+            assert_eq!(cache.admit([n; 32], 1_000, 0, &node, ip(1)), Ok(()));
         }
         assert_eq!(
-            cache.admit([9; 32], 1_000, 0, &src(1)),
-            Err(ReplayError::SourceFull)
+            cache.admit([9; 32], 1_000, 0, "n1-new", ip(1)),
+            Err(ReplayError::SourceFull),
+            "a fresh node id does not give the address a fresh share"
         );
-        assert_eq!(cache.admit([10; 32], 1_000, 0, &src(2)), Ok(()));
-        let node = ReplaySource::Node("node-a".into());
-        assert_eq!(cache.admit([11; 32], 1_000, 0, &node), Ok(()));
+        assert_eq!(cache.admit([10; 32], 1_000, 0, "n2", ip(2)), Ok(()));
+        assert_eq!(cache.admit([11; 32], 1_000, 0, "node-a", None), Ok(()));
         // Once its entries expire the source has its whole budget again.
-        assert_eq!(cache.admit([12; 32], 2_000, 1_001, &src(1)), Ok(()));
+        assert_eq!(cache.admit([12; 32], 2_000, 1_001, "n1", ip(1)), Ok(()));
         assert_eq!(cache.len(), 1, "everything else expired at 1000");
+    }
+
+    #[test]
+    fn one_node_id_exhausts_only_its_own_share_from_any_number_of_addresses() {
+        let cache = ReplayCache::new(16, 4);
+        for n in 0..4u8 {
+            assert_eq!(cache.admit([n; 32], 1_000, 0, "flood", ip(n + 1)), Ok(()));
+        }
+        for n in 4..16u8 {
+            assert_eq!(
+                cache.admit([n; 32], 1_000, 0, "flood", ip(n + 1)),
+                Err(ReplayError::NodeFull),
+                "a fresh address does not give the node id a fresh share"
+            );
+        }
+        assert_eq!(cache.lock().held(&ReplaySource::Node("flood".into())), 4);
+        for n in 0..4u8 {
+            assert_eq!(
+                cache.admit([100 + n; 32], 1_000, 0, "other", ip(200)),
+                Ok(())
+            );
+        }
+        assert_eq!(cache.len(), 8);
+    }
+
+    #[test]
+    fn invented_node_ids_are_bounded_by_the_address_and_leave_room_for_small_holders() {
+        let (capacity, share) = (64, 4);
+        let cache = ReplayCache::new(capacity, share);
+        // 16 addresses, each joining under fresh node ids as fast as it can.
+        let mut n = 0u32;
+        let mut nonce = || {
+            n += 1;
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&n.to_be_bytes());
+            b
+        };
+        for _round in 0..8 {
+            for a in 1..=16u8 {
+                let id = format!("invented-{a}-{}", cache.len());
+                let _ = cache.admit(nonce(), 1_000, 0, &id, ip(a));
+            }
+        }
+        let flooded = cache.len();
+        assert!(flooded < capacity, "{flooded}");
+        // Every flooding address is now refused, naming itself as the holder.
+        for a in 1..=16u8 {
+            match cache.admit(nonce(), 1_000, 0, "invented-again", ip(a)) {
+                Err(ReplayError::Crowded { held, free }) => assert!(held >= free),
+                Err(ReplayError::SourceFull) => {}
+                other => panic!("address {a}: {other:?}"),
+            }
+        }
+        // The room left goes to peers holding less than the flooders.
+        for k in 0..(capacity - flooded) {
+            let addr = ip(100 + u8::try_from(k).unwrap());
+            assert_eq!(
+                cache.admit(nonce(), 1_000, 0, &format!("legit-{k}"), addr),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            cache.admit(nonce(), 1_000, 0, "late", ip(250)),
+            Err(ReplayError::Full)
+        );
     }
 
     #[test]
@@ -278,11 +402,13 @@ mod tests {
             nonce[..4].copy_from_slice(&n.to_be_bytes());
             // Expiries out of insertion order.
             let until = u64::from((n * 7919) % 10_000);
-            assert_eq!(cache.admit(nonce, until, 0, &src(1)), Ok(()));
+            // Each from its own node id, without an address: no share is reached.
+            let node = n.to_string();
+            assert_eq!(cache.admit(nonce, until, 0, &node, None), Ok(()));
         }
         let mut fresh = [0xff; 32];
         fresh[0] = 1;
-        assert_eq!(cache.admit(fresh, 20_000, 5_000, &src(1)), Ok(()));
+        assert_eq!(cache.admit(fresh, 20_000, 5_000, "fresh", None), Ok(()));
         assert_eq!(
             cache.len(),
             5_001,
