@@ -121,7 +121,7 @@ pub const KEYS: &[Key] = &[
     key("clock_ahead_tolerance", Duration, Some("30s"), "How far ahead of this node's clock a plaintext join may be dated (at most `clock_skew_tolerance`)."),
     key("first_bytes_timeout", Duration, Some("2s"), "Listener: from accept to the peer's first byte (below `handshake_timeout`)."),
     key("replay_cache_capacity", Int, Some("16384"), "Nonces of plaintext joins remembered against replay."),
-    key("replay_cache_per_source", Int, Some("1024"), "The share of the replay cache one peer may hold."),
+    key("replay_cache_per_source", Int, Some("1024"), "The share of the replay cache (plaintext joins with a secret) one node id may hold, and one source address (IPv6 per /64), each: a node flooding its own joins locks out only itself."),
     key("send_buffer_limit", Int, Some("1048576"), "Bytes of outgoing frames buffered before `send` reports full."),
     key("recv_buffer_limit", Int, Some("1048576"), "Bytes received but not yet taken before a link stops reading."),
     key("max_unjoined", Int, Some("1024"), "Listener: connections not yet joined, all sources; the oldest is evicted past it."),
