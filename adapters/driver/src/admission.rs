@@ -10,15 +10,32 @@
 //! - a token bucket on its new connections: past the rate, a connection is closed at
 //!   once, before its first byte is read;
 //! - a token bucket on its failed joins (failures the peer caused: a bad preface, a TLS
-//!   failure, a REJECT we sent, a timeout; never an eviction by us): once empty, the
-//!   source is backed off for [`AdmissionLimits::source_backoff`], and its new
-//!   connections are closed at once.
+//!   failure, a REJECT we sent, a join timeout, an eviction while mid-handshake): once
+//!   empty, the source is backed off for [`AdmissionLimits::source_backoff`], and its
+//!   new connections are closed at once.
 //!
-//! And for the whole listener, a cap on connections that have not joined: when it is
-//! reached, the OLDEST unjoined connection is evicted (closed at once) to make room. A
-//! legitimate join takes milliseconds, so a flood must replace every slot within that
-//! time to crowd one out; refusing the newest instead locks everyone out for as long as
-//! the flood's sockets live.
+//! Silence is not failure: a connection that sent no byte (closed at the first-bytes
+//! deadline, or by its peer) holds one of its source's unjoined slots while it lives and
+//! never touches the failure bucket, so silent sockets from an address shared with
+//! legitimate peers (a NAT, Kubernetes SNAT) cannot back that address off. When a source
+//! at its cap opens another connection, the source's OLDEST SILENT connection is evicted
+//! to make room for it; only a source with no silent connection to give up is refused.
+//!
+//! And for the whole listener, a cap on connections that have not joined
+//! ([`AdmissionLimits::max_unjoined`]). When it is reached, one connection is evicted
+//! (closed at once) to make room, chosen so that neither a crowd of addresses nor one
+//! address can starve a slow legitimate join:
+//!
+//! - never one younger than [`AdmissionLimits::min_evict_age`] (a slow-WAN join must be
+//!   able to finish); if every connection is that young, the newcomer is refused instead;
+//! - a silent connection before one mid-handshake (it cost us nothing and owes us a
+//!   first byte); while any silent connection is held, even a young one, no
+//!   mid-handshake connection is evicted (the silent one becomes evictable within
+//!   `min_evict_age`; the newcomer is refused meanwhile);
+//! - from the source holding the most unjoined slots, its oldest first;
+//! - a mid-handshake connection evicted counts as a failed join of its source, so a
+//!   ClientHello-then-silence flood runs into its failure budget and backoff like any
+//!   other failed join.
 //!
 //! The per-source table is bounded too ([`AdmissionLimits::max_tracked_sources`]): when
 //! full, sources that hold nothing (no unjoined connection, no backoff, full buckets) are
@@ -37,19 +54,26 @@ use crate::observe::LinkObserver;
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdmissionLimits {
     /// Connections that have not joined yet, all sources together (default 1024). When
-    /// reached, the oldest is evicted to make room for the newest.
+    /// reached, one is evicted to make room for the newest: a silent one (no byte sent)
+    /// before one mid-handshake, from the source holding the most, its oldest first, and
+    /// never one younger than `min_evict_age` (then the newest is refused instead).
     pub max_unjoined: usize,
     /// Connections that have not joined yet from one source (default 32). A node
     /// dials a peer once and keeps the link, so a handful per address is normal; 32
     /// leaves room for a NAT or a Kubernetes node fronting a few dozen restarting pods,
-    /// while one address can hold at most 1/32 of the default `max_unjoined`.
+    /// while one address can hold at most 1/32 of the default `max_unjoined`. A source
+    /// at its cap that opens another connection gives up its oldest silent connection
+    /// (one that sent no byte) for it; with none silent, the new one is refused.
     pub max_unjoined_per_source: usize,
     /// New connections per second one source may open, sustained (default 20). At
     /// 0.5 ms of TLS work each this bounds one address to about 1 % of a core.
     pub new_connection_rate_per_source: f64,
     /// New connections one source may open at once, above the rate (default 40).
     pub new_connection_burst_per_source: u32,
-    /// Failed joins per second one source may cause, sustained (default 1).
+    /// Failed joins per second one source may cause, sustained (default 1). A failed
+    /// join is one the peer caused after sending bytes (a bad preface, a TLS failure, a
+    /// REJECT, the join deadline) or a mid-handshake connection evicted; a connection
+    /// that sent nothing never counts.
     pub failed_join_rate_per_source: f64,
     /// Failed joins one source may cause at once before it is backed off (default 10).
     pub failed_join_burst_per_source: u32,
@@ -57,6 +81,10 @@ pub struct AdmissionLimits {
     pub source_backoff: Duration,
     /// Sources remembered at once (default 16384); must exceed `max_unjoined`.
     pub max_tracked_sources: usize,
+    /// How old an unjoined connection must be before it may be evicted to make room
+    /// for a newer one (default 1 s): covers a slow-WAN join. When every unjoined
+    /// connection is younger, a newcomer over `max_unjoined` is refused instead.
+    pub min_evict_age: Duration,
 }
 
 impl Default for AdmissionLimits {
@@ -70,6 +98,7 @@ impl Default for AdmissionLimits {
             failed_join_burst_per_source: 10,
             source_backoff: Duration::from_secs(15),
             max_tracked_sources: 16 * 1024,
+            min_evict_age: Duration::from_secs(1),
         }
     }
 }
@@ -136,10 +165,19 @@ pub enum AdmissionError {
         remaining: Duration,
     },
     /// The listener held `max_unjoined` connections that had not joined; this one was
-    /// the oldest and was closed to make room.
+    /// closed to make room (see the module docs for which one is chosen).
     Evicted {
         /// `max_unjoined`.
         limit: usize,
+    },
+    /// The listener holds `max_unjoined` connections that have not joined, none of
+    /// them evictable (all younger than `min_evict_age`, or only handshakes in
+    /// progress while silent connections are held); this new one was closed.
+    Full {
+        /// `max_unjoined`.
+        limit: usize,
+        /// `min_evict_age`.
+        min_age: Duration,
     },
     /// A limit that cannot work.
     BadSetting {
@@ -177,9 +215,16 @@ impl fmt::Display for AdmissionError {
             ),
             Self::Evicted { limit } => write!(
                 f,
-                "{limit} connections were waiting to join; this one was the oldest and was \
-                 closed to make room for a newer one (raise max_unjoined if joins are \
+                "{limit} connections were waiting to join; this one was closed to make \
+                 room for a newer one (raise max_unjoined or min_evict_age if joins are \
                  legitimately that slow)"
+            ),
+            Self::Full { limit, min_age } => write!(
+                f,
+                "{limit} connections are waiting to join and none may be evicted yet \
+                 (younger than {} ms, or handshakes in progress); connection closed at \
+                 admission (raise max_unjoined if that many peers join at once)",
+                min_age.as_millis()
             ),
             Self::BadSetting { setting } => {
                 if *setting == "max_tracked_sources" {
@@ -208,8 +253,15 @@ pub struct AdmissionStats {
     pub joined: u64,
     /// Admitted connections whose join failed by the peer's doing.
     pub failed: u64,
-    /// Connections evicted (oldest first) because `max_unjoined` was reached.
+    /// Connections evicted to make room: because `max_unjoined` was reached, or a
+    /// source at `max_unjoined_per_source` gave up a silent one.
     pub evicted: u64,
+    /// Of `evicted`, those that were mid-handshake (counted as failed joins too).
+    pub evicted_mid_handshake: u64,
+    /// Connections closed at admission: `max_unjoined` reached, none evictable.
+    pub refused_full: u64,
+    /// Admitted connections closed having sent nothing (never counted as failures).
+    pub silent: u64,
     /// Connections closed at admission: source over `max_unjoined_per_source`.
     pub refused_per_source_cap: u64,
     /// Connections closed at admission: source over its new-connection rate.
@@ -226,6 +278,9 @@ struct Counters {
     joined: AtomicU64,
     failed: AtomicU64,
     evicted: AtomicU64,
+    evicted_mid_handshake: AtomicU64,
+    refused_full: AtomicU64,
+    silent: AtomicU64,
     refused_per_source_cap: AtomicU64,
     refused_rate: AtomicU64,
     refused_backoff: AtomicU64,
@@ -327,6 +382,10 @@ type EvictFn = Box<dyn FnOnce() + Send>;
 struct Slot {
     id: u64,
     source: IpAddr,
+    /// When it was admitted.
+    at: Instant,
+    /// The peer sent at least one byte (set by the driver on the first input).
+    heard: AtomicBool,
     /// The slot no longer counts (joined, evicted, or its socket closed).
     released: AtomicBool,
     /// Closes the connection; set once its link exists.
@@ -413,6 +472,9 @@ impl Admission {
             joined: get(&c.joined),
             failed: get(&c.failed),
             evicted: get(&c.evicted),
+            evicted_mid_handshake: get(&c.evicted_mid_handshake),
+            refused_full: get(&c.refused_full),
+            silent: get(&c.silent),
             refused_per_source_cap: get(&c.refused_per_source_cap),
             refused_rate: get(&c.refused_rate),
             refused_backoff: get(&c.refused_backoff),
@@ -483,27 +545,45 @@ impl Admission {
                 burst: limits.new_connection_burst_per_source,
             });
         }
+        let mut evicted = Vec::new();
         if src.unjoined >= limits.max_unjoined_per_source {
-            bump(&self.counters.refused_per_source_cap);
-            return Err(AdmissionError::PerSourceCap {
-                source,
-                limit: limits.max_unjoined_per_source,
-            });
-        }
-        src.unjoined += 1;
-        let mut evicted = None;
-        if st.unjoined.len() >= limits.max_unjoined {
-            if let Some((_, oldest)) = st.unjoined.pop_first() {
-                oldest.released.store(true, Ordering::Release);
-                if let Some(s) = st.sources.get_mut(&oldest.source) {
-                    s.unjoined = s.unjoined.saturating_sub(1);
+            // The source gives up its oldest silent connection, or the newcomer is refused.
+            let silent = st
+                .unjoined
+                .values()
+                .find(|s| s.source == source && !s.heard.load(Ordering::Acquire))
+                .map(|s| s.id);
+            match silent {
+                Some(id) => evicted.extend(self.evict_locked(st, id, now)),
+                None => {
+                    bump(&self.counters.refused_per_source_cap);
+                    return Err(AdmissionError::PerSourceCap {
+                        source,
+                        limit: limits.max_unjoined_per_source,
+                    });
                 }
-                evicted = Some(oldest);
             }
+        }
+        if st.unjoined.len() >= limits.max_unjoined {
+            match self.victim(st, now) {
+                Some(id) => evicted.extend(self.evict_locked(st, id, now)),
+                None => {
+                    bump(&self.counters.refused_full);
+                    return Err(AdmissionError::Full {
+                        limit: limits.max_unjoined,
+                        min_age: limits.min_evict_age,
+                    });
+                }
+            }
+        }
+        if let Some(src) = st.sources.get_mut(&source) {
+            src.unjoined += 1;
         }
         let slot = Arc::new(Slot {
             id: st.next_id,
             source,
+            at: now,
+            heard: AtomicBool::new(false),
             released: AtomicBool::new(false),
             evict: Mutex::new((false, None)),
         });
@@ -511,10 +591,20 @@ impl Admission {
         st.unjoined.insert(slot.id, Arc::clone(&slot));
         drop(state);
         bump(&self.counters.admitted);
-        if let Some(oldest) = evicted {
-            bump(&self.counters.evicted);
+        for (victim, backoff) in evicted {
+            if let Some(backoff) = backoff {
+                tracing::warn!(
+                    target: "palisade",
+                    source = %victim.source,
+                    "{} failed to join too often (handshakes evicted unfinished); its \
+                     connections are refused for {} ms (failed_join_rate_per_source, \
+                     failed_join_burst_per_source, source_backoff)",
+                    victim.source,
+                    backoff.as_millis()
+                );
+            }
             let close = {
-                let mut e = oldest.evict_state();
+                let mut e = victim.evict_state();
                 e.0 = true;
                 e.1.take()
             };
@@ -531,6 +621,61 @@ impl Admission {
         ))
     }
 
+    /// The unjoined connection to evict for a newcomer when `max_unjoined` is reached,
+    /// or `None` if none may be (see the module docs): only those at least
+    /// `min_evict_age` old; silent before mid-handshake, and no mid-handshake one while
+    /// any silent one is held; from the source holding the most; the oldest first.
+    fn victim(&self, st: &State, now: Instant) -> Option<u64> {
+        let min_age = self.limits.min_evict_age;
+        let held = |source: &IpAddr| st.sources.get(source).map_or(0, |s| s.unjoined);
+        let mut any_silent = false;
+        // (slots held by its source, id) of the best candidate of each kind.
+        let mut silent: Option<(usize, u64)> = None;
+        let mut talking: Option<(usize, u64)> = None;
+        for slot in st.unjoined.values() {
+            let heard = slot.heard.load(Ordering::Acquire);
+            any_silent |= !heard;
+            if now.saturating_duration_since(slot.at) < min_age {
+                continue;
+            }
+            let best = if heard { &mut talking } else { &mut silent };
+            let n = held(&slot.source);
+            // Oldest first: a later slot wins only by holding strictly more.
+            if best.is_none_or(|(m, _)| n > m) {
+                *best = Some((n, slot.id));
+            }
+        }
+        match (silent, talking) {
+            (Some((_, id)), _) => Some(id),
+            (None, Some((_, id))) if !any_silent => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Takes slot `id` out of the unjoined (the caller closes it once the lock is
+    /// dropped); a mid-handshake one counts as a failure of its source. Returns the slot
+    /// and the backoff that failure started, if any.
+    fn evict_locked(
+        &self,
+        st: &mut State,
+        id: u64,
+        now: Instant,
+    ) -> Option<(Arc<Slot>, Option<Duration>)> {
+        let slot = st.unjoined.remove(&id)?;
+        slot.released.store(true, Ordering::Release);
+        if let Some(s) = st.sources.get_mut(&slot.source) {
+            s.unjoined = s.unjoined.saturating_sub(1);
+        }
+        bump(&self.counters.evicted);
+        let backoff = if slot.heard.load(Ordering::Acquire) {
+            bump(&self.counters.evicted_mid_handshake);
+            self.failed_locked(st, slot.source, now)
+        } else {
+            None
+        };
+        Some((slot, backoff))
+    }
+
     /// The slot stops counting (joined, or its socket closed).
     fn release(&self, slot: &Slot) {
         if slot.released.swap(true, Ordering::AcqRel) {
@@ -545,9 +690,13 @@ impl Admission {
 
     /// A join from `source` failed by the peer's doing; returns the backoff it started.
     fn failed(&self, source: IpAddr, now: Instant) -> Option<Duration> {
+        let mut state = self.lock();
+        self.failed_locked(&mut state, source, now)
+    }
+
+    fn failed_locked(&self, state: &mut State, source: IpAddr, now: Instant) -> Option<Duration> {
         bump(&self.counters.failed);
         let limits = &self.limits;
-        let mut state = self.lock();
         let src = state
             .sources
             .entry(source)
@@ -610,13 +759,31 @@ impl Permit {
         self.0.admission.release(&self.0.slot);
     }
 
-    /// The connection's join failed. Counts against its source unless we evicted it;
-    /// returns the backoff this started, if any.
+    /// The connection's join failed. Counts against its source unless we evicted it
+    /// (a mid-handshake eviction was counted then) or it sent nothing (silence is not
+    /// failure); returns the backoff this started, if any.
     pub fn failed(&self, now: Instant) -> Option<Duration> {
         if self.was_evicted() {
             return None;
         }
+        if !self.heard() {
+            bump(&self.0.admission.counters.silent);
+            return None;
+        }
         self.0.admission.failed(self.0.slot.source, now)
+    }
+
+    /// The peer sent its first byte: the driver calls this on the first input (cheap,
+    /// an atomic store). From then on the connection is mid-handshake, not silent.
+    pub fn mark_heard(&self) {
+        if !self.0.slot.heard.load(Ordering::Relaxed) {
+            self.0.slot.heard.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether the peer sent any byte.
+    pub fn heard(&self) -> bool {
+        self.0.slot.heard.load(Ordering::Acquire)
     }
 
     /// Whether the connection was evicted to make room.
@@ -678,6 +845,7 @@ mod tests {
             failed_join_burst_per_source: 2,
             source_backoff: Duration::from_secs(10),
             max_tracked_sources: 5,
+            min_evict_age: Duration::ZERO,
         }
     }
 
@@ -685,12 +853,84 @@ mod tests {
     fn per_source_cap_refuses_the_source_not_others() {
         let a = Admission::new(limits()).unwrap();
         let now = Instant::now();
-        let _p1 = a.admit(peer("10.0.0.1:1"), now).unwrap();
-        let _p2 = a.admit(peer("10.0.0.1:2"), now).unwrap();
+        let p1 = a.admit(peer("10.0.0.1:1"), now).unwrap();
+        let p2 = a.admit(peer("10.0.0.1:2"), now).unwrap();
+        p1.mark_heard();
+        p2.mark_heard();
         let err = a.admit(peer("10.0.0.1:3"), now).unwrap_err();
         assert!(matches!(err, AdmissionError::PerSourceCap { limit: 2, .. }));
         assert!(err.to_string().contains("max_unjoined_per_source"));
         assert!(a.admit(peer("10.0.0.2:1"), now).is_ok());
+    }
+
+    #[test]
+    fn a_source_at_its_cap_gives_up_its_oldest_silent_connection() {
+        let l = AdmissionLimits {
+            new_connection_burst_per_source: 10,
+            ..limits()
+        };
+        let a = Admission::new(l).unwrap();
+        let now = Instant::now();
+        let talking = a.admit(peer("10.0.0.1:1"), now).unwrap();
+        talking.mark_heard();
+        let silent = a.admit(peer("10.0.0.1:2"), now).unwrap();
+        let newest = a.admit(peer("10.0.0.1:3"), now).unwrap();
+        assert!(silent.was_evicted() && !talking.was_evicted());
+        // Silence is not failure: neither the eviction nor its closing counts.
+        assert_eq!(silent.failed(now), None);
+        assert_eq!(newest.failed(now), None);
+        let s = a.stats();
+        assert_eq!((s.failed, s.evicted, s.silent), (0, 1, 1), "{s:?}");
+        newest.mark_heard();
+        assert!(matches!(
+            a.admit(peer("10.0.0.1:4"), now),
+            Err(AdmissionError::PerSourceCap { .. })
+        ));
+    }
+
+    #[test]
+    fn eviction_takes_from_the_biggest_source_silent_first_never_too_young() {
+        let l = AdmissionLimits {
+            max_unjoined: 5,
+            max_unjoined_per_source: 3,
+            min_evict_age: Duration::from_secs(1),
+            new_connection_burst_per_source: 10,
+            max_tracked_sources: 16,
+            ..limits()
+        };
+        let a = Admission::new(l).unwrap();
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(2);
+        let lone = a.admit(peer("10.0.0.1:1"), t0).unwrap();
+        let big: Vec<_> = (0..3)
+            .map(|i| a.admit(peer(&format!("10.0.0.2:{i}")), t0).unwrap())
+            .collect();
+        let young = a.admit(peer("10.0.0.3:1"), t1).unwrap();
+        // All too young: the newcomer is refused, nobody evicted.
+        let err = a.admit(peer("10.0.0.4:1"), t0).unwrap_err();
+        assert!(
+            matches!(err, AdmissionError::Full { limit: 5, .. }),
+            "{err}"
+        );
+        // Old enough: the biggest source's oldest silent one goes, not the older lone one.
+        big[0].mark_heard();
+        let _n1 = a.admit(peer("10.0.0.4:1"), t1).unwrap();
+        assert!(big[1].was_evicted());
+        assert!(!lone.was_evicted() && !big[0].was_evicted() && !young.was_evicted());
+        assert_eq!(a.stats().failed, 0, "a silent eviction is no failure");
+        // While a silent one is held (even a young one), no handshake is evicted.
+        lone.mark_heard();
+        big[2].mark_heard();
+        assert!(a.admit(peer("10.0.0.5:1"), t1).is_err());
+        // None silent: the biggest source's oldest handshake goes, and counts against it.
+        young.mark_heard();
+        _n1.mark_heard();
+        let _n2 = a.admit(peer("10.0.0.5:1"), t1).unwrap();
+        assert!(big[0].was_evicted() && !lone.was_evicted());
+        let s = a.stats();
+        assert_eq!((s.failed, s.evicted_mid_handshake), (1, 1), "{s:?}");
+        assert_eq!(big[0].failed(t1), None, "counted once, at the eviction");
+        assert_eq!(a.stats().failed, 1);
     }
 
     #[test]
@@ -759,6 +999,7 @@ mod tests {
         let a = Admission::new(limits()).unwrap();
         let t0 = Instant::now();
         let p = a.admit(peer("10.0.0.1:1"), t0).unwrap();
+        p.mark_heard();
         assert_eq!(p.failed(t0), None);
         assert_eq!(p.failed(t0), None);
         assert_eq!(p.failed(t0), Some(Duration::from_secs(10)));
@@ -789,8 +1030,10 @@ mod tests {
         );
         let a = Admission::new(limits()).unwrap();
         let now = Instant::now();
-        let _p1 = a.admit(peer("[2001:db8::1]:1"), now).unwrap();
-        let _p2 = a.admit(peer("[2001:db8::2]:1"), now).unwrap();
+        let p1 = a.admit(peer("[2001:db8::1]:1"), now).unwrap();
+        let p2 = a.admit(peer("[2001:db8::2]:1"), now).unwrap();
+        p1.mark_heard();
+        p2.mark_heard();
         assert!(a.admit(peer("[2001:db8::3]:1"), now).is_err());
         assert!(a.admit(peer("[2001:db8:0:1::3]:1"), now).is_ok());
     }
