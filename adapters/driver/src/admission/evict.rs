@@ -4,12 +4,31 @@
 use super::*;
 
 impl Admission {
+    /// The oldest connection from `source` that sent nothing.
+    pub(super) fn oldest_silent_of(st: &State, source: IpAddr) -> Option<u64> {
+        st.unjoined
+            .values()
+            .find(|s| s.source == source && !s.heard.load(Ordering::Acquire))
+            .map(|s| s.id)
+    }
+
+    /// `source`'s oldest silent connection if `source` holds the most unjoined slots
+    /// (at least as many as any other source).
+    pub(super) fn own_silent(&self, st: &State, source: IpAddr) -> Option<u64> {
+        let held = |s: &IpAddr| st.sources.get(s).map_or(0, |s| s.unjoined);
+        let own = held(&source);
+        if own == 0 || st.unjoined.values().any(|s| held(&s.source) > own) {
+            return None;
+        }
+        Self::oldest_silent_of(st, source)
+    }
+
     /// The unjoined connection to evict for a newcomer when `max_unjoined` is reached,
     /// or `None` if none may be (see the module docs): only those at least
-    /// `min_evict_age` old; silent before mid-handshake, and no mid-handshake one while
+    /// `min_evict_age` old (or 3 × the p99 join time seen); silent before mid-handshake, and no mid-handshake one while
     /// any silent one is held; from the source holding the most; the oldest first.
     pub(super) fn victim(&self, st: &State, now: Instant) -> Option<u64> {
-        let min_age = self.limits.min_evict_age;
+        let min_age = self.min_age(st);
         let held = |source: &IpAddr| st.sources.get(source).map_or(0, |s| s.unjoined);
         let mut any_silent = false;
         // (slots held by its source, id) of the best candidate of each kind.

@@ -34,8 +34,11 @@ pub struct AdmissionLimits {
     /// Sources remembered at once (default 16384); must exceed `max_unjoined`.
     pub max_tracked_sources: usize,
     /// How old an unjoined connection must be before it may be evicted to make room
-    /// for a newer one (default 1 s): covers a slow-WAN join. When every unjoined
-    /// connection is younger, a newcomer over `max_unjoined` is refused instead.
+    /// for a newer one (default 1 s): covers a slow-WAN join. The age applied is the
+    /// larger of this and 3 × the 99th percentile of the join times this listener has
+    /// seen (once 20 joins were seen; the derived age at most 10 s), so peers that are
+    /// far away keep their joins protected. When every unjoined connection is younger,
+    /// a newcomer over `max_unjoined` is refused instead.
     pub min_evict_age: Duration,
 }
 

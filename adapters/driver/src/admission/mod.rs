@@ -27,12 +27,17 @@
 //! address can starve a slow legitimate join:
 //!
 //! - never one younger than [`AdmissionLimits::min_evict_age`] (a slow-WAN join must be
-//!   able to finish); if every connection is that young, the newcomer is refused instead;
+//!   able to finish), or than 3 × the 99th percentile of the join times seen if that is
+//!   longer (at most 10 s); if every connection is that young, the newcomer is refused
+//!   instead;
 //! - a silent connection before one mid-handshake (it cost us nothing and owes us a
 //!   first byte); while any silent connection is held, even a young one, no
 //!   mid-handshake connection is evicted (the silent one becomes evictable within
 //!   `min_evict_age`; the newcomer is refused meanwhile);
 //! - from the source holding the most unjoined slots, its oldest first;
+//! - but a newcomer whose own source holds the most gives up that source's oldest silent
+//!   connection, whatever its age (as at the per-source cap: it only competes with
+//!   itself);
 //! - a mid-handshake connection evicted counts as a failed join of its source, so a
 //!   ClientHello-then-silence flood runs into its failure budget and backoff like any
 //!   other failed join.
@@ -51,6 +56,7 @@ use std::time::{Duration, Instant};
 use crate::observe::LinkObserver;
 
 mod evict;
+mod joins;
 mod limits;
 mod permit;
 mod source;
@@ -58,6 +64,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
+use joins::JoinTimes;
 pub use limits::{AdmissionError, AdmissionLimits};
 pub use permit::Permit;
 use permit::PermitInner;
@@ -105,6 +112,8 @@ struct State {
     /// Unjoined connections, oldest first.
     unjoined: BTreeMap<u64, Arc<Slot>>,
     next_id: u64,
+    /// How long joins took.
+    joins: JoinTimes,
 }
 
 /// Admission control for one listener. Share it (`Arc`) between the accept loop and
@@ -249,12 +258,7 @@ impl Admission {
         let mut evicted = Vec::new();
         if src.unjoined >= limits.max_unjoined_per_source {
             // The source gives up its oldest silent connection, or the newcomer is refused.
-            let silent = st
-                .unjoined
-                .values()
-                .find(|s| s.source == source && !s.heard.load(Ordering::Acquire))
-                .map(|s| s.id);
-            match silent {
+            match Self::oldest_silent_of(st, source) {
                 Some(id) => evicted.extend(self.evict_locked(st, id, now)),
                 None => {
                     bump(&self.counters.refused_per_source_cap);
@@ -266,13 +270,15 @@ impl Admission {
             }
         }
         if st.unjoined.len() >= limits.max_unjoined {
-            match self.victim(st, now) {
+            // A source holding the most gives up its own oldest silent connection
+            // (it only competes with itself); otherwise the fair choice.
+            match self.own_silent(st, source).or_else(|| self.victim(st, now)) {
                 Some(id) => evicted.extend(self.evict_locked(st, id, now)),
                 None => {
                     bump(&self.counters.refused_full);
                     return Err(AdmissionError::Full {
                         limit: limits.max_unjoined,
-                        min_age: limits.min_evict_age,
+                        min_age: self.min_age(st),
                     });
                 }
             }

@@ -35,6 +35,7 @@ impl Permit {
     pub fn joined(&self) {
         if !self.0.slot.released.load(Ordering::Acquire) {
             bump(&self.0.admission.counters.joined);
+            self.0.admission.record_join(&self.0.slot, Instant::now());
         }
         self.0.admission.release(&self.0.slot);
     }

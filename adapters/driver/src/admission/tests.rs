@@ -239,3 +239,57 @@ fn bad_limits_are_named() {
         .contains("max_unjoined"));
     assert_eq!(AdmissionLimits::default().validate(), Ok(()));
 }
+
+#[test]
+fn slow_joins_seen_raise_the_eviction_age() {
+    let mut slow = JoinTimes::default();
+    for _ in 0..19 {
+        slow.record(Duration::from_millis(700));
+    }
+    assert_eq!(slow.p99(), None, "too few joins to go by");
+    slow.record(Duration::from_millis(700));
+    assert_eq!(slow.p99(), Some(Duration::from_millis(1024)));
+    let a = Admission::new(AdmissionLimits {
+        min_evict_age: Duration::from_secs(1),
+        ..limits()
+    })
+    .unwrap();
+    let mut st = a.lock();
+    assert_eq!(a.min_age(&st), Duration::from_secs(1));
+    st.joins = slow;
+    assert_eq!(a.min_age(&st), Duration::from_millis(3 * 1024));
+    // Fast joins never lower it below the setting; very slow ones raise it to 10 s at most.
+    let mut fast = JoinTimes::default();
+    let mut glacial = JoinTimes::default();
+    for _ in 0..2000 {
+        fast.record(Duration::from_millis(3));
+        glacial.record(Duration::from_secs(60));
+    }
+    st.joins = fast;
+    assert_eq!(a.min_age(&st), Duration::from_secs(1));
+    st.joins = glacial;
+    assert_eq!(a.min_age(&st), Duration::from_secs(10));
+}
+
+#[test]
+fn a_source_holding_the_most_gives_up_its_own_silent_connection_at_any_age() {
+    let l = AdmissionLimits {
+        max_unjoined: 3,
+        max_unjoined_per_source: 3,
+        min_evict_age: Duration::from_secs(60),
+        new_connection_burst_per_source: 10,
+        ..limits()
+    };
+    let a = Admission::new(l).unwrap();
+    let now = Instant::now();
+    let other = a.admit(peer("10.0.0.1:1"), now).unwrap();
+    let own: Vec<_> = (0..2)
+        .map(|i| a.admit(peer(&format!("10.0.0.2:{i}")), now).unwrap())
+        .collect();
+    // Another source may not take anything this young.
+    assert!(a.admit(peer("10.0.0.3:1"), now).is_err());
+    // The biggest source replaces its own oldest silent connection.
+    let _newest = a.admit(peer("10.0.0.2:9"), now).unwrap();
+    assert!(own[0].was_evicted() && !own[1].was_evicted() && !other.was_evicted());
+    assert_eq!(a.stats().failed, 0);
+}
