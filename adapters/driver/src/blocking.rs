@@ -126,7 +126,7 @@ fn write_some(w: &mut TcpStream, out: &mut VecDeque<Bytes>) -> io::Result<()> {
 }
 
 /// The reader thread: input, timers, and the end of the socket.
-fn run_reader(shared: &Shared, mut socket: TcpStream) {
+fn run_reader(shared: &Shared, mut socket: TcpStream, permit: Option<&Permit>) {
     let mut buf = vec![0u8; READ_BUF];
     let mut give_up_at = None;
     loop {
@@ -173,6 +173,10 @@ fn run_reader(shared: &Shared, mut socket: TcpStream) {
         match socket.read(&mut buf) {
             Ok(0) => shared.link.eof(),
             Ok(n) => {
+                // The peer is no longer silent (admission tells the two apart).
+                if let Some(permit) = permit {
+                    permit.mark_heard();
+                }
                 shared
                     .link
                     .input(buf.get(..n).unwrap_or_default(), Instant::now());
@@ -325,7 +329,7 @@ fn establish_inner(
         .name("palisade-reader".into())
         .spawn(move || {
             let _in_span = reader_span.enter();
-            run_reader(&reader, socket);
+            run_reader(&reader, socket, permit.as_ref());
             // The listener's slot is given back once this thread's socket is closed.
             drop(reader);
             drop(permit);

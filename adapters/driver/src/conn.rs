@@ -160,6 +160,10 @@ where
             }
         });
     }
+    let socket = Heard {
+        socket,
+        permit: permit.clone(),
+    };
     let driver = Driver::new(Arc::clone(&link), socket, runtime.clone()).holding(permit);
     runtime.spawn(driver.instrument(span));
     let peer = match poll_fn(|cx| link.poll_joined(Some(cx))).await {
@@ -361,4 +365,54 @@ fn futures_are_send(send: &mut SendHalf, recv: &mut RecvHalf) {
     fn is_send<T: Send>(_: &T) {}
     is_send(&send.send(Bytes::new()));
     is_send(&recv.recv());
+}
+
+/// A socket that tells its admission [`Permit`] when the peer's first byte arrives (then
+/// lets go of it): a connection that sent nothing is silent, not failed.
+struct Heard<S> {
+    socket: S,
+    permit: Option<Permit>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let read = Pin::new(&mut this.socket).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(n)) if n > 0) {
+            if let Some(permit) = this.permit.take() {
+                permit.mark_heard();
+            }
+        }
+        read
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Heard<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().socket).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_close(cx)
+    }
 }

@@ -140,8 +140,8 @@ impl Gate {
     }
 
     /// A place for a handshake with `peer_addr`, or `None` (reported) when admission
-    /// control closes it: drop the socket at once. May evict the oldest unjoined
-    /// connection.
+    /// control closes it: drop the socket at once. May evict an unjoined connection
+    /// (see [`crate::admission`] for which).
     ///
     /// The permit carries the link's span (`palisade_link`, made here) and this gate's
     /// counters to whichever `establish_*_admitted` runs the handshake.
@@ -170,7 +170,8 @@ impl Gate {
     }
 
     /// Reports how an admitted handshake ended in failure: counts it against the peer's
-    /// source (unless we evicted it, reported as an eviction, or refused it as busy),
+    /// source (unless the peer sent nothing, or we evicted it, reported as an eviction,
+    /// or refused it as busy),
     /// maybe starting a backoff; logs it and tells the hook.
     pub fn handshake_failed(&self, permit: &Permit, peer_addr: SocketAddr, error: Error) {
         let _in_span = permit.observer().span().enter();
