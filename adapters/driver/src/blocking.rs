@@ -314,7 +314,7 @@ fn establish_inner(
             if let Some(shared) = weak.upgrade() {
                 shared.link.close(CloseReason::new(
                     CloseCode::ShuttingDown,
-                    "too many connections are waiting to join; this one, the oldest, was closed",
+                    "too many connections are waiting to join; this one was evicted (its source held the most, and it had sent nothing or was oldest)",
                 ));
                 let _ = shared.flush(false);
                 // Wakes the reader thread out of its blocking read at once.

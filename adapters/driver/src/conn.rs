@@ -155,7 +155,7 @@ where
             if let Some(link) = weak.upgrade() {
                 link.abort(CloseReason::new(
                     CloseCode::ShuttingDown,
-                    "too many connections are waiting to join; this one, the oldest, was closed",
+                    "too many connections are waiting to join; this one was evicted (its source held the most, and it had sent nothing or was oldest)",
                 ));
             }
         });
