@@ -6,6 +6,7 @@
 //! many source addresses: attackers dial from 127.0.0.2 …, members from others (see
 //! `Raw::connect_from`, `Server::join_from`). Every wait is bounded; counts are small.
 
+#[macro_use]
 mod hostile_support;
 
 use std::net::Ipv4Addr;
@@ -15,17 +16,6 @@ use std::time::{Duration, Instant};
 use hostile_support::*;
 use palisade::ConnectionError;
 use palisade_driver::{AdmissionError, AdmissionLimits};
-
-macro_rules! for_both_listeners {
-    ($($scenario:ident),* $(,)?) => {
-        mod tokio_listener {
-            $(#[test] fn $scenario() { super::$scenario(super::Kind::Tokio) })*
-        }
-        mod blocking_listener {
-            $(#[test] fn $scenario() { super::$scenario(super::Kind::Blocking) })*
-        }
-    };
-}
 
 for_both_listeners!(
     one_source_over_its_cap_is_closed_at_once_and_another_joins,

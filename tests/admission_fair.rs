@@ -13,6 +13,7 @@
 //! Every scenario runs against a tokio listener and a blocking listener; every wait is
 //! bounded.
 
+#[macro_use]
 mod hostile_support;
 
 use std::io::{Read, Write};
@@ -24,17 +25,6 @@ use std::time::{Duration, Instant};
 
 use hostile_support::*;
 use palisade_driver::{AdmissionError, AdmissionLimits};
-
-macro_rules! for_both_listeners {
-    ($($scenario:ident),* $(,)?) => {
-        mod tokio_listener {
-            $(#[test] fn $scenario() { super::$scenario(super::Kind::Tokio) })*
-        }
-        mod blocking_listener {
-            $(#[test] fn $scenario() { super::$scenario(super::Kind::Blocking) })*
-        }
-    };
-}
 
 for_both_listeners!(
     a_peer_joins_from_an_address_flooded_with_silent_sockets,

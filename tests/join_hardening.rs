@@ -4,6 +4,7 @@
 //! refusal messages that fit matching key ids, and TLS joins that never fill the replay
 //! cache. Each wait is bounded.
 
+#[macro_use]
 mod hostile_support;
 
 use std::io::{Read, Write};
@@ -302,19 +303,6 @@ fn one_source_in_a_plaintext_reconnect_loop_exhausts_only_its_own_share(kind: Ki
         cluster.member(false, "o"),
     );
     assert!(other.is_ok(), "{:?}", other.err());
-}
-
-macro_rules! for_both_listeners {
-    ($($name:ident),* $(,)?) => {
-        mod tokio_listener {
-            use super::*;
-            $(#[test] fn $name() { super::$name(Kind::Tokio) })*
-        }
-        mod blocking_listener {
-            use super::*;
-            $(#[test] fn $name() { super::$name(Kind::Blocking) })*
-        }
-    };
 }
 
 for_both_listeners!(

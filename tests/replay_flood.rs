@@ -4,6 +4,7 @@
 //! share and no more, a holder of the secret inventing node ids from 16 addresses leaves
 //! room for the others, and other nodes keep joining either way. Small capacities.
 
+#[macro_use]
 mod hostile_support;
 
 use std::net::Ipv4Addr;
@@ -117,19 +118,6 @@ fn node_ids_invented_from_16_addresses_leave_room_for_the_others(kind: Kind) {
             assert_busy(again, &[]);
         }
     }
-}
-
-macro_rules! for_both_listeners {
-    ($($name:ident),* $(,)?) => {
-        mod tokio_listener {
-            use super::*;
-            $(#[test] fn $name() { super::$name(Kind::Tokio) })*
-        }
-        mod blocking_listener {
-            use super::*;
-            $(#[test] fn $name() { super::$name(Kind::Blocking) })*
-        }
-    };
 }
 
 for_both_listeners!(

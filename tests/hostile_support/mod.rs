@@ -6,6 +6,20 @@
 //! Every wait is bounded: a listener that misbehaves fails the test, never hangs it.
 #![allow(dead_code)]
 
+/// One `#[test]` per scenario and listener kind: `tokio_listener::NAME` and
+/// `blocking_listener::NAME` each run `NAME(Kind)` of the including file.
+#[allow(unused_macros)]
+macro_rules! for_both_listeners {
+    ($($scenario:ident),* $(,)?) => {
+        mod tokio_listener {
+            $(#[test] fn $scenario() { super::$scenario(super::Kind::Tokio) })*
+        }
+        mod blocking_listener {
+            $(#[test] fn $scenario() { super::$scenario(super::Kind::Blocking) })*
+        }
+    };
+}
+
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
