@@ -264,8 +264,9 @@ impl Connection {
     // ----- inputs -----
 
     /// Takes bytes read from the socket and returns how many it consumed. Fewer than
-    /// offered means the receive buffer is full: drain `poll_event`, then offer the rest
-    /// again. After the link is closed, input is discarded (all of it is consumed).
+    /// offered means the receive buffer is full, and then an event is always waiting:
+    /// drain `poll_event`, then offer the rest again. After the link is closed, input is
+    /// discarded (all of it is consumed).
     pub fn handle_input(&mut self, input: &[u8], now: Instant) -> usize {
         if self.is_closed() {
             return input.len();
@@ -273,30 +274,44 @@ impl Connection {
         if !input.is_empty() {
             self.first_bytes_deadline = None;
         }
-        let room = self.recv_room();
         let unix_ms = self.clock.unix_ms(now);
-        let outcome = match self.transport.read(input, &mut self.recv, room, unix_ms) {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                self.fail(e);
-                return input.len();
+        let mut consumed = 0;
+        let mut peer_closed = false;
+        // Until the input is gone or the window is shut: what was just taken can open
+        // more room (a frame header that arrived makes the rest of its frame welcome), so
+        // one pass could stop short with no event to poll, and a caller that waits for
+        // an event before offering the rest again would wait for ever.
+        loop {
+            let rest = input.get(consumed..).unwrap_or_default();
+            let room = self.recv_room();
+            let outcome = match self.transport.read(rest, &mut self.recv, room, unix_ms) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    self.fail(e);
+                    return input.len();
+                }
+            };
+            consumed += outcome.consumed;
+            peer_closed |= outcome.peer_closed;
+            self.process(now);
+            // With TLS, the handshake may have just completed: the initiator's HELLO
+            // goes out in the same flight as its Finished.
+            self.advance_handshake(now);
+            if outcome.consumed == 0 || consumed >= input.len() || peer_closed || self.is_closed() {
+                break;
             }
-        };
-        self.process(now);
+        }
         if self.recv.is_empty() {
             // Frames split off the buffer still share its allocation; letting go of the
             // empty view frees it as soon as the application drops them, rather than an
             // idle link holding its largest read for good.
             self.recv = BytesMut::new();
         }
-        // With TLS, the handshake may have just completed: the initiator's HELLO goes out
-        // in the same flight as its Finished.
-        self.advance_handshake(now);
-        if outcome.peer_closed {
+        if peer_closed {
             // TLS close_notify: the peer will send nothing more.
             self.handle_eof();
         }
-        outcome.consumed
+        consumed
     }
 
     /// The deadline returned by `poll_timeout` may have passed. Calling it early, or more

@@ -210,11 +210,10 @@ fn handle_input_stops_at_the_receive_window_while_events_are_not_polled() {
     let stream = data_stream(10, 300); // 10 frames of 305 bytes
     let conn = pair.conn(A);
 
-    // Window 1024: three whole frames (915 bytes) and 109 bytes of the fourth.
-    assert_eq!(conn.handle_input(&stream, now), 1024);
-    // 900 payload bytes wait as events plus 109 in the buffer: 15 bytes of window left,
-    // but the frame whose header is in may always complete: 196 more bytes.
-    assert_eq!(conn.handle_input(&stream[1024..], now), 196);
+    // Window 1024: three whole frames (915 bytes) and 109 bytes of the fourth; then 15
+    // bytes of window are left, but the frame whose header is in may always complete:
+    // 196 more bytes, in the same call.
+    assert_eq!(conn.handle_input(&stream, now), 1220);
     // Now full (1200 bytes of unpolled frames); nothing more is taken, however often asked.
     for _ in 0..3 {
         assert_eq!(conn.handle_input(&stream[1220..], now), 0);
@@ -229,8 +228,8 @@ fn handle_input_stops_at_the_receive_window_while_events_are_not_polled() {
             .map(|i| Event::Frame(Bytes::from(vec![i; 300])))
             .collect::<Vec<_>>()
     );
-    // Polling reopens the window.
-    assert_eq!(conn.handle_input(&stream[1220..], now), 1024);
+    // Polling reopens the window: the same again (1024 bytes, then the frame begun).
+    assert_eq!(conn.handle_input(&stream[1220..], now), 1220);
 }
 
 #[test]
@@ -276,6 +275,55 @@ fn buffered_input_never_exceeds_the_window_plus_one_frame_whatever_the_chunking(
     }
 }
 
+/// The driver's contract: when `handle_input` takes fewer bytes than offered, an event
+/// is waiting, so "poll the events, then offer the rest" always moves on. It once broke
+/// when the window filled exactly inside a frame's body (a frame of window size into an
+/// empty buffer): the rest of that frame was welcome, yet the call returned short with
+/// nothing to poll, and a socket loop waiting for the application stalled for good.
+#[test]
+fn a_short_take_always_leaves_an_event_to_poll() {
+    for payload in [
+        WINDOW - 5,
+        WINDOW - 1,
+        WINDOW,
+        WINDOW + 1,
+        WINDOW + 100,
+        300,
+    ] {
+        for chunk in [usize::MAX, 2 * WINDOW, WINDOW + 5, 1000] {
+            let mut pair = joined_pair(
+                plain("node-a"),
+                with(plain("node-b"), |c| c.recv_buffer_limit = WINDOW),
+            );
+            let now = pair.now();
+            let stream: Vec<u8> = (0..6u8)
+                .flat_map(|i| frame(FrameKind::Data, &vec![i; payload]))
+                .collect();
+            let conn = pair.conn(A);
+            let (mut offset, mut frames) = (0, 0);
+            while offset < stream.len() {
+                let end = offset.saturating_add(chunk).min(stream.len());
+                let n = conn.handle_input(&stream[offset..end], now);
+                offset += n;
+                if offset < end {
+                    let event = conn.poll_event();
+                    assert!(
+                        matches!(event, Some(Event::Frame(_))),
+                        "payload {payload}, chunk {chunk}: {n} of {} bytes taken at {offset} \
+                         and {event:?} to poll",
+                        end - (offset - n)
+                    );
+                    frames += 1;
+                }
+            }
+            while let Some(Event::Frame(_)) = conn.poll_event() {
+                frames += 1;
+            }
+            assert_eq!(frames, 6, "payload {payload}, chunk {chunk}");
+        }
+    }
+}
+
 #[test]
 fn a_frame_larger_than_the_window_still_completes_without_polling() {
     let mut pair = joined_pair(
@@ -286,9 +334,9 @@ fn a_frame_larger_than_the_window_still_completes_without_polling() {
     let mut stream = frame(FrameKind::Data, &[1; 300]);
     stream.extend(frame(FrameKind::Data, &[2; 4000]));
     let conn = pair.conn(A);
-    assert_eq!(conn.handle_input(&stream, now), 1024);
-    // 300 bytes of events + 719 bytes of the big frame held; the rest of it is taken.
-    assert_eq!(conn.handle_input(&stream[1024..], now), 4005 - 719);
+    // 300 bytes of events + 719 bytes of the big frame fill the window; the rest of the
+    // big frame is taken too.
+    assert_eq!(conn.handle_input(&stream, now), 305 + 4005);
     assert_eq!(conn.handle_input(&frame(FrameKind::Data, b"more"), now), 0);
     assert_eq!(
         conn.poll_event(),
