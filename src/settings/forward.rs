@@ -165,10 +165,11 @@ fn array_of_tables(
     out
 }
 
-/// Checks a table's fields: every problem pushed, the known string fields returned.
-fn fields<'a>(
+/// Checks a table's fields (unknown ones, required strings present and not empty),
+/// pushing every problem; whether there was none.
+fn fields(
     place: &str,
-    t: &'a toml::Table,
+    t: &toml::Table,
     known: &[&str],
     required: &[&str],
     origin: Option<&Path>,

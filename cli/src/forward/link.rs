@@ -114,7 +114,6 @@ pub(crate) async fn run(
         tokio::select! {
             frame = frames.recv() => match frame {
                 Some(frame) => {
-                    debug!(peer = %peer, "stream frame in: {:02x?}", &frame[..frame.len().min(12)]);
                     if let Err(e) = mux.handle_frame(&frame) {
                         warn!(peer = %peer, "closing the link with {peer}: it broke the stream rules: {e}");
                         let _ = ctx.out.send(Out::Close(CloseReason::new(CloseCode::ProtocolError, format!("node streams: {e}"))));
@@ -201,7 +200,6 @@ fn flush(
         let mut any = false;
         while let Some(msg) = mux.poll_transmit() {
             any = true;
-            debug!(peer = %ctx.peer, "stream message out: {:?}", msg.id());
             let _ = ctx.out.send(Out::Frame(msg.encode()));
         }
         while let Some(event) = mux.poll_event() {
