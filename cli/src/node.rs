@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{error, info, warn};
 
 use crate::exit::{self, CliError};
+use crate::forward::{self, Forwarder, Out};
 use crate::proto;
 
 #[derive(Debug, Args)]
@@ -127,6 +128,8 @@ struct Node {
     connect_timeout: RwLock<Duration>,
     metrics: Metrics,
     started: Instant,
+    /// `[[forward]]`/`[[service]]`: streams carried over the links ([`crate::forward`]).
+    forward: Arc<Forwarder>,
 }
 
 fn own_cert(config: &Config) -> Option<(String, CertSummary)> {
@@ -327,7 +330,9 @@ async fn serve(
         connect_timeout: RwLock::new(settings.connect_timeout),
         metrics,
         started: Instant::now(),
+        forward: Forwarder::new(),
     });
+    node.forward.configure(&settings);
     if let Some(listener) = &listener {
         let (node, listener) = (Arc::clone(&node), Arc::clone(listener));
         tokio::spawn(async move {
@@ -338,7 +343,18 @@ async fn serve(
             }
         });
     }
-    for seed in settings.seeds.clone() {
+    // `[peers]` addresses are kept joined like seeds, so a forward finds its link.
+    let peers = settings
+        .peers
+        .iter()
+        .filter(|(id, _)| **id != config.node_id);
+    let mut dials = settings.seeds.clone();
+    dials.extend(
+        peers
+            .map(|(_, addr)| addr.clone())
+            .filter(|a| !settings.seeds.contains(a)),
+    );
+    for seed in dials {
         tokio::spawn(dial_loop(Arc::clone(&node), seed));
     }
 
@@ -379,6 +395,7 @@ async fn serve(
                             *t = settings.connect_timeout;
                         }
                         apply(&node, listener.as_deref(), Reload::Reloaded { config, report }, "config");
+                        node.forward.configure(&settings);
                         if let Some(every) = args.reload_interval {
                             settings.reload_interval = every;
                         }
@@ -539,7 +556,9 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
         .key_id
         .map_or("no secret".into(), |k| format!("key id {k}"));
     info!(peer = %peer.node_id, "joined {} ({addr}, {}): {tls}; {key}; clock skew {} ms", peer.node_id, if dialed { "dialed" } else { "accepted" }, peer.clock_skew_ms);
-    let (mut tx, mut rx) = conn.split();
+    let (tx, mut rx) = conn.split();
+    let (out, writer) = forward::spawn_writer(tx);
+    let streams = node.forward.attach(&peer.node_id, dialed, out.clone());
     let ended = loop {
         tokio::select! {
             frame = rx.recv() => match frame {
@@ -547,11 +566,15 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
                     let reply = match f.first() {
                         Some(&proto::PING) => Some(frame_pong(&f)),
                         Some(&proto::INFO_REQUEST) => Some(node.info()),
+                        Some(&kind) if forward::is_stream_kind(kind) => {
+                            streams.frame(f);
+                            None
+                        }
                         _ => None,
                     };
                     if let Some(reply) = reply {
-                        if let Err(e) = tx.send(reply).await {
-                            break format!("send failed: {e}");
+                        if out.send(Out::Frame(reply)).is_err() {
+                            break "send failed: the link's writer stopped".to_owned();
                         }
                     }
                 }
@@ -564,11 +587,13 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
                 Err(e) => break format!("{e}"),
             },
             _ = &mut close_rx => {
-                tx.close(CloseReason::new(CloseCode::ShuttingDown, "node shutting down or link replaced")).await;
+                let _ = out.send(Out::Close(CloseReason::new(CloseCode::ShuttingDown, "node shutting down or link replaced")));
+                let _ = writer.await;
                 break "closed by this node (CLOSE sent)".to_owned();
             }
         }
     };
+    drop(streams);
     info!(peer = %peer.node_id, "link with {} ended: {ended}", peer.node_id);
     node.unregister(&peer.node_id, id);
 }
@@ -600,6 +625,7 @@ mod tests {
             connect_timeout: RwLock::new(Duration::from_secs(1)),
             metrics: Metrics::new(id),
             started: Instant::now(),
+            forward: Forwarder::new(),
         }
     }
 

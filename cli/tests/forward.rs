@@ -1,0 +1,379 @@
+//! Forwarding in `palisade node` (issue 22), end to end with two real node processes on
+//! loopback: node-2 offers services (a TCP echo server, a target that refuses, one that
+//! allows nobody we are), node-1 has `[[forward]]` ports to them and reaches node-2 by
+//! its `[peers]` address. Each test checks what a program on node-1's forward port sees.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A TCP echo server on an ephemeral loopback port (a thread per connection); it echoes
+/// until EOF, then shuts its write side.
+fn echo_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = conn.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    one: NodeProc,
+    two: NodeProc,
+    /// node-1's forward ports: echo, forbidden, unknown service, unreachable target.
+    echo: u16,
+    forbidden: u16,
+    unknown: u16,
+    unreachable: u16,
+}
+
+fn append(dir: &Path, node: &str, text: &str) {
+    let path = config(dir, node);
+    let mut full = std::fs::read_to_string(&path).unwrap();
+    full.push_str(text);
+    std::fs::write(&path, full).unwrap();
+}
+
+fn service_tables(echo: u16, echo_allow: &str) -> String {
+    format!(
+        "\n[[service]]\nname = \"echo\"\ntarget = \"127.0.0.1:{echo}\"\nallow = [{echo_allow}]\n\
+         [[service]]\nname = \"forbidden\"\ntarget = \"127.0.0.1:{echo}\"\nallow = [\"node-9\", \"other-*\"]\n\
+         [[service]]\nname = \"dead\"\ntarget = \"127.0.0.1:{}\"\nallow = [\"node-*\"]\n",
+        closed_port()
+    )
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let base = free_base(6);
+        init(&dir, "node-1,node-2", base);
+        let echo = echo_server();
+        let (fwd_echo, forbidden, unknown, unreachable) = (base + 2, base + 3, base + 4, base + 5);
+        append(&dir, "node-2", &service_tables(echo, "\"node-1\""));
+        let forward = |port: u16, service: &str| {
+            format!("\n[[forward]]\nlisten = \"127.0.0.1:{port}\"\npeer = \"node-2\"\nservice = \"{service}\"\n")
+        };
+        let mut one = String::new();
+        one += &forward(fwd_echo, "echo");
+        one += &forward(forbidden, "forbidden");
+        one += &forward(unknown, "nope");
+        one += &forward(unreachable, "dead");
+        one += &format!("\n[peers]\nnode-2 = \"127.0.0.1:{}\"\n", base + 1);
+        append(&dir, "node-1", &one);
+        let two = NodeProc::start(&dir, "node-2");
+        let one = NodeProc::start(&dir, "node-1");
+        let cluster = Self {
+            _tmp: tmp,
+            dir,
+            one,
+            two,
+            echo: fwd_echo,
+            forbidden,
+            unknown,
+            unreachable,
+        };
+        // Ready once a byte round-trips through the forward.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = cluster.connect(cluster.echo) {
+                if s.write_all(b"?").is_ok() {
+                    let mut b = [0u8; 1];
+                    if s.read_exact(&mut b).is_ok() && &b == b"?" {
+                        break;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the forward never worked\n{}",
+                cluster.logs()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    fn connect(&self, port: u16) -> std::io::Result<TcpStream> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        s.set_write_timeout(Some(Duration::from_secs(15)))?;
+        Ok(s)
+    }
+
+    fn logs(&self) -> String {
+        format!("node-1:\n{}\nnode-2:\n{}", self.one.log(), self.two.log())
+    }
+
+    /// Waits (5 s at most) until `node`'s log contains every one of `parts` in one line.
+    fn log_line(&self, node: &NodeProc, parts: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !node
+            .log()
+            .lines()
+            .any(|l| parts.iter().all(|p| l.contains(p)))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {parts:?}\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Pseudo-random bytes (xorshift), so a shifted or dropped chunk cannot go unnoticed.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Writes `data` from a thread, shuts the write side, and reads everything back to EOF.
+fn round_trip(mut s: TcpStream, data: Vec<u8>) -> Vec<u8> {
+    let mut w = s.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        w.write_all(&data).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    back
+}
+
+/// What a client on a refused forward sees: a reset (not a clean EOF), quickly.
+fn assert_reset_quickly(c: &Cluster, port: u16) -> Duration {
+    let started = Instant::now();
+    let mut s = c.connect(port).unwrap();
+    let _ = s.write_all(b"hello");
+    let mut buf = [0u8; 16];
+    let read = s.read(&mut buf);
+    let took = started.elapsed();
+    assert!(
+        matches!(&read, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "expected a reset on port {port}, got {read:?}\n{}",
+        c.logs()
+    );
+    assert!(took < Duration::from_secs(2), "the reset took {took:?}");
+    took
+}
+
+#[test]
+fn a_mebibyte_round_trips_both_ways_intact() {
+    let c = Cluster::start();
+    let data = pattern(1 << 20, 7);
+    let back = round_trip(c.connect(c.echo).unwrap(), data.clone());
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "the echoed bytes differ");
+}
+
+#[test]
+fn half_close_still_delivers_the_reply_then_eof() {
+    let c = Cluster::start();
+    let mut s = c.connect(c.echo).unwrap();
+    s.write_all(b"first ").unwrap();
+    s.write_all(b"second").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"first second");
+    // Both directions finished: the stream ended cleanly, without a reset on either end.
+    assert!(!c.one.log().contains("reset:"), "{}", c.logs());
+}
+
+#[test]
+fn refused_streams_reset_the_client_at_once_and_both_ends_log_why() {
+    let c = Cluster::start();
+    assert_reset_quickly(&c, c.forbidden);
+    c.log_line(
+        &c.two,
+        &[
+            "refused stream",
+            "node-1",
+            "\"forbidden\"",
+            "not in the allow list",
+        ],
+    );
+    c.log_line(
+        &c.one,
+        &["refused or reset by node-2", "not allowed", "forbidden"],
+    );
+
+    assert_reset_quickly(&c, c.unknown);
+    c.log_line(&c.two, &["refused stream", "\"nope\"", "no service"]);
+    c.log_line(&c.one, &["refused or reset by node-2", "unknown service"]);
+
+    assert_reset_quickly(&c, c.unreachable);
+    c.log_line(
+        &c.two,
+        &["refused stream", "\"dead\"", "cannot connect to its target"],
+    );
+    c.log_line(
+        &c.one,
+        &["refused or reset by node-2", "target unreachable"],
+    );
+
+    // The link and the allowed service are unaffected.
+    assert_eq!(
+        round_trip(c.connect(c.echo).unwrap(), b"still here".to_vec()),
+        b"still here"
+    );
+}
+
+#[test]
+fn fifty_concurrent_streams_all_complete() {
+    let c = Cluster::start();
+    let started = Instant::now();
+    let handles: Vec<_> = (0..50u64)
+        .map(|i| {
+            let s = c.connect(c.echo).unwrap();
+            thread::spawn(move || {
+                let data = pattern(64 * 1024 + i as usize, i);
+                (round_trip(s, data.clone()) == data, i)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (ok, i) = h.join().unwrap();
+        assert!(ok, "stream {i} came back different\n{}", c.logs());
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_stalled_stream_does_not_block_another_on_the_same_link() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const LIMIT: usize = 512 << 20;
+    let c = Cluster::start();
+    // A client that writes and never reads: the echo server's replies fill its socket,
+    // then node-1's stream, whose window then holds node-2's, which stops reading the
+    // echo server, which stops reading ... until this writer blocks.
+    let stalled = c.connect(c.echo).unwrap();
+    let mut w = stalled.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&sent);
+    let writer = thread::spawn(move || {
+        let chunk = vec![1u8; 64 * 1024];
+        while counter.load(Ordering::Relaxed) < LIMIT {
+            match w.write(&chunk) {
+                Ok(n) => counter.fetch_add(n, Ordering::Relaxed),
+                Err(_) => break,
+            };
+        }
+    });
+    // Stalled: no progress for a second.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = sent.load(Ordering::Relaxed);
+        thread::sleep(Duration::from_secs(1));
+        let after = sent.load(Ordering::Relaxed);
+        if after == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && after < LIMIT,
+            "the writer never stalled: {after} bytes"
+        );
+    }
+    let held = sent.load(Ordering::Relaxed);
+    eprintln!("the stalled writer stopped after {held} bytes");
+    // Another stream on the same link still works, promptly.
+    let started = Instant::now();
+    let data = pattern(256 * 1024, 3);
+    assert!(round_trip(c.connect(c.echo).unwrap(), data.clone()) == data);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the second stream took {took:?}"
+    );
+    // And the stalled one is still stalled (bounded by socket buffers and windows).
+    assert_eq!(sent.load(Ordering::Relaxed), held);
+    assert!(!writer.is_finished());
+    stalled.shutdown(Shutdown::Both).unwrap();
+    writer.join().unwrap();
+}
+
+#[test]
+fn a_reload_withdraws_a_service_and_resets_its_streams_only() {
+    let c = Cluster::start();
+    // A stream that is open across the reload.
+    let mut open = c.connect(c.echo).unwrap();
+    open.write_all(b"before").unwrap();
+    let mut b = [0u8; 6];
+    open.read_exact(&mut b).unwrap();
+    // node-2 now allows node-9 only on `echo`.
+    let path = config(&c.dir, "node-2");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("allow = [\"node-1\"]", "allow = [\"node-9\"]");
+    std::fs::write(&path, text).unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &c.two.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    c.log_line(
+        &c.two,
+        &[
+            "reload: resetting stream",
+            "node-1",
+            "\"echo\"",
+            "not in the allow list",
+        ],
+    );
+    let mut buf = [0u8; 8];
+    let read = open.read(&mut buf);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "the open stream should be reset, got {read:?}\n{}",
+        c.logs()
+    );
+    c.log_line(&c.one, &["reset by node-2", "withdrawn"]);
+    // New streams are refused now.
+    assert_reset_quickly(&c, c.echo);
+}
