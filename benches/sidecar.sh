@@ -16,7 +16,8 @@
 #   RSS per 1,000 idle connections: the sum of both tunnel ends' VmRSS before and after
 #     $IDLE connections (each made one round trip) are held, scaled to 1,000; measured
 #     first, on fresh processes;
-#   p50 / p99 added latency of a 64 B request/response: through the tunnel minus direct;
+#   p50 / p99 added latency of a 64 B request/response: through the tunnel minus direct
+#     (medians of 3 interleaved rounds), and the ends' context switches per round trip;
 #   bulk: one stream of 64 KiB writes, echoed back, MiB/s read back;
 #   connections/s: connect, one 64 B request/response, close, $CONC at once.
 # Prints one table with the ratio palisade / best of the others (and which way is better).
@@ -186,6 +187,13 @@ rss_kib() { # the sum of VmRSS of the named ends
     done
     echo "$sum"
 }
+cpu_ms() { # CPU time (user + system) of the named ends so far, ms
+    local e sum=0 t
+    for e in $1; do
+        t=$(awk '{ print $14 + $15 }' "/proc/${PID[$e]}/stat"); sum=$((sum + t))
+    done
+    echo $(( sum * 1000 / $(getconf CLK_TCK) ))
+}
 field() { sed -n "s/.*$1=\\([0-9.]*\\).*/\\1/p"; }
 
 # --- RSS per 1,000 idle connections (first, on processes that have not yet been loaded) ---
@@ -204,10 +212,35 @@ for n in palisade stunnel spiped; do
 done
 
 # --- latency (64 B request/response), direct too ---
+# Three rounds, the paths interleaved, the median of each path's p50s and of its p99s: a
+# burst of load from elsewhere on the machine then moves one round, not one path. Also
+# the tunnel ends' context switches per round trip (every thread's, from /proc).
+ctx_switches() {
+    local e
+    for e in $1; do cat /proc/"${PID[$e]}"/task/*/status; done | awk '/ctxt_switches/ { s += $2 } END { print s }'
+}
+median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+declare -A P50S P99S
+for round in 1 2 3; do
+    for n in "${NAMES[@]}"; do
+        [ "$n" = direct ] || x0=$(ctx_switches "${ENDS[$n]}")
+        out=$("$LOAD" latency "127.0.0.1:${PORT[$n]}" "$LAT_COUNT")
+        if [ "$n" = stunnel ]; then
+            # stunnel serves each connection on its own thread, gone (with its counts)
+            # from /proc by the time the run ends: not measurable this way.
+            R[ctx,$n]=n/a
+        elif [ "$n" != direct ]; then
+            x1=$(ctx_switches "${ENDS[$n]}")
+            R[ctx,$n]=$(awk -v d=$((x1 - x0)) -v c="$LAT_COUNT" 'BEGIN { printf "%.1f", d / (c + 100) }')
+        fi
+        P50S[$n]+=" $(echo "$out" | field p50_us)"; P99S[$n]+=" $(echo "$out" | field p99_us)"
+        [ "$n" = direct ] || out="$out; both ends' context switches per round trip ${R[ctx,$n]}"
+        echo "$n latency, round $round: $out"
+    done
+done
 for n in "${NAMES[@]}"; do
-    out=$("$LOAD" latency "127.0.0.1:${PORT[$n]}" "$LAT_COUNT")
-    R[p50,$n]=$(echo "$out" | field p50_us); R[p99,$n]=$(echo "$out" | field p99_us)
-    echo "$n latency: $out"
+    # shellcheck disable=SC2086 # the lists are space-separated numbers
+    R[p50,$n]=$(median3 ${P50S[$n]}); R[p99,$n]=$(median3 ${P99S[$n]})
 done
 for n in palisade stunnel spiped; do
     R[p50add,$n]=$(awk -v a="${R[p50,$n]}" -v b="${R[p50,direct]}" 'BEGIN { printf "%.1f", a - b }')
@@ -215,17 +248,33 @@ for n in palisade stunnel spiped; do
 done
 
 # --- bulk throughput (64 KiB writes, echoed) ---
+# Also the tunnel ends' CPU time per MiB: on a shared machine it tells a slower tunnel
+# that burns more CPU per byte from one that waits.
 for n in "${NAMES[@]}"; do
+    [ "$n" = direct ] || c0=$(cpu_ms "${ENDS[$n]}")
     out=$("$LOAD" bulk "127.0.0.1:${PORT[$n]}" "$SECS")
     R[bulk,$n]=$(echo "$out" | field mib_per_s)
+    if [ "$n" != direct ]; then
+        c1=$(cpu_ms "${ENDS[$n]}")
+        # The warm-up half second is in the CPU time but not in the bytes: per MiB read
+        # back over the whole run (bytes / secs * (secs + 0.5)).
+        R[bulkcpu,$n]=$(awk -v c=$((c1 - c0)) -v m="${R[bulk,$n]}" -v s="$SECS" 'BEGIN { printf "%.2f", c / (m * (s + 0.5)) }')
+        out="$out; both ends' CPU ${R[bulkcpu,$n]} ms per MiB echoed"
+    fi
     echo "$n bulk: $out"
     sleep 1
 done
 
 # --- new connections per second (connect, 64 B request/response, close) ---
 for n in "${NAMES[@]}"; do
+    [ "$n" = direct ] || c0=$(cpu_ms "${ENDS[$n]}")
     out=$("$LOAD" connect "127.0.0.1:${PORT[$n]}" "$SECS" "$CONC")
     R[conn,$n]=$(echo "$out" | field conn_per_s)
+    if [ "$n" != direct ]; then
+        c1=$(cpu_ms "${ENDS[$n]}")
+        R[conncpu,$n]=$(awk -v c=$((c1 - c0)) -v k="$(echo "$out" | field connections)" 'BEGIN { printf "%.0f", c * 1000 / k }')
+        out="$out; both ends' CPU ${R[conncpu,$n]} µs per connection"
+    fi
     errs=$(echo "$out" | sed -n 's/.*errors=\([0-9]*\).*/\1/p')
     [ "${errs:-0}" = 0 ] || echo "WARNING: $n: $errs connection(s) failed or timed out"
     echo "$n connect: $out"
@@ -235,15 +284,16 @@ done
 # --- the table: palisade / best of stunnel and spiped ---
 row() { # label metric better(higher|lower) unit
     local label=$1 m=$2 better=$3 unit=$4 best bestname
-    best=$(awk -v a="${R[$m,stunnel]}" -v b="${R[$m,spiped]}" -v h="$better" \
-        'BEGIN { if ((h == "higher") == (a >= b)) print a; else print b }')
+    if [ "${R[$m,stunnel]}" = n/a ]; then best=${R[$m,spiped]}
+    else best=$(awk -v a="${R[$m,stunnel]}" -v b="${R[$m,spiped]}" -v h="$better" \
+        'BEGIN { if ((h == "higher") == (a >= b)) print a; else print b }'); fi
     [ "$best" = "${R[$m,stunnel]}" ] && bestname=stunnel || bestname=spiped
     local ratio
     ratio=$(awk -v p="${R[$m,palisade]}" -v b="$best" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", p / b }')
     printf '| %s | %s | %s | %s | %s | %s× (%s) | %s |\n' "$label" "${R[$m,direct]:--}" \
         "${R[$m,palisade]}" "${R[$m,stunnel]}" "${R[$m,spiped]}" "$ratio" "$bestname" "$better"
 }
-R[rss,direct]=-; R[p50add,direct]=-; R[p99add,direct]=-
+R[rss,direct]=-; R[ctx,direct]=-; R[conncpu,direct]=-; R[bulkcpu,direct]=-; R[p50add,direct]=-; R[p99add,direct]=-
 echo
 echo "sidecar bench: ${SECS}s per throughput run, $CONC connections in flight, $LAT_COUNT round trips, $IDLE idle connections; $(nproc) CPU(s)"
 echo
@@ -251,8 +301,11 @@ echo "| metric | direct | palisade | stunnel | spiped | palisade / best other | 
 echo "|---|---|---|---|---|---|---|"
 row "new connections/s (connect, 64 B echo, close)" conn higher "conn/s"
 row "bulk, 64 KiB writes echoed (MiB/s)" bulk higher "MiB/s"
+row "  both ends' CPU per connection (µs)" conncpu lower "µs"
+row "  both ends' CPU per MiB echoed (ms)" bulkcpu lower "ms"
 row "RSS per 1,000 idle connections, both ends (KiB)" rss lower "KiB"
 row "p50 added latency, 64 B echo (µs)" p50add lower "µs"
 row "p99 added latency, 64 B echo (µs)" p99add lower "µs"
+row "  both ends' context switches per round trip" ctx lower ""
 echo
-echo "(direct p50 ${R[p50,direct]} µs, p99 ${R[p99,direct]} µs; added = through the tunnel minus direct)"
+echo "(direct p50 ${R[p50,direct]} µs, p99 ${R[p99,direct]} µs; added = through the tunnel minus direct, medians of 3 interleaved rounds)"
