@@ -77,8 +77,7 @@ cleanup() {
 trap cleanup EXIT
 
 wait_port() { # port: until it accepts, 10 s at most
-    local i
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.1
     done
@@ -204,7 +203,8 @@ for n in palisade stunnel spiped; do
     read -r -t 60 line <&"${IDLEC[0]}" || { echo "$n: $IDLE idle connections not ready within 60 s"; exit 1; }
     sleep 1   # let both ends settle (buffers allocated for the round trip stay in use)
     after=$(rss_kib "${ENDS[$n]}")
-    exec {IDLEC[1]}>&-   # close its stdin: it drops the connections and exits
+    fd=${IDLEC[1]}
+    exec {fd}>&-   # close its stdin: it drops the connections and exits
     wait "$IDLE_PID" 2>/dev/null || true; IDLE_PID=""
     R[rss,$n]=$(awk -v a="$after" -v b="$before" -v c="$IDLE" 'BEGIN { printf "%.0f", (a - b) * 1000 / c }')
     echo "$n: $line; RSS of both ends $before -> $after KiB"
@@ -282,8 +282,8 @@ for n in "${NAMES[@]}"; do
 done
 
 # --- the table: palisade / best of stunnel and spiped ---
-row() { # label metric better(higher|lower) unit
-    local label=$1 m=$2 better=$3 unit=$4 best bestname
+row() { # label metric better(higher|lower)
+    local label=$1 m=$2 better=$3 best bestname
     if [ "${R[$m,stunnel]}" = n/a ]; then best=${R[$m,spiped]}
     else best=$(awk -v a="${R[$m,stunnel]}" -v b="${R[$m,spiped]}" -v h="$better" \
         'BEGIN { if ((h == "higher") == (a >= b)) print a; else print b }'); fi
@@ -299,13 +299,13 @@ echo "sidecar bench: ${SECS}s per throughput run, $CONC connections in flight, $
 echo
 echo "| metric | direct | palisade | stunnel | spiped | palisade / best other | better |"
 echo "|---|---|---|---|---|---|---|"
-row "new connections/s (connect, 64 B echo, close)" conn higher "conn/s"
-row "bulk, 64 KiB writes echoed (MiB/s)" bulk higher "MiB/s"
-row "  both ends' CPU per connection (µs)" conncpu lower "µs"
-row "  both ends' CPU per MiB echoed (ms)" bulkcpu lower "ms"
-row "RSS per 1,000 idle connections, both ends (KiB)" rss lower "KiB"
-row "p50 added latency, 64 B echo (µs)" p50add lower "µs"
-row "p99 added latency, 64 B echo (µs)" p99add lower "µs"
-row "  both ends' context switches per round trip" ctx lower ""
+row "new connections/s (connect, 64 B echo, close)" conn higher
+row "bulk, 64 KiB writes echoed (MiB/s)" bulk higher
+row "  both ends' CPU per connection (µs)" conncpu lower
+row "  both ends' CPU per MiB echoed (ms)" bulkcpu lower
+row "RSS per 1,000 idle connections, both ends (KiB)" rss lower
+row "p50 added latency, 64 B echo (µs)" p50add lower
+row "p99 added latency, 64 B echo (µs)" p99add lower
+row "  both ends' context switches per round trip" ctx lower
 echo
 echo "(direct p50 ${R[p50,direct]} µs, p99 ${R[p99,direct]} µs; added = through the tunnel minus direct, medians of 3 interleaved rounds)"

@@ -280,7 +280,8 @@ step4() {
     key=$(last_ok_key)
     wait_for 30 "member 2 reads a write made after node 2's restart" value_is 2 "w-$key" "$key" || ok=0
     # Writes on member 1 must recover: 10 in a row succeed.
-    local since=$(now)
+    local since
+    since=$(now)
     wait_for 30 "10 writes in a row" bash -c "[ \$(awk -v a=$since '\$2 >= a' '$WORK/writes.log' | tail -n 10 | grep -c '^ok') = 10 ]" || ok=0
     fails=$(counts fail "$killed" "$(now)")
     [ "$ok" = 1 ] && pass "4. palisade node 2 killed and restarted: member 2 caught up (w-$key), writes recovered ($fails failed meanwhile)" \
