@@ -17,7 +17,8 @@
 #     $IDLE connections (each made one round trip) are held, scaled to 1,000; measured
 #     first, on fresh processes;
 #   p50 / p99 added latency of a 64 B request/response: through the tunnel minus direct
-#     (medians of 3 interleaved rounds), and the ends' context switches per round trip;
+#     in the same round (the median over 7 interleaved rounds), and the ends' context
+#     switches per round trip;
 #   bulk: one stream of 64 KiB writes, echoed back, MiB/s read back;
 #   connections/s: connect, one 64 B request/response, close, $CONC at once.
 # Prints one table with the ratio palisade / best of the others (and which way is better).
@@ -28,7 +29,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SECS=${SIDECAR_SECS:-3}          # per throughput / connection-rate measurement
 CONC=${SIDECAR_CONC:-16}         # connections in flight in the connection-rate test
-LAT_COUNT=${SIDECAR_LAT_COUNT:-5000}
+LAT_COUNT=${SIDECAR_LAT_COUNT:-1000}   # 64 B round trips per path per round
+LAT_ROUNDS=${SIDECAR_LAT_ROUNDS:-7}
 # Idle connections held at once. 250, not 1,000: palisade node's forwarding allows 256
 # streams per link (cli/src/forward/mux.rs `Limits::max_streams`, not configurable), and
 # the 257th connection is reset. Every tunnel is measured with the same count; the table
@@ -212,39 +214,45 @@ for n in palisade stunnel spiped; do
 done
 
 # --- latency (64 B request/response), direct too ---
-# Three rounds, the paths interleaved, the median of each path's p50s and of its p99s: a
-# burst of load from elsewhere on the machine then moves one round, not one path. Also
-# the tunnel ends' context switches per round trip (every thread's, from /proc).
+# $LAT_ROUNDS rounds, the paths interleaved within each; a path's added latency in a round
+# is its p50 (p99) minus direct's in the same round, and the table shows the median over
+# rounds: a burst of load from elsewhere on a shared machine then moves a round, not one
+# path. Also the tunnel ends' context switches per round trip (every thread's, /proc).
 ctx_switches() {
     local e
     for e in $1; do cat /proc/"${PID[$e]}"/task/*/status; done | awk '/ctxt_switches/ { s += $2 } END { print s }'
 }
-median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
-declare -A P50S P99S
-for round in 1 2 3; do
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+declare -A ADD50 ADD99 ABS50 ABS99
+for round in $(seq 1 "$LAT_ROUNDS"); do
     for n in "${NAMES[@]}"; do
         [ "$n" = direct ] || x0=$(ctx_switches "${ENDS[$n]}")
         out=$("$LOAD" latency "127.0.0.1:${PORT[$n]}" "$LAT_COUNT")
-        if [ "$n" = stunnel ]; then
-            # stunnel serves each connection on its own thread, gone (with its counts)
-            # from /proc by the time the run ends: not measurable this way.
-            R[ctx,$n]=n/a
-        elif [ "$n" != direct ]; then
-            x1=$(ctx_switches "${ENDS[$n]}")
-            R[ctx,$n]=$(awk -v d=$((x1 - x0)) -v c="$LAT_COUNT" 'BEGIN { printf "%.1f", d / (c + 100) }')
+        p50=$(echo "$out" | field p50_us); p99=$(echo "$out" | field p99_us)
+        ABS50[$n]+=" $p50"; ABS99[$n]+=" $p99"
+        if [ "$n" = direct ]; then
+            d50=$p50; d99=$p99
+        else
+            ADD50[$n]+=" $(awk -v a="$p50" -v b="$d50" 'BEGIN { printf "%.1f", a - b }')"
+            ADD99[$n]+=" $(awk -v a="$p99" -v b="$d99" 'BEGIN { printf "%.1f", a - b }')"
+            if [ "$n" = stunnel ]; then
+                # stunnel serves each connection on its own thread, gone (with its
+                # counts) from /proc by the time the run ends: not measurable this way.
+                R[ctx,$n]=n/a
+            else
+                x1=$(ctx_switches "${ENDS[$n]}")
+                R[ctx,$n]=$(awk -v d=$((x1 - x0)) -v c="$LAT_COUNT" 'BEGIN { printf "%.1f", d / (c + 100) }')
+            fi
+            out="$out; both ends' context switches per round trip ${R[ctx,$n]}"
         fi
-        P50S[$n]+=" $(echo "$out" | field p50_us)"; P99S[$n]+=" $(echo "$out" | field p99_us)"
-        [ "$n" = direct ] || out="$out; both ends' context switches per round trip ${R[ctx,$n]}"
         echo "$n latency, round $round: $out"
     done
 done
+# shellcheck disable=SC2086 # the lists are space-separated numbers
 for n in "${NAMES[@]}"; do
-    # shellcheck disable=SC2086 # the lists are space-separated numbers
-    R[p50,$n]=$(median3 ${P50S[$n]}); R[p99,$n]=$(median3 ${P99S[$n]})
-done
-for n in palisade stunnel spiped; do
-    R[p50add,$n]=$(awk -v a="${R[p50,$n]}" -v b="${R[p50,direct]}" 'BEGIN { printf "%.1f", a - b }')
-    R[p99add,$n]=$(awk -v a="${R[p99,$n]}" -v b="${R[p99,direct]}" 'BEGIN { printf "%.1f", a - b }')
+    R[p50,$n]=$(median ${ABS50[$n]}); R[p99,$n]=$(median ${ABS99[$n]})
+    [ "$n" = direct ] && continue
+    R[p50add,$n]=$(median ${ADD50[$n]}); R[p99add,$n]=$(median ${ADD99[$n]})
 done
 
 # --- bulk throughput (64 KiB writes, echoed) ---
@@ -289,13 +297,13 @@ row() { # label metric better(higher|lower)
         'BEGIN { if ((h == "higher") == (a >= b)) print a; else print b }'); fi
     [ "$best" = "${R[$m,stunnel]}" ] && bestname=stunnel || bestname=spiped
     local ratio
-    ratio=$(awk -v p="${R[$m,palisade]}" -v b="$best" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", p / b }')
+    ratio=$(awk -v p="${R[$m,palisade]}" -v b="$best" 'BEGIN { if (b <= 0) print "n/a"; else printf "%.2f", p / b }')
     printf '| %s | %s | %s | %s | %s | %s× (%s) | %s |\n' "$label" "${R[$m,direct]:--}" \
         "${R[$m,palisade]}" "${R[$m,stunnel]}" "${R[$m,spiped]}" "$ratio" "$bestname" "$better"
 }
 R[rss,direct]=-; R[ctx,direct]=-; R[conncpu,direct]=-; R[bulkcpu,direct]=-; R[p50add,direct]=-; R[p99add,direct]=-
 echo
-echo "sidecar bench: ${SECS}s per throughput run, $CONC connections in flight, $LAT_COUNT round trips, $IDLE idle connections; $(nproc) CPU(s)"
+echo "sidecar bench: ${SECS}s per throughput run, $CONC connections in flight, $LAT_ROUNDS x $LAT_COUNT round trips per path, $IDLE idle connections; $(nproc) CPU(s), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| metric | direct | palisade | stunnel | spiped | palisade / best other | better |"
 echo "|---|---|---|---|---|---|---|"
@@ -308,4 +316,4 @@ row "p50 added latency, 64 B echo (µs)" p50add lower
 row "p99 added latency, 64 B echo (µs)" p99add lower
 row "  both ends' context switches per round trip" ctx lower
 echo
-echo "(direct p50 ${R[p50,direct]} µs, p99 ${R[p99,direct]} µs; added = through the tunnel minus direct, medians of 3 interleaved rounds)"
+echo "(direct p50 ${R[p50,direct]} µs, p99 ${R[p99,direct]} µs, medians over rounds; added = through the tunnel minus direct in the same round, the median over $LAT_ROUNDS interleaved rounds)"
