@@ -10,7 +10,7 @@
 //! the watch, so the snapshot is the whole node: what an application embedding the
 //! library would see, since this command is built from the same public API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -343,20 +343,8 @@ async fn serve(
             }
         });
     }
-    // `[peers]` addresses are kept joined like seeds, so a forward finds its link.
-    let peers = settings
-        .peers
-        .iter()
-        .filter(|(id, _)| **id != config.node_id);
-    let mut dials = settings.seeds.clone();
-    dials.extend(
-        peers
-            .map(|(_, addr)| addr.clone())
-            .filter(|a| !settings.seeds.contains(a)),
-    );
-    for seed in dials {
-        tokio::spawn(dial_loop(Arc::clone(&node), seed));
-    }
+    let mut dialing = HashSet::new();
+    dial_new(&node, &settings, &mut dialing);
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
     if let Some(every) = args.reload_interval {
@@ -396,6 +384,7 @@ async fn serve(
                         }
                         apply(&node, listener.as_deref(), Reload::Reloaded { config, report }, "config");
                         node.forward.configure(&settings);
+                        dial_new(&node, &settings, &mut dialing);
                         if let Some(every) = args.reload_interval {
                             settings.reload_interval = every;
                         }
@@ -422,6 +411,18 @@ async fn serve(
     print_stats(&node);
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a reconnecting dial to every seed and `[peers]` address (so a forward finds its
+/// link) not dialed yet; a reload adds dials, never stops one (until a restart).
+fn dial_new(node: &Arc<Node>, settings: &palisade::Settings, dialing: &mut HashSet<String>) {
+    let peers = settings.peers.iter().filter(|(id, _)| **id != node.id);
+    let addrs = settings.seeds.iter().chain(peers.map(|(_, addr)| addr));
+    for addr in addrs {
+        if dialing.insert(addr.clone()) {
+            tokio::spawn(dial_loop(Arc::clone(node), addr.clone()));
+        }
+    }
 }
 
 /// The library's file watch on its own thread, every `reload_interval`, counting in the
