@@ -330,7 +330,7 @@ async fn serve(
         connect_timeout: RwLock::new(settings.connect_timeout),
         metrics,
         started: Instant::now(),
-        forward: Forwarder::new(),
+        forward: Forwarder::new(&config.node_id),
     });
     node.forward.configure(&settings);
     if let Some(listener) = &listener {
@@ -626,7 +626,7 @@ mod tests {
             connect_timeout: RwLock::new(Duration::from_secs(1)),
             metrics: Metrics::new(id),
             started: Instant::now(),
-            forward: Forwarder::new(),
+            forward: Forwarder::new(id),
         }
     }
 

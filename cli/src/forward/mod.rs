@@ -45,6 +45,14 @@ pub const LINK_WAIT: Duration = Duration::from_secs(5);
 /// How long connecting to a service's target may take before the stream is refused.
 pub const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+#[derive(Debug)]
+struct LinkEntry {
+    id: u64,
+    /// The link the node keeps if the peer has two (see [`Forwarder::node_id`]).
+    preferred: bool,
+    handle: LinkHandle,
+}
+
 /// A link's command queue, as the registry and the local connections hold it.
 #[derive(Debug, Clone)]
 pub(crate) struct LinkHandle {
@@ -62,8 +70,11 @@ struct Listening {
 /// The node's forwarding: services, listeners, and every joined link's stream table.
 #[derive(Debug)]
 pub struct Forwarder {
+    /// This node's id: of two links with a peer (both dialed at once), the node keeps the
+    /// one the smaller id dialed, so new streams prefer that one.
+    node_id: String,
     services: RwLock<Services>,
-    links: Mutex<HashMap<String, Vec<(u64, LinkHandle)>>>,
+    links: Mutex<HashMap<String, Vec<LinkEntry>>>,
     link_up: Notify,
     listeners: Mutex<HashMap<SocketAddr, Listening>>,
     next_link: AtomicU64,
@@ -71,8 +82,9 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new() -> Arc<Self> {
+    pub fn new(node_id: &str) -> Arc<Self> {
         Arc::new(Self {
+            node_id: node_id.to_owned(),
             services: RwLock::new(Services::default()),
             links: Mutex::new(HashMap::new()),
             link_up: Notify::new(),
@@ -90,8 +102,8 @@ impl Forwarder {
             s.0.clone_from(&settings.service);
         }
         if let Ok(links) = self.links.lock() {
-            for (_, handle) in links.values().flatten() {
-                let _ = handle.cmds.send(Cmd::Recheck);
+            for entry in links.values().flatten() {
+                let _ = entry.handle.cmds.send(Cmd::Recheck);
             }
         }
         let Ok(mut listeners) = self.listeners.lock() else {
@@ -138,12 +150,13 @@ impl Forwarder {
         let (cmds_tx, cmds) = mpsc::unbounded_channel();
         let (frames_tx, frames) = mpsc::unbounded_channel();
         if let Ok(mut links) = self.links.lock() {
-            links.entry(peer.to_owned()).or_default().push((
+            links.entry(peer.to_owned()).or_default().push(LinkEntry {
                 id,
-                LinkHandle {
+                preferred: dialed == (self.node_id.as_str() < peer),
+                handle: LinkHandle {
                     cmds: cmds_tx.clone(),
                 },
-            ));
+            });
         }
         self.link_up.notify_waiters();
         let side = if dialed {
@@ -169,7 +182,7 @@ impl Forwarder {
     fn detach(&self, peer: &str, id: u64) {
         if let Ok(mut links) = self.links.lock() {
             if let Some(entries) = links.get_mut(peer) {
-                entries.retain(|(i, _)| *i != id);
+                entries.retain(|e| e.id != id);
                 if entries.is_empty() {
                     links.remove(peer);
                 }
@@ -184,16 +197,17 @@ impl Forwarder {
             .decide(service, peer)
     }
 
-    /// The newest joined link with `peer`, waiting up to [`LINK_WAIT`] for one.
+    /// The newest joined link with `peer`, waiting up to [`LINK_WAIT`] for one; of two
+    /// (both nodes dialed), the one the node keeps, so its streams are not reset when the
+    /// other is closed as a duplicate.
     async fn link_for(&self, peer: &str) -> Option<LinkHandle> {
         let deadline = tokio::time::Instant::now() + LINK_WAIT;
         loop {
             let up = self.link_up.notified();
             let found = self.links.lock().ok().and_then(|l| {
-                l.get(peer)
-                    .and_then(|e| e.last())
-                    .map(|(_, h)| h.clone())
-                    .filter(|h| !h.cmds.is_closed())
+                let live = l.get(peer)?.iter().filter(|e| !e.handle.cmds.is_closed());
+                let (preferred, other): (Vec<_>, Vec<_>) = live.partition(|e| e.preferred);
+                preferred.last().or(other.last()).map(|e| e.handle.clone())
             });
             if found.is_some() {
                 return found;
