@@ -296,3 +296,107 @@ fn incoming(
         stream::run(tcp, ctx, events).await;
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::wire::Msg;
+    use super::*;
+
+    async fn next(sent: &mut mpsc::UnboundedReceiver<Out>) -> Out {
+        tokio::time::timeout(Duration::from_secs(5), sent.recv())
+            .await
+            .expect("the link's stream table answers")
+            .expect("the stream table is running")
+    }
+
+    async fn next_msg(sent: &mut mpsc::UnboundedReceiver<Out>) -> Msg {
+        match next(sent).await {
+            Out::Frame(f) => Msg::decode(&f).unwrap(),
+            Out::Close(r) => panic!("closed: {r:?}"),
+        }
+    }
+
+    /// What a hostile or broken peer gets from a link's stream table: RESETs and REFUSEs
+    /// for stream-level faults (the link goes on), a CLOSE for a malformed message.
+    #[tokio::test]
+    async fn a_hostile_peer_gets_resets_refusals_and_at_last_a_close() {
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut settings = palisade::Settings::default();
+        settings.service = vec![palisade::settings::ServiceSettings {
+            name: "echo".into(),
+            target: target.local_addr().unwrap().to_string(),
+            allow: vec!["node-2".into()],
+        }];
+        let fwd = Forwarder::new("node-1");
+        fwd.configure(&settings);
+        let (out, mut sent) = mpsc::unbounded_channel();
+        // node-2 dialed: it opens odd ids.
+        let streams = fwd.attach("node-2", false, out);
+
+        streams.frame(
+            Msg::Data {
+                id: 1,
+                bytes: Bytes::from_static(b"x"),
+            }
+            .encode(),
+        );
+        assert!(matches!(
+            next_msg(&mut sent).await,
+            Msg::Reset {
+                id: 1,
+                code: Code::Protocol,
+                ..
+            }
+        ));
+
+        let open = |id, service: &str| {
+            Msg::Open {
+                id,
+                window: 1000,
+                service: service.into(),
+            }
+            .encode()
+        };
+        streams.frame(open(1, "nope"));
+        assert!(matches!(
+            next_msg(&mut sent).await,
+            Msg::Refuse {
+                id: 1,
+                code: Code::UnknownService,
+                ..
+            }
+        ));
+
+        streams.frame(open(3, "echo"));
+        let (_conn, _) = tokio::time::timeout(Duration::from_secs(5), target.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let Msg::Accept { id: 3, window } = next_msg(&mut sent).await else {
+            panic!("no ACCEPT")
+        };
+        // One byte beyond the window: the stream is reset, the link is not.
+        let over = Bytes::from(vec![0u8; window as usize + 1]);
+        streams.frame(Msg::Data { id: 3, bytes: over }.encode());
+        assert!(matches!(
+            next_msg(&mut sent).await,
+            Msg::Reset {
+                id: 3,
+                code: Code::Protocol,
+                ..
+            }
+        ));
+
+        // An OPEN with this node's parity breaks the id rules: the link closes.
+        streams.frame(open(4, "echo"));
+        assert!(matches!(next(&mut sent).await, Out::Close(_)));
+
+        // So does a malformed message (a DATA too short for its id), on another link.
+        let (out, mut sent) = mpsc::unbounded_channel();
+        let other = fwd.attach("node-3", true, out);
+        other.frame(Bytes::from_static(&[0x13, 0, 0]));
+        assert!(matches!(next(&mut sent).await, Out::Close(_)));
+    }
+}
