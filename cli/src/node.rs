@@ -6,6 +6,10 @@
 //! too), closes every link with CLOSE on SIGINT/SIGTERM and exits 0, and prints the
 //! node's [`palisade::MetricsSnapshot`] on SIGUSR1 (or every `--stats-interval`).
 //!
+//! It also carries programs' TCP connections over its links (`[[forward]]`, `[[service]]`,
+//! `[peers]`): that is [`crate::forward`]; this module only hands each link's stream
+//! frames to it and applies reloads.
+//!
 //! The listener and the [`palisade::tokio::Dialer`] count in one [`Metrics`], and so does
 //! the watch, so the snapshot is the whole node: what an application embedding the
 //! library would see, since this command is built from the same public API.

@@ -12,6 +12,7 @@ use palisade_core::NodePattern;
 use serde::{Deserialize, Serialize};
 
 use super::error::SettingsError;
+use crate::report::{Finding, Report};
 
 /// The longest service name: it travels in one length byte of the node's OPEN message.
 pub const MAX_SERVICE_NAME: usize = 255;
@@ -323,6 +324,47 @@ fn read_service(
     })
 }
 
+impl super::Settings {
+    /// What `check` and the node's start report about the tables beyond their syntax: a
+    /// forward port others can reach (they would use the peer's service as this node), a
+    /// service that allows nobody, a forward whose peer has no `[peers]` address.
+    pub(crate) fn check_forwards(&self, report: &mut Report) {
+        for (i, f) in self.forward.iter().enumerate() {
+            if !f.listen.ip().is_loopback() {
+                report.push(Finding::warning(
+                    "forward",
+                    format!(
+                        "forward[{i}].listen {} is not a loopback address: whoever can connect to it reaches {:?} on {} with this node's identity",
+                        f.listen, f.service, f.peer
+                    ),
+                    "listen on 127.0.0.1 (or ::1) unless the network in front of it is trusted",
+                ));
+            }
+            if f.peer != self.node_id && !self.peers.contains_key(&f.peer) {
+                report.push(Finding::note(
+                    "forward",
+                    format!(
+                        "forward[{i}].peer {:?} has no address in [peers]: the forward waits for a link with it from `seeds` or from its own dial",
+                        f.peer
+                    ),
+                ));
+            }
+        }
+        for (i, s) in self.service.iter().enumerate() {
+            if s.allow.is_empty() {
+                report.push(Finding::warning(
+                    "service",
+                    format!(
+                        "service[{i}] {:?} has no `allow`: every stream to it is refused",
+                        s.name
+                    ),
+                    "list the node ids that may open it, e.g. allow = [\"node-*\"]",
+                ));
+            }
+        }
+    }
+}
+
 /// `host:port` syntax: a non-empty host and a port number.
 fn host_port(text: &str) -> Result<(), String> {
     if text.parse::<SocketAddr>().is_ok() {
@@ -396,6 +438,26 @@ mod tests {
         assert!(has("`service[2].name`: missing"), "{shown:#?}");
         assert!(has("`peers.node-2`: must be a string"), "{shown:#?}");
         assert_eq!(shown.len(), 6, "{shown:#?}");
+    }
+
+    #[test]
+    fn the_report_warns_of_open_forward_ports_and_services_nobody_may_open() {
+        let s = Settings::from_toml_str(
+            "node_id = \"node-1\"\n[[forward]]\nlisten = \"0.0.0.0:12380\"\npeer = \"node-2\"\nservice = \"e\"\n\
+             [[service]]\nname = \"e\"\ntarget = \"127.0.0.1:1\"\n",
+            None,
+        )
+        .unwrap();
+        let mut report = crate::report::Report::default();
+        s.check_forwards(&mut report);
+        let shown: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 3, "{shown:#?}");
+        assert!(
+            shown[0].contains("0.0.0.0:12380 is not a loopback address"),
+            "{shown:#?}"
+        );
+        assert!(shown[1].contains("no address in [peers]"), "{shown:#?}");
+        assert!(shown[2].contains("has no `allow`"), "{shown:#?}");
     }
 
     #[test]
