@@ -62,6 +62,8 @@ struct Cluster {
     unreachable: u16,
     /// node-2's forward port to node-1's own echo service (streams the other way).
     back: u16,
+    /// node-1's forward port to `node-9`, which no link or address reaches.
+    nowhere: u16,
 }
 
 fn append(dir: &Path, node: &str, text: &str) {
@@ -84,7 +86,7 @@ impl Cluster {
     fn start() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let base = free_base(7);
+        let base = free_base(8);
         init(&dir, "node-1,node-2", base);
         let echo = echo_server();
         let (fwd_echo, forbidden, unknown, unreachable) = (base + 2, base + 3, base + 4, base + 5);
@@ -97,6 +99,7 @@ impl Cluster {
         one += &forward(forbidden, "forbidden");
         one += &forward(unknown, "nope");
         one += &forward(unreachable, "dead");
+        one += &forward(base + 7, "echo").replace("node-2", "node-9");
         one += &format!("\n[peers]\nnode-2 = \"127.0.0.1:{}\"\n", base + 1);
         // And the other way: node-2 reaches an echo service on node-1 over the same link.
         one += &format!(
@@ -121,6 +124,7 @@ impl Cluster {
             unknown,
             unreachable,
             back: base + 6,
+            nowhere: base + 7,
         };
         // Ready once node-1 dialed node-2 (of the two links the nodes make, the one both
         // keep, as node-1 is the smaller id) and a byte round-trips through the forward.
@@ -497,4 +501,28 @@ fn both_ends_of_the_link_open_streams_at_once() {
     // One link between the two nodes carried both directions' streams.
     let joined = |n: &NodeProc| n.log().matches("joined node-").count();
     assert!(joined(&c.one) >= 1 && joined(&c.two) >= 1);
+}
+
+#[test]
+fn a_forward_to_a_peer_without_a_link_is_reset_and_logged() {
+    let c = Cluster::start();
+    let started = Instant::now();
+    let mut s = c.connect(c.nowhere).unwrap();
+    let mut buf = [0u8; 8];
+    let read = s.read(&mut buf);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "expected a reset, got {read:?}\n{}",
+        c.logs()
+    );
+    // It waited for a link (5 s), not longer.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    c.log_line(
+        &c.one,
+        &["no joined link with node-9", "resetting the connection"],
+    );
 }
