@@ -289,7 +289,13 @@ fn take_text(r: &mut Bytes) -> Result<String, DecodeError> {
         return Err(DecodeError::Truncated);
     }
     let raw = r.split_to(len);
-    String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::NotUtf8)
+    let text = std::str::from_utf8(&raw).map_err(|_| DecodeError::NotUtf8)?;
+    // Texts go into this node's logs: no control characters, so a peer cannot forge log
+    // lines with a newline (a service name with one matches no service anyway).
+    Ok(text
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect())
 }
 
 #[cfg(test)]
@@ -379,6 +385,19 @@ mod tests {
         assert_eq!(d("1700000001"), Err(DecodeError::UnknownKind(0x17)));
         assert_eq!(d("10000000010004000001ff"), Err(DecodeError::NotUtf8));
         assert_eq!(d(""), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn a_peer_reason_cannot_forge_log_lines() {
+        let m = Msg::Reset {
+            id: 1,
+            code: Code::Aborted,
+            reason: "bye\n2026-01-01 INFO forged".into(),
+        };
+        let Msg::Reset { reason, .. } = Msg::decode(&m.encode()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(reason, "bye\u{fffd}2026-01-01 INFO forged");
     }
 
     #[test]
