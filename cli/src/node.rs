@@ -572,14 +572,14 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
                         Some(&proto::PING) => Some(frame_pong(&f)),
                         Some(&proto::INFO_REQUEST) => Some(node.info()),
                         Some(&kind) if forward::is_stream_kind(kind) => {
-                            streams.frame(f);
+                            streams.frame(f).await;
                             None
                         }
                         _ => None,
                     };
                     if let Some(reply) = reply {
-                        if out.send(Out::Frame(reply)).is_err() {
-                            break "send failed: the link's writer stopped".to_owned();
+                        if !out.send(Out::Frame(reply)) {
+                            break "the link's writer stopped (the peer does not read its replies?)".to_owned();
                         }
                     }
                 }
@@ -592,7 +592,7 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
                 Err(e) => break format!("{e}"),
             },
             _ = &mut close_rx => {
-                let _ = out.send(Out::Close(CloseReason::new(CloseCode::ShuttingDown, "node shutting down or link replaced")));
+                out.send(Out::Close(CloseReason::new(CloseCode::ShuttingDown, "node shutting down or link replaced")));
                 let _ = writer.await;
                 break "closed by this node (CLOSE sent)".to_owned();
             }

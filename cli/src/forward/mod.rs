@@ -148,7 +148,7 @@ impl Forwarder {
     pub fn attach(self: &Arc<Self>, peer: &str, dialed: bool, out: link::Writer) -> LinkStreams {
         let id = self.next_link.fetch_add(1, Ordering::Relaxed);
         let (cmds_tx, cmds) = mpsc::unbounded_channel();
-        let (frames_tx, frames) = mpsc::unbounded_channel();
+        let (frames_tx, frames) = mpsc::channel(link::FRAME_QUEUE);
         if let Ok(mut links) = self.links.lock() {
             links.entry(peer.to_owned()).or_default().push(LinkEntry {
                 id,
