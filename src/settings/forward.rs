@@ -168,7 +168,7 @@ fn array_of_tables(
 
 /// Checks a table's fields (unknown ones, required strings present and not empty),
 /// pushing every problem; whether there was none.
-fn fields(
+fn fields_ok(
     place: &str,
     t: &toml::Table,
     known: &[&str],
@@ -217,23 +217,17 @@ fn read_forward(
 ) -> Option<ForwardSettings> {
     let place = format!("forward[{i}]");
     let known = ["listen", "peer", "service"];
-    if !fields(&place, t, &known, &known, origin, errors) {
-        return None;
+    // Every field is checked, whatever else is wrong, so one run reports everything.
+    let mut ok = fields_ok(&place, t, &known, &known, origin, errors);
+    let listen_text = text(t, "listen");
+    let listen = listen_text.parse::<SocketAddr>().ok();
+    if listen.is_none() && !listen_text.trim().is_empty() {
+        errors.push(bad(
+            origin,
+            format!("{place}.listen"),
+            format!("{listen_text:?} is not an IP address and port, e.g. \"127.0.0.1:12380\""),
+        ));
     }
-    let listen = match text(t, "listen").parse::<SocketAddr>() {
-        Ok(a) => a,
-        Err(_) => {
-            errors.push(bad(
-                origin,
-                format!("{place}.listen"),
-                format!(
-                    "{:?} is not an IP address and port, e.g. \"127.0.0.1:12380\"",
-                    text(t, "listen")
-                ),
-            ));
-            return None;
-        }
-    };
     let service = text(t, "service").to_owned();
     if service.len() > MAX_SERVICE_NAME {
         errors.push(bad(
@@ -241,10 +235,10 @@ fn read_forward(
             format!("{place}.service"),
             "longer than 255 bytes",
         ));
-        return None;
+        ok = false;
     }
     Some(ForwardSettings {
-        listen,
+        listen: listen.filter(|_| ok)?,
         peer: text(t, "peer").to_owned(),
         service,
     })
@@ -257,17 +251,8 @@ fn read_service(
     errors: &mut Vec<SettingsError>,
 ) -> Option<ServiceSettings> {
     let place = format!("service[{i}]");
-    if !fields(
-        &place,
-        t,
-        &["name", "target", "allow"],
-        &["name", "target"],
-        origin,
-        errors,
-    ) {
-        return None;
-    }
-    let mut ok = true;
+    let fields = ["name", "target", "allow"];
+    let mut ok = fields_ok(&place, t, &fields, &fields[..2], origin, errors);
     let name = text(t, "name").to_owned();
     if name.len() > MAX_SERVICE_NAME {
         errors.push(bad(
@@ -278,8 +263,11 @@ fn read_service(
         ok = false;
     }
     let target = text(t, "target").to_owned();
+    // (Missing or empty: reported above.)
     if let Err(e) = host_port(&target) {
-        errors.push(bad(origin, format!("{place}.target"), e));
+        if !target.trim().is_empty() {
+            errors.push(bad(origin, format!("{place}.target"), e));
+        }
         ok = false;
     }
     let mut allow = Vec::new();
@@ -437,7 +425,11 @@ mod tests {
         );
         assert!(has("`service[2].name`: missing"), "{shown:#?}");
         assert!(has("`peers.node-2`: must be a string"), "{shown:#?}");
-        assert_eq!(shown.len(), 6, "{shown:#?}");
+        assert!(
+            has("`service[2].target`: \"h\" is not `host:port`"),
+            "{shown:#?}"
+        );
+        assert_eq!(shown.len(), 7, "{shown:#?}");
     }
 
     #[test]
