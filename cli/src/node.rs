@@ -246,6 +246,9 @@ impl Node {
                 s.admitted, s.joined, s.failed, s.unjoined, s.refused_per_source_cap, s.refused_rate, s.refused_backoff, s.evicted,
             );
         }
+        if let Some(line) = self.forward.stats_line() {
+            text += &line;
+        }
         text += &self.metrics.snapshot().to_string();
         text
     }

@@ -169,6 +169,25 @@ impl Cluster {
         format!("node-1:\n{}\nnode-2:\n{}", self.one.log(), self.two.log())
     }
 
+    /// Waits (5 s at most) until `node`'s stats output (stdout) has a `forward:` line
+    /// containing `part`.
+    fn stats_line(&self, node: &NodeProc, part: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let out =
+            |n: &NodeProc| std::fs::read_to_string(n.log.with_extension("out")).unwrap_or_default();
+        while !out(node)
+            .lines()
+            .any(|l| l.starts_with("forward:") && l.contains(part))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no stats line with {part:?}:\n{}",
+                out(node)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits (5 s at most) until `node`'s log contains every one of `parts` in one line.
     fn log_line(&self, node: &NodeProc, parts: &[&str]) {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -291,6 +310,17 @@ fn refused_streams_reset_the_client_at_once_and_both_ends_log_why() {
         &c.one,
         &["refused or reset by node-2", "target unreachable"],
     );
+
+    // The stats (SIGUSR1) count them: three refused on node-2, three resets on node-1.
+    for node in [&c.one, &c.two] {
+        assert!(Command::new("kill")
+            .args(["-USR1", &node.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+    c.stats_line(&c.two, "refused here 3;");
+    c.stats_line(&c.one, "local sockets reset 3");
 
     // The link and the allowed service are unaffected.
     assert_eq!(

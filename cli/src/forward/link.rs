@@ -330,6 +330,7 @@ fn incoming(
         Ok(target) => target,
         Err((code, why)) => {
             warn!(peer = %peer, service = %service, "refused stream {id} from {peer} to {service:?}: {why}");
+            fwd.stats.refused.fetch_add(1, Ordering::Relaxed);
             mux.refuse(id, code, &why);
             return;
         }
@@ -337,12 +338,14 @@ fn incoming(
     let (events_tx, events) = mpsc::unbounded_channel();
     streams.insert(id, events_tx);
     let cmds = ctx.cmds_tx.clone();
+    let fwd = Arc::clone(fwd);
     tokio::spawn(async move {
         let connect = tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(&target));
         let tcp = match connect.await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => {
                 warn!(peer = %peer, service = %service, "refused stream {id} from {peer} to {service:?}: cannot connect to its target {target}: {e}");
+                fwd.stats.refused.fetch_add(1, Ordering::Relaxed);
                 let _ = cmds.send(Cmd::Refuse(
                     id,
                     Code::TargetUnreachable,
@@ -352,6 +355,7 @@ fn incoming(
             }
             Err(_) => {
                 warn!(peer = %peer, service = %service, "refused stream {id} from {peer} to {service:?}: connecting to its target {target} timed out");
+                fwd.stats.refused.fetch_add(1, Ordering::Relaxed);
                 let _ = cmds.send(Cmd::Refuse(
                     id,
                     Code::TargetUnreachable,
@@ -368,7 +372,10 @@ fn incoming(
             service,
             cmds,
         };
-        stream::run(tcp, ctx, events).await;
+        fwd.stats.inbound.fetch_add(1, Ordering::Relaxed);
+        if !stream::run(tcp, ctx, events).await {
+            fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
+        }
     });
 }
 

@@ -67,6 +67,19 @@ struct Listening {
     task: JoinHandle<()>,
 }
 
+/// What the node's stats block shows of forwarding (SIGUSR1).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Local connections to a forward port carried as streams.
+    pub outbound: AtomicU64,
+    /// Streams from peers connected to a service's target.
+    pub inbound: AtomicU64,
+    /// Streams from peers refused here (unknown service, not allowed, target unreachable).
+    pub refused: AtomicU64,
+    /// Local sockets reset (on either side): refused by the peer, no link, reset either way.
+    pub reset: AtomicU64,
+}
+
 /// The node's forwarding: services, listeners, and every joined link's stream table.
 #[derive(Debug)]
 pub struct Forwarder {
@@ -79,6 +92,7 @@ pub struct Forwarder {
     listeners: Mutex<HashMap<SocketAddr, Listening>>,
     next_link: AtomicU64,
     limits: Limits,
+    pub(crate) stats: Stats,
 }
 
 impl Forwarder {
@@ -91,6 +105,7 @@ impl Forwarder {
             listeners: Mutex::new(HashMap::new()),
             next_link: AtomicU64::new(1),
             limits: Limits::default(),
+            stats: Stats::default(),
         })
     }
 
@@ -179,6 +194,23 @@ impl Forwarder {
         LinkStreams { frames: frames_tx }
     }
 
+    /// The stats line, once forwarding is configured or has carried anything.
+    pub fn stats_line(&self) -> Option<String> {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let st = &self.stats;
+        let (listening, services) = (
+            self.listeners.lock().map_or(0, |l| l.len()),
+            self.services.read().map_or(0, |s| s.0.len()),
+        );
+        let carried = n(&st.outbound) + n(&st.inbound) + n(&st.refused) + n(&st.reset);
+        (listening + services > 0 || carried > 0).then(|| {
+            format!(
+                "forward: {listening} forward port(s), {services} service(s); streams out {}, in {}; refused here {}; local sockets reset {}\n",
+                n(&st.outbound), n(&st.inbound), n(&st.refused), n(&st.reset)
+            )
+        })
+    }
+
     fn detach(&self, peer: &str, id: u64) {
         if let Ok(mut links) = self.links.lock() {
             if let Some(entries) = links.get_mut(peer) {
@@ -252,6 +284,7 @@ async fn forward_one(fwd: Arc<Forwarder>, f: ForwardSettings, tcp: TcpStream, fr
     let _ = tcp.set_nodelay(true);
     let Some(link) = fwd.link_for(&f.peer).await else {
         warn!(peer = %f.peer, service = %f.service, "no joined link with {} within {}s: resetting the connection from {from} to {}", f.peer, LINK_WAIT.as_secs(), f.listen);
+        fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
         stream::reset_socket(tcp);
         return;
     };
@@ -264,6 +297,7 @@ async fn forward_one(fwd: Arc<Forwarder>, f: ForwardSettings, tcp: TcpStream, fr
     };
     if link.cmds.send(open).is_err() {
         warn!(peer = %f.peer, service = %f.service, "the link with {} ended: resetting the connection from {from}", f.peer);
+        fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
         stream::reset_socket(tcp);
         return;
     }
@@ -275,14 +309,19 @@ async fn forward_one(fwd: Arc<Forwarder>, f: ForwardSettings, tcp: TcpStream, fr
                 service: f.service.clone(),
                 cmds: link.cmds,
             };
-            stream::run(tcp, ctx, events).await;
+            fwd.stats.outbound.fetch_add(1, Ordering::Relaxed);
+            if !stream::run(tcp, ctx, events).await {
+                fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(Err(code)) => {
             warn!(peer = %f.peer, service = %f.service, "cannot open a stream to {:?} on {}: {code}; resetting the connection from {from}", f.service, f.peer);
+            fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
             stream::reset_socket(tcp);
         }
         Err(_) => {
             warn!(peer = %f.peer, service = %f.service, "the link with {} ended: resetting the connection from {from}", f.peer);
+            fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
             stream::reset_socket(tcp);
         }
     }
