@@ -387,6 +387,27 @@ mod tests {
         assert_eq!(d(""), Err(DecodeError::Truncated));
     }
 
+    proptest::proptest! {
+        /// Any bytes decode to a message or an error, never a panic; what decodes encodes
+        /// back to the same bytes (texts without control characters, as senders write).
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(kind in 0x0eu8..0x18, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let mut frame = vec![kind];
+            frame.extend_from_slice(&body);
+            let frame = Bytes::from(frame);
+            if let Ok(msg) = Msg::decode(&frame) {
+                proptest::prop_assert_eq!(Msg::decode(&msg.encode()).as_ref(), Ok(&msg));
+                let replaced = match &msg {
+                    Msg::Open { service: t, .. } | Msg::Refuse { reason: t, .. } | Msg::Reset { reason: t, .. } => t.contains('\u{fffd}'),
+                    _ => false,
+                };
+                if !replaced {
+                    proptest::prop_assert_eq!(msg.encode(), frame);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_peer_reason_cannot_forge_log_lines() {
         let m = Msg::Reset {
