@@ -452,6 +452,26 @@ mod tests {
         assert!(shown[2].contains("has no `allow`"), "{shown:#?}");
     }
 
+    /// The README's sidecar example is a valid config (both nodes' tables in one file).
+    #[test]
+    fn the_readme_example_reads() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let example = readme
+            .split("`palisade node` is also a sidecar")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|block| block.split("```").next())
+            .expect("the README's sidecar example");
+        let s = Settings::from_toml_str(example, None).unwrap();
+        assert_eq!(s.forward[0].listen.port(), 12380);
+        assert_eq!(
+            s.peers.get("node-2").map(String::as_str),
+            Some("10.0.0.2:7000")
+        );
+        assert!(s.service[0].allows("node-1"));
+    }
+
     #[test]
     fn other_tables_are_still_refused() {
         let shown = errors("[cluster]\nname = \"x\"\n");
