@@ -6,11 +6,15 @@
 //! too), closes every link with CLOSE on SIGINT/SIGTERM and exits 0, and prints the
 //! node's [`palisade::MetricsSnapshot`] on SIGUSR1 (or every `--stats-interval`).
 //!
+//! It also carries programs' TCP connections over its links (`[[forward]]`, `[[service]]`,
+//! `[peers]`): that is [`crate::forward`]; this module only hands each link's stream
+//! frames to it and applies reloads.
+//!
 //! The listener and the [`palisade::tokio::Dialer`] count in one [`Metrics`], and so does
 //! the watch, so the snapshot is the whole node: what an application embedding the
 //! library would see, since this command is built from the same public API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -242,6 +246,9 @@ impl Node {
                 s.admitted, s.joined, s.failed, s.unjoined, s.refused_per_source_cap, s.refused_rate, s.refused_backoff, s.evicted,
             );
         }
+        if let Some(line) = self.forward.stats_line() {
+            text += &line;
+        }
         text += &self.metrics.snapshot().to_string();
         text
     }
@@ -330,7 +337,7 @@ async fn serve(
         connect_timeout: RwLock::new(settings.connect_timeout),
         metrics,
         started: Instant::now(),
-        forward: Forwarder::new(),
+        forward: Forwarder::new(&config.node_id),
     });
     node.forward.configure(&settings);
     if let Some(listener) = &listener {
@@ -343,20 +350,8 @@ async fn serve(
             }
         });
     }
-    // `[peers]` addresses are kept joined like seeds, so a forward finds its link.
-    let peers = settings
-        .peers
-        .iter()
-        .filter(|(id, _)| **id != config.node_id);
-    let mut dials = settings.seeds.clone();
-    dials.extend(
-        peers
-            .map(|(_, addr)| addr.clone())
-            .filter(|a| !settings.seeds.contains(a)),
-    );
-    for seed in dials {
-        tokio::spawn(dial_loop(Arc::clone(&node), seed));
-    }
+    let mut dialing = HashSet::new();
+    dial_new(&node, &settings, &mut dialing);
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
     if let Some(every) = args.reload_interval {
@@ -396,6 +391,7 @@ async fn serve(
                         }
                         apply(&node, listener.as_deref(), Reload::Reloaded { config, report }, "config");
                         node.forward.configure(&settings);
+                        dial_new(&node, &settings, &mut dialing);
                         if let Some(every) = args.reload_interval {
                             settings.reload_interval = every;
                         }
@@ -422,6 +418,18 @@ async fn serve(
     print_stats(&node);
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a reconnecting dial to every seed and `[peers]` address (so a forward finds its
+/// link) not dialed yet; a reload adds dials, never stops one (until a restart).
+fn dial_new(node: &Arc<Node>, settings: &palisade::Settings, dialing: &mut HashSet<String>) {
+    let peers = settings.peers.iter().filter(|(id, _)| **id != node.id);
+    let addrs = settings.seeds.iter().chain(peers.map(|(_, addr)| addr));
+    for addr in addrs {
+        if dialing.insert(addr.clone()) {
+            tokio::spawn(dial_loop(Arc::clone(node), addr.clone()));
+        }
+    }
 }
 
 /// The library's file watch on its own thread, every `reload_interval`, counting in the
@@ -567,14 +575,14 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
                         Some(&proto::PING) => Some(frame_pong(&f)),
                         Some(&proto::INFO_REQUEST) => Some(node.info()),
                         Some(&kind) if forward::is_stream_kind(kind) => {
-                            streams.frame(f);
+                            streams.frame(f).await;
                             None
                         }
                         _ => None,
                     };
                     if let Some(reply) = reply {
-                        if out.send(Out::Frame(reply)).is_err() {
-                            break "send failed: the link's writer stopped".to_owned();
+                        if !out.send(Out::Frame(reply)) {
+                            break "the link's writer stopped (the peer does not read its replies?)".to_owned();
                         }
                     }
                 }
@@ -587,7 +595,7 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
                 Err(e) => break format!("{e}"),
             },
             _ = &mut close_rx => {
-                let _ = out.send(Out::Close(CloseReason::new(CloseCode::ShuttingDown, "node shutting down or link replaced")));
+                out.send(Out::Close(CloseReason::new(CloseCode::ShuttingDown, "node shutting down or link replaced")));
                 let _ = writer.await;
                 break "closed by this node (CLOSE sent)".to_owned();
             }
@@ -625,7 +633,7 @@ mod tests {
             connect_timeout: RwLock::new(Duration::from_secs(1)),
             metrics: Metrics::new(id),
             started: Instant::now(),
-            forward: Forwarder::new(),
+            forward: Forwarder::new(id),
         }
     }
 

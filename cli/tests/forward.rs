@@ -60,6 +60,10 @@ struct Cluster {
     forbidden: u16,
     unknown: u16,
     unreachable: u16,
+    /// node-2's forward port to node-1's own echo service (streams the other way).
+    back: u16,
+    /// node-1's forward port to `node-9`, which no link or address reaches.
+    nowhere: u16,
 }
 
 fn append(dir: &Path, node: &str, text: &str) {
@@ -82,7 +86,7 @@ impl Cluster {
     fn start() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let base = free_base(6);
+        let base = free_base(8);
         init(&dir, "node-1,node-2", base);
         let echo = echo_server();
         let (fwd_echo, forbidden, unknown, unreachable) = (base + 2, base + 3, base + 4, base + 5);
@@ -95,8 +99,19 @@ impl Cluster {
         one += &forward(forbidden, "forbidden");
         one += &forward(unknown, "nope");
         one += &forward(unreachable, "dead");
+        one += &forward(base + 7, "echo").replace("node-2", "node-9");
         one += &format!("\n[peers]\nnode-2 = \"127.0.0.1:{}\"\n", base + 1);
+        // And the other way: node-2 reaches an echo service on node-1 over the same link.
+        one += &format!(
+            "\n[[service]]\nname = \"echo-1\"\ntarget = \"127.0.0.1:{}\"\nallow = [\"node-2\"]\n",
+            echo_server()
+        );
         append(&dir, "node-1", &one);
+        append(
+            &dir,
+            "node-2",
+            &forward(base + 6, "echo-1").replace("node-2", "node-1"),
+        );
         let two = NodeProc::start(&dir, "node-2");
         let one = NodeProc::start(&dir, "node-1");
         let cluster = Self {
@@ -108,9 +123,22 @@ impl Cluster {
             forbidden,
             unknown,
             unreachable,
+            back: base + 6,
+            nowhere: base + 7,
         };
-        // Ready once a byte round-trips through the forward.
+        // Ready once node-1 dialed node-2 (of the two links the nodes make, the one both
+        // keep, as node-1 is the smaller id) and a byte round-trips through the forward.
         let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.one.log().contains("joined node-2 (127.0.0.1")
+            || !cluster.one.log().contains("dialed)")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "node-1 never dialed node-2\n{}",
+                cluster.logs()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
         loop {
             if let Ok(mut s) = cluster.connect(cluster.echo) {
                 if s.write_all(b"?").is_ok() {
@@ -139,6 +167,25 @@ impl Cluster {
 
     fn logs(&self) -> String {
         format!("node-1:\n{}\nnode-2:\n{}", self.one.log(), self.two.log())
+    }
+
+    /// Waits (5 s at most) until `node`'s stats output (stdout) has a `forward:` line
+    /// containing `part`.
+    fn stats_line(&self, node: &NodeProc, part: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let out =
+            |n: &NodeProc| std::fs::read_to_string(n.log.with_extension("out")).unwrap_or_default();
+        while !out(node)
+            .lines()
+            .any(|l| l.starts_with("forward:") && l.contains(part))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no stats line with {part:?}:\n{}",
+                out(node)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits (5 s at most) until `node`'s log contains every one of `parts` in one line.
@@ -173,23 +220,28 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Writes `data` from a thread, shuts the write side, and reads everything back to EOF.
-fn round_trip(mut s: TcpStream, data: Vec<u8>) -> Vec<u8> {
-    let mut w = s.try_clone().unwrap();
+fn round_trip(s: TcpStream, data: Vec<u8>) -> Vec<u8> {
+    try_round_trip(s, data).unwrap()
+}
+
+fn try_round_trip(mut s: TcpStream, data: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let mut w = s.try_clone()?;
     let writer = thread::spawn(move || {
-        w.write_all(&data).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
+        w.write_all(&data)?;
+        w.shutdown(Shutdown::Write)
     });
     let mut back = Vec::new();
-    s.read_to_end(&mut back).unwrap();
-    writer.join().unwrap();
-    back
+    let read = s.read_to_end(&mut back);
+    writer.join().unwrap()?;
+    read.map(|_| back)
 }
 
 /// What a client on a refused forward sees: a reset (not a clean EOF), quickly.
 fn assert_reset_quickly(c: &Cluster, port: u16) -> Duration {
     let started = Instant::now();
     let mut s = c.connect(port).unwrap();
-    let _ = s.write_all(b"hello");
+    // Only a read: a write that met the RST would take its error, and the read after it
+    // would see a plain EOF.
     let mut buf = [0u8; 16];
     let read = s.read(&mut buf);
     let took = started.elapsed();
@@ -214,6 +266,7 @@ fn a_mebibyte_round_trips_both_ways_intact() {
 #[test]
 fn half_close_still_delivers_the_reply_then_eof() {
     let c = Cluster::start();
+    let before = resets(&c.one);
     let mut s = c.connect(c.echo).unwrap();
     s.write_all(b"first ").unwrap();
     s.write_all(b"second").unwrap();
@@ -222,7 +275,8 @@ fn half_close_still_delivers_the_reply_then_eof() {
     s.read_to_end(&mut back).unwrap();
     assert_eq!(back, b"first second");
     // Both directions finished: the stream ended cleanly, without a reset on either end.
-    assert!(!c.one.log().contains("reset:"), "{}", c.logs());
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(resets(&c.one), before, "{}", c.logs());
 }
 
 #[test]
@@ -257,6 +311,17 @@ fn refused_streams_reset_the_client_at_once_and_both_ends_log_why() {
         &["refused or reset by node-2", "target unreachable"],
     );
 
+    // The stats (SIGUSR1) count them: three refused on node-2, three resets on node-1.
+    for node in [&c.one, &c.two] {
+        assert!(Command::new("kill")
+            .args(["-USR1", &node.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+    c.stats_line(&c.two, "refused here 3;");
+    c.stats_line(&c.one, "local sockets reset 3");
+
     // The link and the allowed service are unaffected.
     assert_eq!(
         round_trip(c.connect(c.echo).unwrap(), b"still here".to_vec()),
@@ -273,13 +338,17 @@ fn fifty_concurrent_streams_all_complete() {
             let s = c.connect(c.echo).unwrap();
             thread::spawn(move || {
                 let data = pattern(64 * 1024 + i as usize, i);
-                (round_trip(s, data.clone()) == data, i)
+                (try_round_trip(s, data.clone()).map(|b| b == data), i)
             })
         })
         .collect();
     for h in handles {
         let (ok, i) = h.join().unwrap();
-        assert!(ok, "stream {i} came back different\n{}", c.logs());
+        assert!(
+            matches!(ok, Ok(true)),
+            "stream {i}: {ok:?} (false: came back different)\n{}",
+            c.logs()
+        );
     }
     assert!(started.elapsed() < Duration::from_secs(30));
 }
@@ -376,4 +445,114 @@ fn a_reload_withdraws_a_service_and_resets_its_streams_only() {
     c.log_line(&c.one, &["reset by node-2", "withdrawn"]);
     // New streams are refused now.
     assert_reset_quickly(&c, c.echo);
+}
+
+/// Lines of a node's log about a reset stream (a stream of the start-up race between the
+/// two nodes' links may have been reset before a test's own streams open).
+fn resets(node: &NodeProc) -> usize {
+    node.log().lines().filter(|l| l.contains("reset")).count()
+}
+
+fn hup(node: &NodeProc) {
+    assert!(Command::new("kill")
+        .args(["-HUP", &node.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn a_reload_starts_and_stops_forward_listeners_and_keeps_allowed_streams() {
+    let c = Cluster::start();
+    let mut open = c.connect(c.echo).unwrap();
+    let echo = |s: &mut TcpStream, text: &[u8]| {
+        s.write_all(text).unwrap();
+        let mut back = vec![0u8; text.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, text);
+    };
+    echo(&mut open, b"before");
+    let resets = resets(&c.one);
+    // node-1: the `forbidden` forward goes, a new one to `echo` comes.
+    let new_port = closed_port();
+    let path = config(&c.dir, "node-1");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            &format!("listen = \"127.0.0.1:{}\"", c.forbidden),
+            &format!("listen = \"127.0.0.1:{new_port}\""),
+        )
+        .replace("service = \"forbidden\"", "service = \"echo\"");
+    std::fs::write(&path, text).unwrap();
+    hup(&c.one);
+    // node-2 reloads too, its services unchanged: the stream stays.
+    hup(&c.two);
+    c.log_line(
+        &c.one,
+        &["forward on", &format!("{}", c.forbidden), "removed"],
+    );
+    c.log_line(&c.one, &[&format!("forwarding 127.0.0.1:{new_port}")]);
+    c.log_line(&c.two, &["SIGHUP"]);
+    thread::sleep(Duration::from_millis(300));
+    echo(&mut open, b"after the reloads");
+    assert_eq!(
+        round_trip(c.connect(new_port).unwrap(), b"new port".to_vec()),
+        b"new port"
+    );
+    let gone = TcpStream::connect(("127.0.0.1", c.forbidden));
+    assert!(
+        matches!(&gone, Err(e) if e.kind() == ErrorKind::ConnectionRefused),
+        "the removed forward still listens: {gone:?}"
+    );
+    assert_eq!(self::resets(&c.one), resets, "{}", c.logs());
+}
+
+#[test]
+fn both_ends_of_the_link_open_streams_at_once() {
+    let c = Cluster::start();
+    let handles: Vec<_> = (0..10u64)
+        .map(|i| {
+            let port = if i % 2 == 0 { c.echo } else { c.back };
+            let s = c.connect(port).unwrap();
+            thread::spawn(move || {
+                let data = pattern(200 * 1024, i + 100);
+                (try_round_trip(s, data.clone()).map(|b| b == data), i)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (ok, i) = h.join().unwrap();
+        assert!(
+            matches!(ok, Ok(true)),
+            "stream {i}: {ok:?} (false: came back different)\n{}",
+            c.logs()
+        );
+    }
+    // One link between the two nodes carried both directions' streams.
+    let joined = |n: &NodeProc| n.log().matches("joined node-").count();
+    assert!(joined(&c.one) >= 1 && joined(&c.two) >= 1);
+}
+
+#[test]
+fn a_forward_to_a_peer_without_a_link_is_reset_and_logged() {
+    let c = Cluster::start();
+    let started = Instant::now();
+    let mut s = c.connect(c.nowhere).unwrap();
+    let mut buf = [0u8; 8];
+    let read = s.read(&mut buf);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "expected a reset, got {read:?}\n{}",
+        c.logs()
+    );
+    // It waited for a link (5 s), not longer.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    c.log_line(
+        &c.one,
+        &["no joined link with node-9", "resetting the connection"],
+    );
 }

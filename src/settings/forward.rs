@@ -12,6 +12,7 @@ use palisade_core::NodePattern;
 use serde::{Deserialize, Serialize};
 
 use super::error::SettingsError;
+use crate::report::{Finding, Report};
 
 /// The longest service name: it travels in one length byte of the node's OPEN message.
 pub const MAX_SERVICE_NAME: usize = 255;
@@ -167,7 +168,7 @@ fn array_of_tables(
 
 /// Checks a table's fields (unknown ones, required strings present and not empty),
 /// pushing every problem; whether there was none.
-fn fields(
+fn fields_ok(
     place: &str,
     t: &toml::Table,
     known: &[&str],
@@ -216,23 +217,17 @@ fn read_forward(
 ) -> Option<ForwardSettings> {
     let place = format!("forward[{i}]");
     let known = ["listen", "peer", "service"];
-    if !fields(&place, t, &known, &known, origin, errors) {
-        return None;
+    // Every field is checked, whatever else is wrong, so one run reports everything.
+    let mut ok = fields_ok(&place, t, &known, &known, origin, errors);
+    let listen_text = text(t, "listen");
+    let listen = listen_text.parse::<SocketAddr>().ok();
+    if listen.is_none() && !listen_text.trim().is_empty() {
+        errors.push(bad(
+            origin,
+            format!("{place}.listen"),
+            format!("{listen_text:?} is not an IP address and port, e.g. \"127.0.0.1:12380\""),
+        ));
     }
-    let listen = match text(t, "listen").parse::<SocketAddr>() {
-        Ok(a) => a,
-        Err(_) => {
-            errors.push(bad(
-                origin,
-                format!("{place}.listen"),
-                format!(
-                    "{:?} is not an IP address and port, e.g. \"127.0.0.1:12380\"",
-                    text(t, "listen")
-                ),
-            ));
-            return None;
-        }
-    };
     let service = text(t, "service").to_owned();
     if service.len() > MAX_SERVICE_NAME {
         errors.push(bad(
@@ -240,10 +235,10 @@ fn read_forward(
             format!("{place}.service"),
             "longer than 255 bytes",
         ));
-        return None;
+        ok = false;
     }
     Some(ForwardSettings {
-        listen,
+        listen: listen.filter(|_| ok)?,
         peer: text(t, "peer").to_owned(),
         service,
     })
@@ -256,17 +251,8 @@ fn read_service(
     errors: &mut Vec<SettingsError>,
 ) -> Option<ServiceSettings> {
     let place = format!("service[{i}]");
-    if !fields(
-        &place,
-        t,
-        &["name", "target", "allow"],
-        &["name", "target"],
-        origin,
-        errors,
-    ) {
-        return None;
-    }
-    let mut ok = true;
+    let fields = ["name", "target", "allow"];
+    let mut ok = fields_ok(&place, t, &fields, &fields[..2], origin, errors);
     let name = text(t, "name").to_owned();
     if name.len() > MAX_SERVICE_NAME {
         errors.push(bad(
@@ -277,8 +263,11 @@ fn read_service(
         ok = false;
     }
     let target = text(t, "target").to_owned();
+    // (Missing or empty: reported above.)
     if let Err(e) = host_port(&target) {
-        errors.push(bad(origin, format!("{place}.target"), e));
+        if !target.trim().is_empty() {
+            errors.push(bad(origin, format!("{place}.target"), e));
+        }
         ok = false;
     }
     let mut allow = Vec::new();
@@ -321,6 +310,47 @@ fn read_service(
         target,
         allow,
     })
+}
+
+impl super::Settings {
+    /// What `check` and the node's start report about the tables beyond their syntax: a
+    /// forward port others can reach (they would use the peer's service as this node), a
+    /// service that allows nobody, a forward whose peer has no `[peers]` address.
+    pub(crate) fn check_forwards(&self, report: &mut Report) {
+        for (i, f) in self.forward.iter().enumerate() {
+            if !f.listen.ip().is_loopback() {
+                report.push(Finding::warning(
+                    "forward",
+                    format!(
+                        "forward[{i}].listen {} is not a loopback address: whoever can connect to it reaches {:?} on {} with this node's identity",
+                        f.listen, f.service, f.peer
+                    ),
+                    "listen on 127.0.0.1 (or ::1) unless the network in front of it is trusted",
+                ));
+            }
+            if f.peer != self.node_id && !self.peers.contains_key(&f.peer) {
+                report.push(Finding::note(
+                    "forward",
+                    format!(
+                        "forward[{i}].peer {:?} has no address in [peers]: the forward waits for a link with it from `seeds` or from its own dial",
+                        f.peer
+                    ),
+                ));
+            }
+        }
+        for (i, s) in self.service.iter().enumerate() {
+            if s.allow.is_empty() {
+                report.push(Finding::warning(
+                    "service",
+                    format!(
+                        "service[{i}] {:?} has no `allow`: every stream to it is refused",
+                        s.name
+                    ),
+                    "list the node ids that may open it, e.g. allow = [\"node-*\"]",
+                ));
+            }
+        }
+    }
 }
 
 /// `host:port` syntax: a non-empty host and a port number.
@@ -395,7 +425,51 @@ mod tests {
         );
         assert!(has("`service[2].name`: missing"), "{shown:#?}");
         assert!(has("`peers.node-2`: must be a string"), "{shown:#?}");
-        assert_eq!(shown.len(), 6, "{shown:#?}");
+        assert!(
+            has("`service[2].target`: \"h\" is not `host:port`"),
+            "{shown:#?}"
+        );
+        assert_eq!(shown.len(), 7, "{shown:#?}");
+    }
+
+    #[test]
+    fn the_report_warns_of_open_forward_ports_and_services_nobody_may_open() {
+        let s = Settings::from_toml_str(
+            "node_id = \"node-1\"\n[[forward]]\nlisten = \"0.0.0.0:12380\"\npeer = \"node-2\"\nservice = \"e\"\n\
+             [[service]]\nname = \"e\"\ntarget = \"127.0.0.1:1\"\n",
+            None,
+        )
+        .unwrap();
+        let mut report = crate::report::Report::default();
+        s.check_forwards(&mut report);
+        let shown: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 3, "{shown:#?}");
+        assert!(
+            shown[0].contains("0.0.0.0:12380 is not a loopback address"),
+            "{shown:#?}"
+        );
+        assert!(shown[1].contains("no address in [peers]"), "{shown:#?}");
+        assert!(shown[2].contains("has no `allow`"), "{shown:#?}");
+    }
+
+    /// The README's sidecar example is a valid config (both nodes' tables in one file).
+    #[test]
+    fn the_readme_example_reads() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let example = readme
+            .split("`palisade node` is also a sidecar")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|block| block.split("```").next())
+            .expect("the README's sidecar example");
+        let s = Settings::from_toml_str(example, None).unwrap();
+        assert_eq!(s.forward[0].listen.port(), 12380);
+        assert_eq!(
+            s.peers.get("node-2").map(String::as_str),
+            Some("10.0.0.2:7000")
+        );
+        assert!(s.service[0].allows("node-1"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! window each (the mux resets a peer that sends more).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,18 +32,82 @@ pub enum Out {
     Close(CloseReason),
 }
 
-/// The link writer's queue.
-pub type Writer = mpsc::UnboundedSender<Out>;
+/// Bytes the writer's queue may hold, beyond which the peer is asking for more than it
+/// reads: the link is closed. Legitimate traffic stays below it: DATA is bounded by the
+/// windows the peer granted (at most 256 streams × 256 KiB), and the rest (replies to
+/// PING and INFO, WINDOW, FIN, RESET, REFUSE) is small and paced by what the peer sends.
+pub const WRITER_QUEUE_CAP: usize = 64 * 1024 * 1024 + 4 * 1024 * 1024;
+
+/// What each queued message counts beyond its bytes (a flood of tiny RESETs is memory too).
+const PER_MESSAGE: usize = 64;
+
+/// The link writer's queue, shared by the link's reader and its stream table. It never
+/// waits (two nodes whose writers both waited on each other's reading would deadlock), and
+/// it is bounded in bytes ([`WRITER_QUEUE_CAP`]).
+#[derive(Debug, Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<Out>,
+    queued: Arc<AtomicUsize>,
+    cap: usize,
+    /// Set once the cap was passed: nothing more is queued after that CLOSE.
+    over: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// A writer whose queue the caller drains (tests).
+    #[cfg(test)]
+    pub(crate) fn channel(cap: usize) -> (Self, mpsc::UnboundedReceiver<Out>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let over = Arc::default();
+        (
+            Self {
+                tx,
+                queued,
+                cap,
+                over,
+            },
+            rx,
+        )
+    }
+
+    /// Queues `out`; false once the writer has stopped, or when the queue is over its cap
+    /// (then a CLOSE is queued instead, and the link ends).
+    pub fn send(&self, out: Out) -> bool {
+        let cost = match &out {
+            Out::Frame(f) => f.len() + PER_MESSAGE,
+            Out::Close(_) => 0,
+        };
+        if self.over.load(Ordering::Relaxed) {
+            return false;
+        }
+        if cost > 0 && self.queued.fetch_add(cost, Ordering::Relaxed) + cost > self.cap {
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
+            self.over.store(true, Ordering::Relaxed);
+            let _ = self.tx.send(Out::Close(CloseReason::new(
+                CloseCode::ProtocolError,
+                "the peer asks for more than it reads (node streams)",
+            )));
+            return false;
+        }
+        self.tx.send(out).is_ok()
+    }
+}
 
 /// Starts the task that owns the link's send half; it ends after a [`Out::Close`], a
 /// send error, or when every [`Writer`] is dropped.
 pub fn spawn_writer(mut tx: SendHalf) -> (Writer, JoinHandle<()>) {
     let (out, mut queue) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&queued);
     let task = tokio::spawn(async move {
         while let Some(item) = queue.recv().await {
             match item {
                 Out::Frame(frame) => {
-                    if let Err(e) = tx.send(frame).await {
+                    let cost = frame.len() + PER_MESSAGE;
+                    let sent = tx.send(frame).await;
+                    counter.fetch_sub(cost, Ordering::Relaxed);
+                    if let Err(e) = sent {
                         debug!("the link's writer stops: {e}");
                         return;
                     }
@@ -54,20 +119,30 @@ pub fn spawn_writer(mut tx: SendHalf) -> (Writer, JoinHandle<()>) {
             }
         }
     });
-    (out, task)
+    let writer = Writer {
+        tx: out,
+        queued,
+        cap: WRITER_QUEUE_CAP,
+        over: Arc::default(),
+    };
+    (writer, task)
 }
 
 /// What the link's reader holds: hand it the stream frames; dropping it ends the
 /// link's streams (their local sockets are reset).
 #[derive(Debug)]
 pub struct LinkStreams {
-    pub(crate) frames: mpsc::UnboundedSender<Bytes>,
+    pub(crate) frames: mpsc::Sender<Bytes>,
 }
+
+/// Stream frames received and not yet taken by the stream table: the link's reader waits
+/// beyond it (the table itself never waits, so this cannot deadlock).
+pub const FRAME_QUEUE: usize = 64;
 
 impl LinkStreams {
     /// One frame whose kind is a stream message ([`super::is_stream_kind`]).
-    pub fn frame(&self, frame: Bytes) {
-        let _ = self.frames.send(frame);
+    pub async fn frame(&self, frame: Bytes) {
+        let _ = self.frames.send(frame).await;
     }
 }
 
@@ -104,7 +179,7 @@ pub(crate) struct LinkCtx {
 pub(crate) async fn run(
     fwd: Arc<Forwarder>,
     ctx: LinkCtx,
-    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    mut frames: mpsc::Receiver<Bytes>,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
 ) {
     let mut mux = Mux::new(ctx.side, fwd.limits);
@@ -116,7 +191,7 @@ pub(crate) async fn run(
                 Some(frame) => {
                     if let Err(e) = mux.handle_frame(&frame) {
                         warn!(peer = %peer, "closing the link with {peer}: it broke the stream rules: {e}");
-                        let _ = ctx.out.send(Out::Close(CloseReason::new(CloseCode::ProtocolError, format!("node streams: {e}"))));
+                        ctx.out.send(Out::Close(CloseReason::new(CloseCode::ProtocolError, format!("node streams: {e}"))));
                         mux.close_all(Code::LinkClosing, "the link broke the stream rules");
                         flush(&fwd, &ctx, &mut mux, &mut streams);
                         break;
@@ -200,7 +275,7 @@ fn flush(
         let mut any = false;
         while let Some(msg) = mux.poll_transmit() {
             any = true;
-            let _ = ctx.out.send(Out::Frame(msg.encode()));
+            ctx.out.send(Out::Frame(msg.encode()));
         }
         while let Some(event) = mux.poll_event() {
             any = true;
@@ -255,6 +330,7 @@ fn incoming(
         Ok(target) => target,
         Err((code, why)) => {
             warn!(peer = %peer, service = %service, "refused stream {id} from {peer} to {service:?}: {why}");
+            fwd.stats.refused.fetch_add(1, Ordering::Relaxed);
             mux.refuse(id, code, &why);
             return;
         }
@@ -262,12 +338,14 @@ fn incoming(
     let (events_tx, events) = mpsc::unbounded_channel();
     streams.insert(id, events_tx);
     let cmds = ctx.cmds_tx.clone();
+    let fwd = Arc::clone(fwd);
     tokio::spawn(async move {
         let connect = tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(&target));
         let tcp = match connect.await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => {
                 warn!(peer = %peer, service = %service, "refused stream {id} from {peer} to {service:?}: cannot connect to its target {target}: {e}");
+                fwd.stats.refused.fetch_add(1, Ordering::Relaxed);
                 let _ = cmds.send(Cmd::Refuse(
                     id,
                     Code::TargetUnreachable,
@@ -277,6 +355,7 @@ fn incoming(
             }
             Err(_) => {
                 warn!(peer = %peer, service = %service, "refused stream {id} from {peer} to {service:?}: connecting to its target {target} timed out");
+                fwd.stats.refused.fetch_add(1, Ordering::Relaxed);
                 let _ = cmds.send(Cmd::Refuse(
                     id,
                     Code::TargetUnreachable,
@@ -293,6 +372,142 @@ fn incoming(
             service,
             cmds,
         };
-        stream::run(tcp, ctx, events).await;
+        fwd.stats.inbound.fetch_add(1, Ordering::Relaxed);
+        if !stream::run(tcp, ctx, events).await {
+            fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
+        }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::wire::Msg;
+    use super::*;
+
+    async fn next(sent: &mut mpsc::UnboundedReceiver<Out>) -> Out {
+        tokio::time::timeout(Duration::from_secs(5), sent.recv())
+            .await
+            .expect("the link's stream table answers")
+            .expect("the stream table is running")
+    }
+
+    async fn next_msg(sent: &mut mpsc::UnboundedReceiver<Out>) -> Msg {
+        match next(sent).await {
+            Out::Frame(f) => Msg::decode(&f).unwrap(),
+            Out::Close(r) => panic!("closed: {r:?}"),
+        }
+    }
+
+    /// A peer that keeps asking (PINGs, OPENs refused, DATA for unknown ids) without
+    /// reading the answers fills the writer's queue to its cap, and no further: then the
+    /// queue holds a CLOSE and refuses the rest.
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_its_answers_is_closed_at_the_cap() {
+        let fwd = Forwarder::new("node-1");
+        let (out, mut sent) = Writer::channel(10_000);
+        let streams = fwd.attach("node-2", false, out);
+        for id in 0..1000u32 {
+            streams.frame(Msg::Fin { id: 2 * id + 1001 }.encode()).await;
+        }
+        let mut resets = 0;
+        while let Out::Frame(f) = next(&mut sent).await {
+            assert!(matches!(Msg::decode(&f).unwrap(), Msg::Reset { .. }));
+            resets += 1;
+        }
+        // (The loop ended at the CLOSE.)
+        // Nothing after the CLOSE, though the peer went on.
+        streams.frame(Msg::Fin { id: 9_999 }.encode()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(sent.try_recv().is_err());
+        // Each RESET counts its bytes and 64: at most 10 000 bytes' worth were queued.
+        assert!(resets > 50 && resets < 10_000 / 64, "{resets}");
+    }
+
+    /// What a hostile or broken peer gets from a link's stream table: RESETs and REFUSEs
+    /// for stream-level faults (the link goes on), a CLOSE for a malformed message.
+    #[tokio::test]
+    async fn a_hostile_peer_gets_resets_refusals_and_at_last_a_close() {
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut settings = palisade::Settings::default();
+        settings.service = vec![palisade::settings::ServiceSettings {
+            name: "echo".into(),
+            target: target.local_addr().unwrap().to_string(),
+            allow: vec!["node-2".into()],
+        }];
+        let fwd = Forwarder::new("node-1");
+        fwd.configure(&settings);
+        let (out, mut sent) = Writer::channel(WRITER_QUEUE_CAP);
+        // node-2 dialed: it opens odd ids.
+        let streams = fwd.attach("node-2", false, out);
+
+        streams
+            .frame(
+                Msg::Data {
+                    id: 1,
+                    bytes: Bytes::from_static(b"x"),
+                }
+                .encode(),
+            )
+            .await;
+        assert!(matches!(
+            next_msg(&mut sent).await,
+            Msg::Reset {
+                id: 1,
+                code: Code::Protocol,
+                ..
+            }
+        ));
+
+        let open = |id, service: &str| {
+            Msg::Open {
+                id,
+                window: 1000,
+                service: service.into(),
+            }
+            .encode()
+        };
+        streams.frame(open(1, "nope")).await;
+        assert!(matches!(
+            next_msg(&mut sent).await,
+            Msg::Refuse {
+                id: 1,
+                code: Code::UnknownService,
+                ..
+            }
+        ));
+
+        streams.frame(open(3, "echo")).await;
+        let (_conn, _) = tokio::time::timeout(Duration::from_secs(5), target.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let Msg::Accept { id: 3, window } = next_msg(&mut sent).await else {
+            panic!("no ACCEPT")
+        };
+        // One byte beyond the window: the stream is reset, the link is not.
+        let over = Bytes::from(vec![0u8; window as usize + 1]);
+        streams
+            .frame(Msg::Data { id: 3, bytes: over }.encode())
+            .await;
+        assert!(matches!(
+            next_msg(&mut sent).await,
+            Msg::Reset {
+                id: 3,
+                code: Code::Protocol,
+                ..
+            }
+        ));
+
+        // An OPEN with this node's parity breaks the id rules: the link closes.
+        streams.frame(open(4, "echo")).await;
+        assert!(matches!(next(&mut sent).await, Out::Close(_)));
+
+        // So does a malformed message (a DATA too short for its id), on another link.
+        let (out, mut sent) = Writer::channel(WRITER_QUEUE_CAP);
+        let other = fwd.attach("node-3", true, out);
+        other.frame(Bytes::from_static(&[0x13, 0, 0])).await;
+        assert!(matches!(next(&mut sent).await, Out::Close(_)));
+    }
 }

@@ -45,6 +45,14 @@ pub const LINK_WAIT: Duration = Duration::from_secs(5);
 /// How long connecting to a service's target may take before the stream is refused.
 pub const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+#[derive(Debug)]
+struct LinkEntry {
+    id: u64,
+    /// The link the node keeps if the peer has two (see [`Forwarder::node_id`]).
+    preferred: bool,
+    handle: LinkHandle,
+}
+
 /// A link's command queue, as the registry and the local connections hold it.
 #[derive(Debug, Clone)]
 pub(crate) struct LinkHandle {
@@ -59,26 +67,45 @@ struct Listening {
     task: JoinHandle<()>,
 }
 
+/// What the node's stats block shows of forwarding (SIGUSR1).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Local connections to a forward port carried as streams.
+    pub outbound: AtomicU64,
+    /// Streams from peers connected to a service's target.
+    pub inbound: AtomicU64,
+    /// Streams from peers refused here (unknown service, not allowed, target unreachable).
+    pub refused: AtomicU64,
+    /// Local sockets reset (on either side): refused by the peer, no link, reset either way.
+    pub reset: AtomicU64,
+}
+
 /// The node's forwarding: services, listeners, and every joined link's stream table.
 #[derive(Debug)]
 pub struct Forwarder {
+    /// This node's id: of two links with a peer (both dialed at once), the node keeps the
+    /// one the smaller id dialed, so new streams prefer that one.
+    node_id: String,
     services: RwLock<Services>,
-    links: Mutex<HashMap<String, Vec<(u64, LinkHandle)>>>,
+    links: Mutex<HashMap<String, Vec<LinkEntry>>>,
     link_up: Notify,
     listeners: Mutex<HashMap<SocketAddr, Listening>>,
     next_link: AtomicU64,
     limits: Limits,
+    pub(crate) stats: Stats,
 }
 
 impl Forwarder {
-    pub fn new() -> Arc<Self> {
+    pub fn new(node_id: &str) -> Arc<Self> {
         Arc::new(Self {
+            node_id: node_id.to_owned(),
             services: RwLock::new(Services::default()),
             links: Mutex::new(HashMap::new()),
             link_up: Notify::new(),
             listeners: Mutex::new(HashMap::new()),
             next_link: AtomicU64::new(1),
             limits: Limits::default(),
+            stats: Stats::default(),
         })
     }
 
@@ -90,8 +117,8 @@ impl Forwarder {
             s.0.clone_from(&settings.service);
         }
         if let Ok(links) = self.links.lock() {
-            for (_, handle) in links.values().flatten() {
-                let _ = handle.cmds.send(Cmd::Recheck);
+            for entry in links.values().flatten() {
+                let _ = entry.handle.cmds.send(Cmd::Recheck);
             }
         }
         let Ok(mut listeners) = self.listeners.lock() else {
@@ -136,14 +163,15 @@ impl Forwarder {
     pub fn attach(self: &Arc<Self>, peer: &str, dialed: bool, out: link::Writer) -> LinkStreams {
         let id = self.next_link.fetch_add(1, Ordering::Relaxed);
         let (cmds_tx, cmds) = mpsc::unbounded_channel();
-        let (frames_tx, frames) = mpsc::unbounded_channel();
+        let (frames_tx, frames) = mpsc::channel(link::FRAME_QUEUE);
         if let Ok(mut links) = self.links.lock() {
-            links.entry(peer.to_owned()).or_default().push((
+            links.entry(peer.to_owned()).or_default().push(LinkEntry {
                 id,
-                LinkHandle {
+                preferred: dialed == (self.node_id.as_str() < peer),
+                handle: LinkHandle {
                     cmds: cmds_tx.clone(),
                 },
-            ));
+            });
         }
         self.link_up.notify_waiters();
         let side = if dialed {
@@ -166,10 +194,27 @@ impl Forwarder {
         LinkStreams { frames: frames_tx }
     }
 
+    /// The stats line, once forwarding is configured or has carried anything.
+    pub fn stats_line(&self) -> Option<String> {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let st = &self.stats;
+        let (listening, services) = (
+            self.listeners.lock().map_or(0, |l| l.len()),
+            self.services.read().map_or(0, |s| s.0.len()),
+        );
+        let carried = n(&st.outbound) + n(&st.inbound) + n(&st.refused) + n(&st.reset);
+        (listening + services > 0 || carried > 0).then(|| {
+            format!(
+                "forward: {listening} forward port(s), {services} service(s); streams out {}, in {}; refused here {}; local sockets reset {}\n",
+                n(&st.outbound), n(&st.inbound), n(&st.refused), n(&st.reset)
+            )
+        })
+    }
+
     fn detach(&self, peer: &str, id: u64) {
         if let Ok(mut links) = self.links.lock() {
             if let Some(entries) = links.get_mut(peer) {
-                entries.retain(|(i, _)| *i != id);
+                entries.retain(|e| e.id != id);
                 if entries.is_empty() {
                     links.remove(peer);
                 }
@@ -184,16 +229,17 @@ impl Forwarder {
             .decide(service, peer)
     }
 
-    /// The newest joined link with `peer`, waiting up to [`LINK_WAIT`] for one.
+    /// The newest joined link with `peer`, waiting up to [`LINK_WAIT`] for one; of two
+    /// (both nodes dialed), the one the node keeps, so its streams are not reset when the
+    /// other is closed as a duplicate.
     async fn link_for(&self, peer: &str) -> Option<LinkHandle> {
         let deadline = tokio::time::Instant::now() + LINK_WAIT;
         loop {
             let up = self.link_up.notified();
             let found = self.links.lock().ok().and_then(|l| {
-                l.get(peer)
-                    .and_then(|e| e.last())
-                    .map(|(_, h)| h.clone())
-                    .filter(|h| !h.cmds.is_closed())
+                let live = l.get(peer)?.iter().filter(|e| !e.handle.cmds.is_closed());
+                let (preferred, other): (Vec<_>, Vec<_>) = live.partition(|e| e.preferred);
+                preferred.last().or(other.last()).map(|e| e.handle.clone())
             });
             if found.is_some() {
                 return found;
@@ -238,6 +284,7 @@ async fn forward_one(fwd: Arc<Forwarder>, f: ForwardSettings, tcp: TcpStream, fr
     let _ = tcp.set_nodelay(true);
     let Some(link) = fwd.link_for(&f.peer).await else {
         warn!(peer = %f.peer, service = %f.service, "no joined link with {} within {}s: resetting the connection from {from} to {}", f.peer, LINK_WAIT.as_secs(), f.listen);
+        fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
         stream::reset_socket(tcp);
         return;
     };
@@ -250,6 +297,7 @@ async fn forward_one(fwd: Arc<Forwarder>, f: ForwardSettings, tcp: TcpStream, fr
     };
     if link.cmds.send(open).is_err() {
         warn!(peer = %f.peer, service = %f.service, "the link with {} ended: resetting the connection from {from}", f.peer);
+        fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
         stream::reset_socket(tcp);
         return;
     }
@@ -261,14 +309,19 @@ async fn forward_one(fwd: Arc<Forwarder>, f: ForwardSettings, tcp: TcpStream, fr
                 service: f.service.clone(),
                 cmds: link.cmds,
             };
-            stream::run(tcp, ctx, events).await;
+            fwd.stats.outbound.fetch_add(1, Ordering::Relaxed);
+            if !stream::run(tcp, ctx, events).await {
+                fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(Err(code)) => {
             warn!(peer = %f.peer, service = %f.service, "cannot open a stream to {:?} on {}: {code}; resetting the connection from {from}", f.service, f.peer);
+            fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
             stream::reset_socket(tcp);
         }
         Err(_) => {
             warn!(peer = %f.peer, service = %f.service, "the link with {} ended: resetting the connection from {from}", f.peer);
+            fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
             stream::reset_socket(tcp);
         }
     }

@@ -655,6 +655,77 @@ mod tests {
         assert!(b.handle_frame(&Bytes::from_static(&[0x15, 0])).is_err());
     }
 
+    /// PROTOCOL.md §10.3: before ACCEPT the opener may send WINDOW, FIN or RESET but not
+    /// DATA; the acceptor only ACCEPT, REFUSE or RESET.
+    #[test]
+    fn what_may_come_before_accept() {
+        let resets = |m: &mut Mux| {
+            drain(m)
+                .0
+                .iter()
+                .filter(|x| {
+                    matches!(
+                        x,
+                        Msg::Reset {
+                            code: Code::Protocol,
+                            ..
+                        }
+                    )
+                })
+                .count()
+        };
+        // The acceptor's view: the opener's WINDOW and FIN are fine, DATA is not.
+        let (_, mut b) = pair();
+        b.handle(Msg::Open {
+            id: 1,
+            window: 10,
+            service: "s".into(),
+        })
+        .unwrap();
+        b.handle(Msg::Window {
+            id: 1,
+            increment: 5,
+        })
+        .unwrap();
+        b.handle(Msg::Fin { id: 1 }).unwrap();
+        assert_eq!(resets(&mut b), 0);
+        b.accept(1).unwrap();
+        assert!(
+            drain(&mut b).1.contains(&Event::Credit { id: 1, n: 15 }),
+            "both grants"
+        );
+        b.handle(Msg::Open {
+            id: 3,
+            window: 10,
+            service: "s".into(),
+        })
+        .unwrap();
+        b.handle(Msg::Data {
+            id: 3,
+            bytes: Bytes::from_static(b"x"),
+        })
+        .unwrap();
+        assert_eq!(resets(&mut b), 1);
+        // The opener's view: WINDOW, FIN and DATA before ACCEPT all reset.
+        for early in [
+            Msg::Window {
+                id: 1,
+                increment: 5,
+            },
+            Msg::Fin { id: 1 },
+            Msg::Data {
+                id: 1,
+                bytes: Bytes::from_static(b"x"),
+            },
+        ] {
+            let (mut a, _) = pair();
+            let id = a.open("s").unwrap();
+            drain(&mut a);
+            a.handle(early).unwrap();
+            assert_eq!(resets(&mut a), 1, "stream {id}");
+        }
+    }
+
     #[test]
     fn opens_beyond_the_limit_are_refused() {
         let (mut a, mut b) = pair();

@@ -54,12 +54,12 @@ enum Pending {
 /// Pumps one stream until both directions have finished or it is reset. Reads, writes
 /// and the link's events are one `select!`, each branch cancel-safe, so a local program
 /// that stops reading stalls only its own writes: a RESET (a peer's, or a reload's) still
-/// resets its socket at once.
+/// resets its socket at once. Whether it ended cleanly (else the socket was reset).
 pub async fn run(
     mut tcp: TcpStream,
     ctx: StreamCtx,
     mut events: mpsc::UnboundedReceiver<StreamEvent>,
-) {
+) -> bool {
     let StreamCtx {
         id,
         peer,
@@ -165,4 +165,5 @@ pub async fn run(
     } else {
         reset_socket(tcp);
     }
+    clean
 }

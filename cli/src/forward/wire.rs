@@ -289,7 +289,13 @@ fn take_text(r: &mut Bytes) -> Result<String, DecodeError> {
         return Err(DecodeError::Truncated);
     }
     let raw = r.split_to(len);
-    String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::NotUtf8)
+    let text = std::str::from_utf8(&raw).map_err(|_| DecodeError::NotUtf8)?;
+    // Texts go into this node's logs: no control characters, so a peer cannot forge log
+    // lines with a newline (a service name with one matches no service anyway).
+    Ok(text
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect())
 }
 
 #[cfg(test)]
@@ -379,6 +385,41 @@ mod tests {
         assert_eq!(d("1700000001"), Err(DecodeError::UnknownKind(0x17)));
         assert_eq!(d("10000000010004000001ff"), Err(DecodeError::NotUtf8));
         assert_eq!(d(""), Err(DecodeError::Truncated));
+    }
+
+    proptest::proptest! {
+        /// Any bytes decode to a message or an error, never a panic; what decodes encodes
+        /// back to the same bytes (texts without control characters, as senders write).
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(kind in 0x0eu8..0x18, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let mut frame = vec![kind];
+            frame.extend_from_slice(&body);
+            let frame = Bytes::from(frame);
+            if let Ok(msg) = Msg::decode(&frame) {
+                let again = Msg::decode(&msg.encode());
+                proptest::prop_assert_eq!(again, Ok(msg.clone()));
+                let replaced = match &msg {
+                    Msg::Open { service: t, .. } | Msg::Refuse { reason: t, .. } | Msg::Reset { reason: t, .. } => t.contains('\u{fffd}'),
+                    _ => false,
+                };
+                if !replaced {
+                    proptest::prop_assert_eq!(msg.encode(), frame);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_peer_reason_cannot_forge_log_lines() {
+        let m = Msg::Reset {
+            id: 1,
+            code: Code::Aborted,
+            reason: "bye\n2026-01-01 INFO forged".into(),
+        };
+        let Msg::Reset { reason, .. } = Msg::decode(&m.encode()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(reason, "bye\u{fffd}2026-01-01 INFO forged");
     }
 
     #[test]
