@@ -16,9 +16,9 @@
 #   RSS per 1,000 idle connections: the sum of both tunnel ends' VmRSS before and after
 #     $IDLE connections (each made one round trip) are held, scaled to 1,000; measured
 #     first, on fresh processes;
-#   p50 / p99 added latency of a 64 B request/response: through the tunnel minus direct
-#     in the same round (the median over 7 interleaved rounds), and the ends' context
-#     switches per round trip;
+#   p50 / p99 added latency of a 64 B request/response: through the tunnel minus direct,
+#     the paths' round trips taken in turn (the median over 5 rounds), and the ends'
+#     context switches per round trip;
 #   bulk: one stream of 64 KiB writes, echoed back, MiB/s read back;
 #   connections/s: connect, one 64 B request/response, close, $CONC at once.
 # Prints one table with the ratio palisade / best of the others (and which way is better).
@@ -29,8 +29,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SECS=${SIDECAR_SECS:-3}          # per throughput / connection-rate measurement
 CONC=${SIDECAR_CONC:-16}         # connections in flight in the connection-rate test
-LAT_COUNT=${SIDECAR_LAT_COUNT:-1000}   # 64 B round trips per path per round
-LAT_ROUNDS=${SIDECAR_LAT_ROUNDS:-7}
+LAT_COUNT=${SIDECAR_LAT_COUNT:-2000}   # 64 B round trips per path per round
+LAT_ROUNDS=${SIDECAR_LAT_ROUNDS:-5}
 # Idle connections held at once. 250, not 1,000: palisade node's forwarding allows 256
 # streams per link (cli/src/forward/mux.rs `Limits::max_streams`, not configurable), and
 # the 257th connection is reset. Every tunnel is measured with the same count; the table
@@ -214,21 +214,25 @@ for n in palisade stunnel spiped; do
 done
 
 # --- latency (64 B request/response), direct too ---
-# $LAT_ROUNDS rounds, the paths interleaved within each; a path's added latency in a round
-# is its p50 (p99) minus direct's in the same round, and the table shows the median over
-# rounds: a burst of load from elsewhere on a shared machine then moves a round, not one
-# path. Also the tunnel ends' context switches per round trip (every thread's, /proc).
+# One connection per path, the round trips taken in turn (direct, palisade, stunnel,
+# spiped, direct, ...), so every path sees the same moments of a shared machine's load;
+# $LAT_ROUNDS such rounds. A path's added latency in a round is its p50 (p99) minus
+# direct's in that round; the table shows the median over rounds. Also the tunnel ends'
+# context switches per round trip (every thread's, from /proc).
 ctx_switches() {
     local e
     for e in $1; do cat /proc/"${PID[$e]}"/task/*/status; done | awk '/ctxt_switches/ { s += $2 } END { print s }'
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-declare -A ADD50 ADD99 ABS50 ABS99
+declare -A ADD50 ADD99 ABS50 ABS99 X0
+ADDRS=""
+for n in "${NAMES[@]}"; do ADDRS+="${ADDRS:+,}127.0.0.1:${PORT[$n]}"; done
 for round in $(seq 1 "$LAT_ROUNDS"); do
+    for n in palisade spiped; do X0[$n]=$(ctx_switches "${ENDS[$n]}"); done
+    out=$("$LOAD" latency "$ADDRS" "$LAT_COUNT")
     for n in "${NAMES[@]}"; do
-        [ "$n" = direct ] || x0=$(ctx_switches "${ENDS[$n]}")
-        out=$("$LOAD" latency "127.0.0.1:${PORT[$n]}" "$LAT_COUNT")
-        p50=$(echo "$out" | field p50_us); p99=$(echo "$out" | field p99_us)
+        line=$(echo "$out" | grep "^addr=127.0.0.1:${PORT[$n]} ")
+        p50=$(echo "$line" | field p50_us); p99=$(echo "$line" | field p99_us)
         ABS50[$n]+=" $p50"; ABS99[$n]+=" $p99"
         if [ "$n" = direct ]; then
             d50=$p50; d99=$p99
@@ -241,11 +245,11 @@ for round in $(seq 1 "$LAT_ROUNDS"); do
                 R[ctx,$n]=n/a
             else
                 x1=$(ctx_switches "${ENDS[$n]}")
-                R[ctx,$n]=$(awk -v d=$((x1 - x0)) -v c="$LAT_COUNT" 'BEGIN { printf "%.1f", d / (c + 100) }')
+                R[ctx,$n]=$(awk -v d=$((x1 - X0[$n])) -v c="$LAT_COUNT" 'BEGIN { printf "%.1f", d / (c + 100) }')
             fi
-            out="$out; both ends' context switches per round trip ${R[ctx,$n]}"
+            line="$line; both ends' context switches per round trip ${R[ctx,$n]}"
         fi
-        echo "$n latency, round $round: $out"
+        echo "$n latency, round $round: $line"
     done
 done
 # shellcheck disable=SC2086 # the lists are space-separated numbers
@@ -316,4 +320,4 @@ row "p50 added latency, 64 B echo (µs)" p50add lower
 row "p99 added latency, 64 B echo (µs)" p99add lower
 row "  both ends' context switches per round trip" ctx lower
 echo
-echo "(direct p50 ${R[p50,direct]} µs, p99 ${R[p99,direct]} µs, medians over rounds; added = through the tunnel minus direct in the same round, the median over $LAT_ROUNDS interleaved rounds)"
+echo "(direct p50 ${R[p50,direct]} µs, p99 ${R[p99,direct]} µs, medians over rounds; added = through the tunnel minus direct in the same round, the median over $LAT_ROUNDS rounds, the paths' round trips taken in turn)"

@@ -5,7 +5,8 @@
 //! sidecar_load echo    ADDR                 echo every byte back, until killed
 //! sidecar_load connect ADDR SECS CONC       connect, 64 B request/response, close; CONC at once
 //! sidecar_load bulk    ADDR SECS            one stream, 64 KiB writes, the echo read back
-//! sidecar_load latency ADDR COUNT           one connection, COUNT 64 B request/responses in turn
+//! sidecar_load latency ADDR[,ADDR...] COUNT one connection per ADDR, COUNT 64 B request/responses
+//!                                           on each, the addresses taken in turn
 //! sidecar_load idle    ADDR COUNT           COUNT connections, one 64 B round trip each, then held
 //! ```
 //!
@@ -31,7 +32,12 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).cloned().unwrap_or_default();
-    let addr: SocketAddr = arg(&args, 2, "ADDR");
+    // `latency` takes several addresses, comma-separated; the other modes one.
+    let addrs: Vec<SocketAddr> = args
+        .get(2)
+        .map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    let addr = *addrs.first().expect("argument 2: expected ADDR (see the module docs)");
     // Two workers: the machine the script runs on is small, and every tunnel gets the
     // same client.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -43,7 +49,7 @@ fn main() -> Res<()> {
             "echo" => echo(addr).await,
             "connect" => connect(addr, arg(&args, 3, "SECS"), arg(&args, 4, "CONC")).await,
             "bulk" => bulk(addr, arg(&args, 3, "SECS")).await,
-            "latency" => latency(addr, arg(&args, 3, "COUNT")).await,
+            "latency" => latency(&addrs, arg(&args, 3, "COUNT")).await,
             "idle" => idle(addr, arg(&args, 3, "COUNT")).await,
             _ => Err("usage: sidecar_load echo|connect|bulk|latency|idle ADDR ...".into()),
         }
@@ -155,22 +161,35 @@ async fn bulk(addr: SocketAddr, secs: f64) -> Res<()> {
     Ok(())
 }
 
-async fn latency(addr: SocketAddr, count: usize) -> Res<()> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
+/// Round trips on one connection per address, taken in turn (address 1, 2, ..., 1, 2,
+/// ...): every path sees the same moments of the machine's load, which on a shared
+/// machine moves far more than the paths differ.
+async fn latency(addrs: &[SocketAddr], count: usize) -> Res<()> {
+    let mut conns = Vec::new();
+    for a in addrs {
+        let s = TcpStream::connect(a).await?;
+        s.set_nodelay(true)?;
+        conns.push(s);
+    }
     let req = [3u8; 64];
     for _ in 0..100 {
-        round_trip(&mut s, &req).await?; // warm-up
+        for s in &mut conns {
+            round_trip(s, &req).await?; // warm-up
+        }
     }
-    let mut us = Vec::with_capacity(count);
+    let mut us = vec![Vec::with_capacity(count); conns.len()];
     for _ in 0..count {
-        let t = Instant::now();
-        round_trip(&mut s, &req).await?;
-        us.push(t.elapsed().as_secs_f64() * 1e6);
+        for (s, v) in conns.iter_mut().zip(&mut us) {
+            let t = Instant::now();
+            round_trip(s, &req).await?;
+            v.push(t.elapsed().as_secs_f64() * 1e6);
+        }
     }
-    us.sort_by(f64::total_cmp);
-    let q = |p: f64| us[((us.len() as f64 * p) as usize).min(us.len() - 1)];
-    println!("p50_us={:.1} p99_us={:.1} count={count}", q(0.50), q(0.99));
+    for (a, mut v) in addrs.iter().zip(us) {
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+        println!("addr={a} p50_us={:.1} p99_us={:.1} count={count}", q(0.50), q(0.99));
+    }
     Ok(())
 }
 
