@@ -37,7 +37,9 @@ fn main() -> Res<()> {
         .get(2)
         .map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_default();
-    let addr = *addrs.first().expect("argument 2: expected ADDR (see the module docs)");
+    let addr = *addrs
+        .first()
+        .expect("argument 2: expected ADDR (see the module docs)");
     // Two workers: the machine the script runs on is small, and every tunnel gets the
     // same client.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -188,7 +190,11 @@ async fn latency(addrs: &[SocketAddr], count: usize) -> Res<()> {
     for (a, mut v) in addrs.iter().zip(us) {
         v.sort_by(f64::total_cmp);
         let q = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
-        println!("addr={a} p50_us={:.1} p99_us={:.1} count={count}", q(0.50), q(0.99));
+        println!(
+            "addr={a} p50_us={:.1} p99_us={:.1} count={count}",
+            q(0.50),
+            q(0.99)
+        );
     }
     Ok(())
 }
