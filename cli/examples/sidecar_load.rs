@@ -4,7 +4,8 @@
 //! ```text
 //! sidecar_load echo    ADDR                 echo every byte back, until killed
 //! sidecar_load connect ADDR SECS CONC       connect, 64 B request/response, close; CONC at once
-//! sidecar_load bulk    ADDR SECS            one stream, 64 KiB writes, the echo read back
+//! sidecar_load bulk    ADDR SECS            one stream, 64 KiB writes, the echo read back and
+//!                                           checked byte by byte
 //! sidecar_load latency ADDR[,ADDR...] COUNT one connection per ADDR, COUNT 64 B request/responses
 //!                                           on each, the addresses taken in turn
 //! sidecar_load idle    ADDR COUNT           COUNT connections, one 64 B round trip each, then held
@@ -128,36 +129,61 @@ async fn connect(addr: SocketAddr, secs: f64, conc: usize) -> Res<()> {
     Ok(())
 }
 
+/// Byte `i` of a bulk stream: a pattern with a prime period, so a lost, repeated or
+/// reordered chunk of any size shows.
+fn pattern(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
 async fn bulk(addr: SocketAddr, secs: f64) -> Res<()> {
     let s = TcpStream::connect(addr).await?;
     let (mut r, mut w) = s.into_split();
     let writer = tokio::spawn(async move {
-        let chunk = vec![0x5au8; 64 * 1024];
-        while w.write_all(&chunk).await.is_ok() {}
+        // 64 KiB writes cut from one precomputed run of the pattern.
+        let run: Vec<u8> = (0..64 * 1024 + 251).map(pattern).collect();
+        let mut off = 0u64;
+        loop {
+            let start = (off % 251) as usize;
+            if w.write_all(&run[start..start + 64 * 1024]).await.is_err() {
+                return;
+            }
+            off += 64 * 1024;
+        }
     });
-    // The first half second fills the pipes; the window after it is measured.
     let mut buf = vec![0u8; 256 * 1024];
+    // What the echo must be, compared a read at a time (memcmp: the check must not slow
+    // the client down).
+    let expect: Vec<u8> = (0..256 * 1024 + 251).map(pattern).collect();
+    let mut got = 0u64; // bytes read back so far, all checked
+    let mut read = async |r: &mut tokio::net::tcp::OwnedReadHalf, buf: &mut [u8]| -> Res<usize> {
+        let n = match tokio::time::timeout(Duration::from_secs(5), r.read(buf)).await {
+            Ok(Ok(0)) => return Err("the tunnel closed the stream".into()),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err("no echo for 5 s".into()),
+        };
+        let start = (got % 251) as usize;
+        if buf[..n] != expect[start..start + n] {
+            return Err(format!("the echo differs within bytes {got}..{}", got + n as u64).into());
+        }
+        got += n as u64;
+        Ok(n)
+    };
+    // The first half second fills the pipes; the window after it is measured.
     let warm = Instant::now() + Duration::from_millis(500);
     while Instant::now() < warm {
-        if r.read(&mut buf).await? == 0 {
-            return Err("closed during warm-up".into());
-        }
+        read(&mut r, &mut buf).await?;
     }
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let mut bytes = 0u64;
     while Instant::now() < end {
-        match tokio::time::timeout(Duration::from_secs(5), r.read(&mut buf)).await {
-            Ok(Ok(0)) => return Err("closed during the measurement".into()),
-            Ok(Ok(n)) => bytes += n as u64,
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => return Err("no echo for 5 s".into()),
-        }
+        bytes += read(&mut r, &mut buf).await? as u64;
     }
     let elapsed = start.elapsed().as_secs_f64();
     writer.abort();
     println!(
-        "mib_per_s={:.1} bytes={bytes} secs={elapsed:.2}",
+        "mib_per_s={:.1} bytes={bytes} secs={elapsed:.2} checked={got}",
         bytes as f64 / elapsed / (1024.0 * 1024.0)
     );
     Ok(())
