@@ -24,7 +24,8 @@
 #   6. node-3 is revoked (`palisade certs revoke`, then a `node-id node-3` line: the
 #      links it joined before step 5 carry its previous, unlisted certificate; taken at
 #      the next 1 s reload): writes on members 1 and 2 go on, member 3 can no longer
-#      reach a quorum, nodes 1 and 2 log the revocation and refuse node-3's redials.
+#      reach a quorum, nodes 1 and 2 log the revocation and refuse node-3's redials;
+#   7. step 2's checks again.
 # Exits non-zero if a step fails; everything it made is removed on any exit. Bounded:
 # every wait has a timeout and a watchdog ends the whole run after $ETCD_NETNS_MAX_S s.
 set -euo pipefail
@@ -199,8 +200,8 @@ step1() {
 step1
 
 # --- 2. no plaintext path between members ---
-step2() {
-    local i ok=1 bad
+step2() { # label: "2." at the start, "7." again after the cut, restart, rotations and revocation
+    local label=$1 i ok=1 bad
     for i in 1 2 3; do
         # Listeners: loopback, or palisade's port on the veth address; nothing else.
         bad=$(ip netns exec "${NS[$((i - 1))]}" ss -Htln | awk -v me="10.78.0.$i:7401" \
@@ -223,10 +224,10 @@ step2() {
     done
     local streams
     streams=$(ip netns exec "${NS[0]}" ss -Htn state established | awk '$3 ~ /^10\.78\./' | wc -l)
-    [ "$ok" = 1 ] && pass "2. no plaintext path: etcd binds loopback only, $streams veth connection(s) in namespace 1 all palisade (:7401), etcd ports unreachable across namespaces" \
-        || fail "2. a plaintext path exists"
+    [ "$ok" = 1 ] && pass "$label no plaintext path: etcd binds loopback only, $streams veth connection(s) in namespace 1 all palisade (:7401), etcd ports unreachable across namespaces" \
+        || fail "$label a plaintext path exists"
 }
-step2
+step2 "2."
 
 # --- the writer: a put on member 1 every 100 ms, one line per attempt ---
 # "ok|fail <unix ms> <n>" in writes.log; steps count the failures in their time window.
@@ -369,6 +370,7 @@ step6() {
         || fail "6. revocation"
 }
 step6
+step2 "7. (again, at the end)"
 
 kill "$WRITER_PID" 2>/dev/null || true; wait "$WRITER_PID" 2>/dev/null || true; WRITER_PID=""
 echo
