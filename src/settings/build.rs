@@ -365,9 +365,7 @@ impl Settings {
             max_tracked_sources: defaults
                 .max_tracked_sources
                 .max(self.max_unjoined.saturating_mul(16)),
-            // Not a config key yet (programmatic `AdmissionLimits` only): 1 s covers a
-            // slow-WAN join.
-            min_evict_age: defaults.min_evict_age,
+            min_evict_age: self.min_evict_age,
         };
         // A backstop for limits the checks above missed.
         if report.is_ok() {

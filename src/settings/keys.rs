@@ -124,13 +124,14 @@ pub const KEYS: &[Key] = &[
     key("replay_cache_per_source", Int, Some("1024"), "The share of the replay cache (plaintext joins with a secret) one node id may hold, and one source address (IPv6 per /64), each: a node flooding its own joins locks out only itself."),
     key("send_buffer_limit", Int, Some("1048576"), "Bytes of outgoing frames buffered before `send` reports full."),
     key("recv_buffer_limit", Int, Some("1048576"), "Bytes received but not yet taken before a link stops reading."),
-    key("max_unjoined", Int, Some("1024"), "Listener: connections not yet joined, all sources; past it one is evicted (silent before mid-handshake, from the address holding the most, never one younger than 1 s), else the newest is refused."),
+    key("max_unjoined", Int, Some("1024"), "Listener: connections not yet joined, all sources; past it one is evicted (silent before mid-handshake, from the network (IPv4 /24, IPv6 /48) and then the address holding the most, never one younger than `min_evict_age`), else the newest is refused."),
     key("max_unjoined_per_source", Int, Some("32"), "Listener: connections not yet joined from one address (IPv6: one /64); past it the address's oldest silent connection gives way, else the newest is refused."),
     key("new_connection_rate_per_source", Float, Some("20.0"), "Listener: new connections per second one address may open, sustained."),
     key("new_connection_burst_per_source", Int, Some("40"), "Listener: new connections one address may open at once above the rate."),
     key("failed_join_rate_per_source", Float, Some("1.0"), "Listener: failed joins per second one address may cause, sustained."),
     key("failed_join_burst_per_source", Int, Some("10"), "Listener: failed joins one address may cause at once before it is backed off."),
     key("source_backoff", Duration, Some("15s"), "Listener: how long an address whose failed joins ran out is refused."),
+    key("min_evict_age", Duration, Some("1s"), "Listener: the youngest unjoined connection that may be evicted to make room (at `max_unjoined`), so a join over a slow link can finish; raised on its own to 3 × the 99th percentile of the join times seen (at most 10 s). `0`: only that."),
     key("reload_interval", Duration, Some("10s"), "How often the certificate, key, CA, CRL, revocation and secret files are re-read (by content) and a complete, valid new set taken; the certificate's expiry is re-checked then too. `0`: only on demand."),
 ];
 

@@ -94,6 +94,9 @@ pub struct Settings {
     /// `source_backoff`: listener, how long a source out of failed joins is refused.
     #[serde(with = "human")]
     pub source_backoff: Duration,
+    /// `min_evict_age`: listener, the youngest unjoined connection that may be evicted.
+    #[serde(with = "human")]
+    pub min_evict_age: Duration,
     /// `reload_interval`: how often the file watch re-reads the certificate, key, CA
     /// and secret files; zero: never on its own (`FileWatch::check` on demand only).
     #[serde(with = "human")]
@@ -156,6 +159,7 @@ impl Default for Settings {
             failed_join_rate_per_source: limits.failed_join_rate_per_source,
             failed_join_burst_per_source: limits.failed_join_burst_per_source,
             source_backoff: limits.source_backoff,
+            min_evict_age: limits.min_evict_age,
             reload_interval: DEFAULT_RELOAD_INTERVAL,
             allowed_peers: Vec::new(),
             revocation_file: None,
@@ -350,7 +354,7 @@ impl Settings {
              recv_buffer_limit, max_unjoined, max_unjoined_per_source,
              new_connection_rate_per_source, new_connection_burst_per_source,
              failed_join_rate_per_source, failed_join_burst_per_source, source_backoff,
-             reload_interval, mode, allowed_peers, revocation_file, close_on_peer_expiry];
+             min_evict_age, reload_interval, mode, allowed_peers, revocation_file, close_on_peer_expiry];
             tls [tls_enabled, tls_cert_file, tls_key_file, tls_ca_file, tls_crl_files, tls_trust,
                  verify_hostname, same_name_as_own_cert, allowed_names, node_id_in_cert,
                  min_tls, cipher_suites]);

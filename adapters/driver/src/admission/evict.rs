@@ -25,15 +25,23 @@ impl Admission {
 
     /// The unjoined connection to evict for a newcomer when `max_unjoined` is reached,
     /// or `None` if none may be (see the module docs): only those at least
-    /// `min_evict_age` old (or 3 × the p99 join time seen); silent before mid-handshake, and no mid-handshake one while
-    /// any silent one is held; from the source holding the most; the oldest first.
+    /// `min_evict_age` old (or 3 × the p99 join time seen); silent before
+    /// mid-handshake, and no mid-handshake one while any silent one is held; from the
+    /// network ([`group_of`]) holding the most unjoined slots, within it the source
+    /// holding the most; the oldest first.
     pub(super) fn victim(&self, st: &State, now: Instant) -> Option<u64> {
         let min_age = self.min_age(st);
         let held = |source: &IpAddr| st.sources.get(source).map_or(0, |s| s.unjoined);
+        // Slots per network: bounded by `max_unjoined`, and only counted when full.
+        let mut per_group: HashMap<IpAddr, usize> = HashMap::new();
+        for slot in st.unjoined.values() {
+            *per_group.entry(group_of(slot.source)).or_default() += 1;
+        }
         let mut any_silent = false;
-        // (slots held by its source, id) of the best candidate of each kind.
-        let mut silent: Option<(usize, u64)> = None;
-        let mut talking: Option<(usize, u64)> = None;
+        // ((slots held by its network, by its source), id) of the best candidate of
+        // each kind.
+        let mut silent: Option<((usize, usize), u64)> = None;
+        let mut talking: Option<((usize, usize), u64)> = None;
         for slot in st.unjoined.values() {
             let heard = slot.heard.load(Ordering::Acquire);
             any_silent |= !heard;
@@ -41,7 +49,8 @@ impl Admission {
                 continue;
             }
             let best = if heard { &mut talking } else { &mut silent };
-            let n = held(&slot.source);
+            let group = per_group.get(&group_of(slot.source)).copied().unwrap_or(0);
+            let n = (group, held(&slot.source));
             // Oldest first: a later slot wins only by holding strictly more.
             if best.is_none_or(|(m, _)| n > m) {
                 *best = Some((n, slot.id));

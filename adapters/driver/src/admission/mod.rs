@@ -34,7 +34,9 @@
 //!   first byte); while any silent connection is held, even a young one, no
 //!   mid-handshake connection is evicted (the silent one becomes evictable within
 //!   `min_evict_age`; the newcomer is refused meanwhile);
-//! - from the source holding the most unjoined slots, its oldest first;
+//! - from the network (IPv4 /24, IPv6 /48: [`group_of`]) holding the most unjoined
+//!   slots, within it from the source holding the most, its oldest first: a crowd of
+//!   addresses from one network gives way before a lone peer elsewhere;
 //! - but a newcomer whose own source holds the most gives up that source's oldest silent
 //!   connection, whatever its age (as at the per-source cap: it only competes with
 //!   itself);
@@ -81,6 +83,19 @@ pub fn source_of(ip: IpAddr) -> IpAddr {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6((u128::from(v6) & (!0u128 << 64)).into()),
         },
+    }
+}
+
+/// The network a source belongs to, for choosing whom to evict: an IPv4 /24, an IPv6
+/// /48 (the block a site is usually given). Many addresses of one network are usually
+/// one party (a botnet's hosts rarely spread evenly, one cloud tenant's addresses
+/// share a /24, an IPv6 attacker holds a whole /48 of /64s): counting them together
+/// sends evictions to the crowd before a lone peer that holds as few slots per address.
+/// Only the eviction order uses it; caps and budgets stay per source.
+pub fn group_of(source: IpAddr) -> IpAddr {
+    match source_of(source) {
+        IpAddr::V4(v4) => IpAddr::V4((u32::from(v4) & !0xff).into()),
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & (!0u128 << 80)).into()),
     }
 }
 

@@ -293,3 +293,37 @@ fn a_source_holding_the_most_gives_up_its_own_silent_connection_at_any_age() {
     assert!(own[0].was_evicted() && !own[1].was_evicted() && !other.was_evicted());
     assert_eq!(a.stats().failed, 0);
 }
+
+#[test]
+fn a_crowd_of_addresses_from_one_network_is_evicted_before_a_lone_peer() {
+    let l = AdmissionLimits {
+        max_unjoined: 6,
+        min_evict_age: Duration::from_secs(1),
+        max_tracked_sources: 16,
+        ..limits()
+    };
+    let a = Admission::new(l).unwrap();
+    let t0 = Instant::now();
+    // The lone peer is the oldest, and its address holds as many slots as any other.
+    let lone = a.admit(peer("192.0.2.7:1"), t0).unwrap();
+    let crowd: Vec<_> = (1..=5)
+        .map(|i| a.admit(peer(&format!("198.51.100.{i}:1")), t0).unwrap())
+        .collect();
+    let t1 = t0 + Duration::from_secs(2);
+    let _newcomer = a.admit(peer("203.0.113.1:1"), t1).unwrap();
+    assert!(
+        !lone.was_evicted(),
+        "the lone peer gave way to a crowd of one /24"
+    );
+    assert_eq!(crowd.iter().filter(|p| p.was_evicted()).count(), 1);
+    assert!(crowd[0].was_evicted(), "within the crowd, the oldest goes");
+}
+
+#[test]
+fn networks_are_ipv4_24s_and_ipv6_48s() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(group_of(ip("198.51.100.77")), ip("198.51.100.0"));
+    assert_eq!(group_of(ip("::ffff:198.51.100.77")), ip("198.51.100.0"));
+    assert_eq!(group_of(ip("2001:db8:1:2:3::9")), ip("2001:db8:1::"));
+    assert_ne!(group_of(ip("2001:db8:1::1")), group_of(ip("2001:db8:2::1")));
+}
