@@ -7,8 +7,12 @@
 //! attacker cannot take a fresh address per connection):
 //!
 //! - a cap on its connections that have not joined ([`AdmissionLimits::max_unjoined_per_source`]);
-//! - a token bucket on its new connections: past the rate, a connection is closed at
-//!   once, before its first byte is read;
+//! - a token bucket on its new connections, taken when a connection sends its first
+//!   bytes (when it starts to cost CPU): past the rate, the connection is closed before
+//!   they are read. Silent connections take no token: they cost nothing but a slot,
+//!   and they are bounded by the caps below, so an attacker reopening silent sockets as
+//!   fast as they are closed cannot spend the rate of an address it shares with
+//!   legitimate peers (a NAT);
 //! - a token bucket on its failed joins (failures the peer caused: a bad preface, a TLS
 //!   failure, a REJECT we sent, a join timeout, an eviction while mid-handshake): once
 //!   empty, the source is backed off for [`AdmissionLimits::source_backoff`], and its
@@ -109,6 +113,9 @@ struct Slot {
     at: Instant,
     /// The peer sent at least one byte (set by the driver on the first input).
     heard: AtomicBool,
+    /// Its first bytes came when its source was over its new-connection rate: closed
+    /// before they were read.
+    over_rate: AtomicBool,
     /// The slot no longer counts (joined, evicted, or its socket closed).
     released: AtomicBool,
     /// Closes the connection; set once its link exists.
@@ -258,18 +265,6 @@ impl Admission {
             }
             src.backoff_until = None;
         }
-        if !src.connections.take(
-            limits.new_connection_rate_per_source,
-            limits.new_connection_burst_per_source,
-            now,
-        ) {
-            bump(&self.counters.refused_rate);
-            return Err(AdmissionError::ConnectionRate {
-                source,
-                rate: limits.new_connection_rate_per_source,
-                burst: limits.new_connection_burst_per_source,
-            });
-        }
         let mut evicted = Vec::new();
         if src.unjoined >= limits.max_unjoined_per_source {
             // The source gives up its oldest silent connection, or the newcomer is refused.
@@ -306,6 +301,7 @@ impl Admission {
             source,
             at: now,
             heard: AtomicBool::new(false),
+            over_rate: AtomicBool::new(false),
             released: AtomicBool::new(false),
             evict: Mutex::new((false, None)),
         });
