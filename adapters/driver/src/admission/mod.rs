@@ -28,22 +28,21 @@
 //! And for the whole listener, a cap on connections that have not joined
 //! ([`AdmissionLimits::max_unjoined`]). When it is reached, one connection is evicted
 //! (closed at once) to make room, chosen so that neither a crowd of addresses nor one
-//! address can starve a slow legitimate join:
+//! address can starve a legitimate join, however slow. Holders of unjoined slots are
+//! ranked by the slots their network holds (IPv4 /24, IPv6 /48: [`group_of`]), then by
+//! the slots their source holds:
 //!
-//! - never one younger than [`AdmissionLimits::min_evict_age`] (a slow-WAN join must be
-//!   able to finish), or than 3 × the 99th percentile of the join times seen if that is
-//!   longer (at most 10 s); if every connection is that young, the newcomer is refused
-//!   instead;
-//! - a silent connection before one mid-handshake (it cost us nothing and owes us a
-//!   first byte); while any silent connection is held, even a young one, no
-//!   mid-handshake connection is evicted (the silent one becomes evictable within
-//!   `min_evict_age`; the newcomer is refused meanwhile);
-//! - from the network (IPv4 /24, IPv6 /48: [`group_of`]) holding the most unjoined
-//!   slots, within it from the source holding the most, its oldest first: a crowd of
-//!   addresses from one network gives way before a lone peer elsewhere;
-//! - but a newcomer whose own source holds the most gives up that source's oldest silent
-//!   connection, whatever its age (as at the per-source cap: it only competes with
-//!   itself);
+//! - a holder ranked above the newcomer gives up its oldest SILENT connection, whatever
+//!   its age: silence cost us nothing and proved nothing, and a legitimate dialer speaks
+//!   at once (its first bytes follow the TCP handshake), so a crowd reopening silent
+//!   sockets faster than they age cannot keep a newcomer from elsewhere out;
+//! - a newcomer ranked at the top gives up its own source's oldest silent connection,
+//!   whatever its age (as at the per-source cap: it only competes with itself);
+//! - otherwise only connections at least [`AdmissionLimits::min_evict_age`] old (or 3 ×
+//!   the 99th percentile of the join times seen, if longer, at most 10 s) are evicted,
+//!   so a slow-WAN handshake in progress can always finish: a silent one before one
+//!   mid-handshake, and no mid-handshake one while any silent one is held; from the
+//!   top-ranked holder, its oldest first. If none may be, the newcomer is refused;
 //! - a mid-handshake connection evicted counts as a failed join of its source, so a
 //!   ClientHello-then-silence flood runs into its failure budget and backoff like any
 //!   other failed join.
@@ -280,9 +279,8 @@ impl Admission {
             }
         }
         if st.unjoined.len() >= limits.max_unjoined {
-            // A source holding the most gives up its own oldest silent connection
-            // (it only competes with itself); otherwise the fair choice.
-            match self.own_silent(st, source).or_else(|| self.victim(st, now)) {
+            // The fair choice (see `victim_for`).
+            match self.victim_for(st, source, now) {
                 Some(id) => evicted.extend(self.evict_locked(st, id, now)),
                 None => {
                     bump(&self.counters.refused_full);
