@@ -452,7 +452,8 @@ fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
                     node.counters
                         .reloads_refused
                         .fetch_add(1, Ordering::Relaxed);
-                    node.ops.reload_failed(what, &format!("refused by the listener: {e}"));
+                    node.ops
+                        .reload_failed(what, &format!("refused by the listener: {e}"));
                     return;
                 }
             }
@@ -461,7 +462,8 @@ fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
                 node.counters
                     .reloads_refused
                     .fetch_add(1, Ordering::Relaxed);
-                node.ops.reload_failed(what, &format!("refused for dialing: {e}"));
+                node.ops
+                    .reload_failed(what, &format!("refused for dialing: {e}"));
             } else {
                 node.ops.reloaded(what, &config);
             }

@@ -77,7 +77,10 @@ impl Entry {
     /// The record as one line of JSON (with its newline).
     pub fn line(&self) -> String {
         let mut line = serde_json::to_string(self).unwrap_or_else(|_| {
-            format!("{{\"time\":\"{}\",\"event\":\"unserializable\"}}", self.time)
+            format!(
+                "{{\"time\":\"{}\",\"event\":\"unserializable\"}}",
+                self.time
+            )
         });
         line.push('\n');
         line
@@ -191,7 +194,9 @@ fn write_loop(
         Err(e) => {
             // Said once per run of failures, not once per record.
             if !failing {
-                error!("audit_log: cannot write to {path}: {e}; records are lost until it works again");
+                error!(
+                    "audit_log: cannot write to {path}: {e}; records are lost until it works again"
+                );
             }
             failing = true;
         }
@@ -248,12 +253,23 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let ids: Vec<String> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["node_id"].as_str().unwrap().to_owned())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["node_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
-        assert_eq!(ids, (0..100).map(|i| format!("node-{i}")).collect::<Vec<_>>());
+        assert_eq!(
+            ids,
+            (0..100).map(|i| format!("node-{i}")).collect::<Vec<_>>()
+        );
 
         let err = Audit::open(&dir.path().join("missing").join("audit.jsonl")).unwrap_err();
         let shown = err.render();
-        assert!(shown.contains("audit_log") && shown.contains("missing"), "{shown}");
+        assert!(
+            shown.contains("audit_log") && shown.contains("missing"),
+            "{shown}"
+        );
     }
 }

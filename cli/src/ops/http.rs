@@ -95,7 +95,10 @@ async fn read_head(sock: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<H
 
 /// The end of a request head (after its blank line) in `bytes`.
 fn find_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    let crlf = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4);
     let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -113,7 +116,10 @@ async fn connection(mut sock: TcpStream, state: &State) {
         Ok(Ok(Head::Complete(n))) => respond(&buf[..n], state),
     };
     let bytes = response.bytes();
-    if !matches!(timeout(WRITE_TIMEOUT, sock.write_all(&bytes)).await, Ok(Ok(()))) {
+    if !matches!(
+        timeout(WRITE_TIMEOUT, sock.write_all(&bytes)).await,
+        Ok(Ok(()))
+    ) {
         return;
     }
     let _ = sock.shutdown().await;
@@ -264,7 +270,12 @@ mod tests {
         assert_eq!(status("\u{0}\u{1}\r\n\r\n"), 400);
         let head = respond(b"HEAD /healthz HTTP/1.1\r\n\r\n", &s).bytes();
         let text = String::from_utf8(head).unwrap();
-        assert!(text.ends_with("Content-Length: 3\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "Content-Length: 3\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+            ),
+            "{text}"
+        );
         s.ready.joined("127.0.0.1:1", "node-2");
         assert_eq!(status("GET /readyz HTTP/1.1\r\n\r\n"), 200);
     }

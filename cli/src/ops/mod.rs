@@ -48,7 +48,12 @@ impl Readiness {
     /// Every seed waiting.
     pub fn new(seeds: &[String]) -> Self {
         Self {
-            seeds: Mutex::new(seeds.iter().map(|s| (s.clone(), Seed::Waiting(None))).collect()),
+            seeds: Mutex::new(
+                seeds
+                    .iter()
+                    .map(|s| (s.clone(), Seed::Waiting(None)))
+                    .collect(),
+            ),
         }
     }
 
@@ -201,7 +206,12 @@ impl Summary {
             accepted_key_ids: config
                 .keyring
                 .as_ref()
-                .map(|k| k.key_ids().filter(|id| Some(*id) != primary).map(|id| id.to_string()).collect())
+                .map(|k| {
+                    k.key_ids()
+                        .filter(|id| Some(*id) != primary)
+                        .map(|id| id.to_string())
+                        .collect()
+                })
                 .unwrap_or_default(),
             trust: if kind.is_empty() {
                 "none".into()
@@ -210,7 +220,11 @@ impl Summary {
             },
             crls: fingerprint(tls.map_or(&[][..], |t| &t.crls).iter().map(|c| c.as_ref())),
             revocations: config.revoked.entries().len(),
-            allowed_peers: config.allowed_peers.iter().map(ToString::to_string).collect(),
+            allowed_peers: config
+                .allowed_peers
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             mode: config.mode.to_string(),
         }
     }
@@ -294,17 +308,41 @@ impl Ops {
         };
         ops.health.beat();
         if let Some(addr) = &settings.metrics_listen {
-            let listener = tokio::net::TcpListener::bind(addr.as_str()).await.map_err(|e| {
-                CliError::new(exit::IO, format!("metrics_listen: cannot listen on {addr}"))
-                    .cause(&e)
-                    .hint("is another process on that port? change `metrics_listen`")
-            })?;
+            let listener = tokio::net::TcpListener::bind(addr.as_str())
+                .await
+                .map_err(|e| {
+                    CliError::new(exit::IO, format!("metrics_listen: cannot listen on {addr}"))
+                        .cause(&e)
+                        .hint("is another process on that port? change `metrics_listen`")
+                })?;
             let handle = PrometheusBuilder::new().install_recorder().map_err(|e| {
-                CliError::new(exit::IO, "metrics_listen: cannot install the metrics recorder")
-                    .cause(&e)
+                CliError::new(
+                    exit::IO,
+                    "metrics_listen: cannot install the metrics recorder",
+                )
+                .cause(&e)
             })?;
             names::describe(&config.node_id);
-            let local = listener.local_addr().map_or(addr.clone(), |a| a.to_string());
+            // The file watch refreshes it at every check; until its first, the
+            // certificate loaded now says it.
+            let expiry = config
+                .tls
+                .as_ref()
+                .and_then(|t| t.identity.cert_chain.first())
+                .and_then(|der| palisade::core::tls::CertSummary::parse(der))
+                .map(|c| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    c.not_after.saturating_sub(now)
+                });
+            #[allow(clippy::cast_precision_loss)]
+            let expiry = expiry.map_or(f64::NAN, |s| s as f64);
+            metrics::gauge!("palisade_cert_expiry_seconds", "node" => config.node_id.clone())
+                .set(expiry);
+            let local = listener
+                .local_addr()
+                .map_or(addr.clone(), |a| a.to_string());
             info!("serving /metrics, /healthz and /readyz on http://{local}");
             let state = Arc::new(http::State {
                 metrics: Some(handle),
@@ -343,13 +381,21 @@ impl Ops {
 
     /// A joined link ended; audited when a trust rule ended it (revoked, no longer
     /// authorized, certificate expired, re-join failed), whichever end decided.
-    pub fn link_ended(&self, peer: &PeerInfo, addr: &str, dialed: bool, cause: Option<&CloseCause>) {
+    pub fn link_ended(
+        &self,
+        peer: &PeerInfo,
+        addr: &str,
+        dialed: bool,
+        cause: Option<&CloseCause>,
+    ) {
         let (reason, by) = match cause {
             Some(CloseCause::Local(r)) => (r, "this node"),
             Some(CloseCause::Peer(r)) => (r, "the peer"),
             _ => return,
         };
-        let Some(label) = trust_label(reason.code) else { return };
+        let Some(label) = trust_label(reason.code) else {
+            return;
+        };
         let mut e = peer_entry("link_closed_by_trust", peer, addr);
         e.side = Some(side(dialed));
         e.code = Some(label.to_owned());
@@ -396,7 +442,9 @@ impl Audit {
     /// join refusal, a TLS failure); admission closures, timeouts and resets are not
     /// security decisions about a peer and only count in the metrics.
     pub fn handshake_failed(&self, failure: &HandshakeFailure) {
-        let Some(code) = refusal_code(&failure.error) else { return };
+        let Some(code) = refusal_code(&failure.error) else {
+            return;
+        };
         let mut e = Entry::new("join_refused");
         e.peer_addr = Some(failure.peer_addr.to_string());
         e.side = Some("accepted");
@@ -456,16 +504,28 @@ mod tests {
     fn ready_once_every_seed_joined_or_was_given_up() {
         let r = Readiness::new(&["a:1".into(), "b:2".into()]);
         let not = r.check().unwrap_err();
-        assert!(not.contains("seed a:1") && not.contains("seed b:2"), "{not}");
+        assert!(
+            not.contains("seed a:1") && not.contains("seed b:2"),
+            "{not}"
+        );
         r.failed("a:1", "connection refused", false);
         r.joined("b:2", "node-b");
         let not = r.check().unwrap_err();
-        assert!(not.contains("a:1: not joined yet: connection refused") && !not.contains("b:2"), "{not}");
+        assert!(
+            not.contains("a:1: not joined yet: connection refused") && !not.contains("b:2"),
+            "{not}"
+        );
         r.failed("a:1", "unknown CA", true);
         let ready = r.check().unwrap();
-        assert!(ready.contains("given up: unknown CA") && ready.contains("joined node-b"), "{ready}");
+        assert!(
+            ready.contains("given up: unknown CA") && ready.contains("joined node-b"),
+            "{ready}"
+        );
         r.failed("b:2", "connection refused", false);
-        assert!(r.check().is_ok(), "a later failure does not make it unready");
+        assert!(
+            r.check().is_ok(),
+            "a later failure does not make it unready"
+        );
         assert!(Readiness::new(&[]).check().is_ok());
     }
 

@@ -10,18 +10,42 @@ use metrics::{describe_counter, describe_gauge, Counter};
 /// Counters the library updates, with their help text. Unlabelled ones are registered
 /// at zero when the recorder is installed, so they show from the first scrape.
 pub const COUNTERS: &[(&str, &str)] = &[
-    ("palisade_links_accepted_total", "Links this node accepted that joined."),
-    ("palisade_links_dialed_total", "Links this node dialed that joined."),
+    (
+        "palisade_links_accepted_total",
+        "Links this node accepted that joined.",
+    ),
+    (
+        "palisade_links_dialed_total",
+        "Links this node dialed that joined.",
+    ),
     ("palisade_joins_ok_total", "Joins completed, both sides."),
     ("palisade_frames_sent_total", "Frames sent on joined links."),
-    ("palisade_frames_received_total", "Frames received on joined links."),
+    (
+        "palisade_frames_received_total",
+        "Frames received on joined links.",
+    ),
     ("palisade_bytes_sent_total", "Frame payload bytes sent."),
-    ("palisade_bytes_received_total", "Frame payload bytes received."),
+    (
+        "palisade_bytes_received_total",
+        "Frame payload bytes received.",
+    ),
     ("palisade_reloads_ok_total", "Settings reloads taken."),
-    ("palisade_reloads_failed_total", "Settings reloads refused (the last good set stays)."),
-    ("palisade_links_below_strict_total", "Links a permissive listener joined below the strict settings."),
-    ("palisade_rejoins_ok_total", "Links re-joined in place after a secret change."),
-    ("palisade_rejoins_failed_total", "Re-joins in place that failed (the link closed)."),
+    (
+        "palisade_reloads_failed_total",
+        "Settings reloads refused (the last good set stays).",
+    ),
+    (
+        "palisade_links_below_strict_total",
+        "Links a permissive listener joined below the strict settings.",
+    ),
+    (
+        "palisade_rejoins_ok_total",
+        "Links re-joined in place after a secret change.",
+    ),
+    (
+        "palisade_rejoins_failed_total",
+        "Re-joins in place that failed (the link closed).",
+    ),
 ];
 
 /// Counters with labels beyond `node`: they appear at their first event.
@@ -37,8 +61,14 @@ pub const LABELLED_COUNTERS: &[(&str, &str)] = &[
 pub const GAUGES: &[(&str, &str)] = &[
     ("palisade_links_open", "Joined links open now."),
     ("palisade_handshakes_in_progress", "Links not yet joined."),
-    ("palisade_cert_expiry_seconds", "Seconds until this node's certificate expires (NaN without one)."),
-    ("palisade_permissive", "1 while the listener runs in permissive (migration) mode."),
+    (
+        "palisade_cert_expiry_seconds",
+        "Seconds until this node's certificate expires (NaN without one).",
+    ),
+    (
+        "palisade_permissive",
+        "1 while the listener runs in permissive (migration) mode.",
+    ),
 ];
 
 /// `palisade_forward_streams_total{node,service}`.
@@ -105,9 +135,7 @@ impl std::fmt::Debug for ServiceCounters {
 impl ServiceCounters {
     /// The counters of `service` on node `node_id`.
     pub fn new(node_id: &str, service: &str) -> Self {
-        let bytes = |d: Direction| {
-            metrics::counter!(FORWARD_BYTES, "node" => node_id.to_owned(), "service" => service.to_owned(), "direction" => d.label())
-        };
+        let bytes = |d: Direction| metrics::counter!(FORWARD_BYTES, "node" => node_id.to_owned(), "service" => service.to_owned(), "direction" => d.label());
         Self {
             streams: metrics::counter!(FORWARD_STREAMS, "node" => node_id.to_owned(), "service" => service.to_owned()),
             sent: bytes(Direction::Sent),
