@@ -334,6 +334,40 @@ fn metrics_health_readiness_and_the_audit_log_of_real_nodes() {
         "{failed}"
     );
 
+    // node-2 revoked: node-1's file watch takes the new deny-list, says what changed,
+    // and closes node-2's link; both ends record why.
+    revoke(&dir, "node-2", Some("lost laptop"));
+    let files = audit_until(&audit_of("node-1"), "the deny-list reload", |r| {
+        r["event"] == "reload" && r["source"] == "files"
+    });
+    assert_eq!(files["result"], "ok", "{files}");
+    let changed = files["changed"].to_string();
+    assert!(changed.contains("revocation entries: 0 -> 1"), "{files}");
+    let closed = audit_until(&audit_of("node-1"), "the trust close", |r| {
+        r["event"] == "link_closed_by_trust"
+    });
+    assert_eq!(closed["node_id"], "node-2", "{closed}");
+    assert_eq!(closed["code"], "revoked");
+    assert_eq!(
+        closed["cert_serial"],
+        serial(&dir.join("node-2").join("tls.crt"))
+    );
+    assert!(
+        closed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("lost laptop")),
+        "{closed}"
+    );
+    let told = audit_until(&audit_of("node-2"), "the trust close", |r| {
+        r["event"] == "link_closed_by_trust"
+    });
+    assert!(
+        told["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("closed by the peer")),
+        "{told}"
+    );
+
     // SIGTERM: still exits 0.
     assert!(node1.terminate().success());
 

@@ -466,11 +466,7 @@ fn peer_entry(event: &'static str, peer: &PeerInfo, addr: &str) -> Entry {
     let mut e = Entry::new(event);
     e.peer_addr = Some(addr.to_owned());
     e.node_id = Some(peer.node_id.clone());
-    e.cert_serial = peer
-        .tls
-        .as_ref()
-        .and_then(|t| t.serial())
-        .map(|s| hex::encode(s));
+    e.cert_serial = peer.tls.as_ref().and_then(|t| t.serial()).map(hex::encode);
     e.key_id = peer.key_id.map(|k| k.to_string());
     e
 }
