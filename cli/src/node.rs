@@ -382,6 +382,7 @@ async fn serve(
                         if settings.listen != listen {
                             warn!("listen changed in {}; restart the node to listen on the new address", args.config.display());
                         }
+                        node.ops.check_restart_keys(&settings, &args.config);
                         let report = loaded.report;
                         if let Ok(mut t) = node.connect_timeout.write() {
                             *t = settings.connect_timeout;

@@ -351,7 +351,8 @@ impl Settings {
             .try_into()
             .map_err(|e: toml::de::Error| e.message().to_owned())?;
         take_key!(key, self, one;
-            [cluster_name, node_id, listen, seeds, metrics_listen, audit_log, shared_secret, shared_secret_file,
+            [cluster_name, node_id, listen, seeds, shared_secret, shared_secret_file,
+             metrics_listen, audit_log,
              accepted_secret_files, max_frame, handshake_timeout, connect_timeout,
              clock_skew_tolerance, clock_ahead_tolerance, first_bytes_timeout,
              replay_cache_capacity, replay_cache_per_source, send_buffer_limit,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use palisade::core::tls::TrustAnchors;
 use palisade::{CloseCause, CloseCode, Config, HandshakeFailure, LinkError, PeerInfo};
-use tracing::info;
+use tracing::{info, warn};
 
 pub use audit::{Audit, Entry};
 
@@ -59,8 +59,7 @@ impl Readiness {
 
     fn set(&self, seed: &str, f: impl Fn(&Seed) -> Option<Seed>) {
         if let Ok(mut seeds) = self.seeds.lock() {
-            for (name, state) in seeds.iter_mut().filter(|(n, _)| n == seed) {
-                let _ = name;
+            for (_, state) in seeds.iter_mut().filter(|(n, _)| n == seed) {
                 if let Some(new) = f(state) {
                     *state = new;
                 }
@@ -270,6 +269,8 @@ pub struct Ops {
     pub health: Arc<Health>,
     last: Mutex<Summary>,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// `metrics_listen` and `audit_log` as started: a reload does not move them.
+    started_with: (Option<String>, Option<std::path::PathBuf>),
 }
 
 impl Default for Readiness {
@@ -305,6 +306,7 @@ impl Ops {
             health: Arc::new(Health::new()),
             last: Mutex::new(Summary::of(config)),
             server: None,
+            started_with: (settings.metrics_listen.clone(), settings.audit_log.clone()),
         };
         ops.health.beat();
         if let Some(addr) = &settings.metrics_listen {
@@ -352,6 +354,23 @@ impl Ops {
             ops.server = Some(tokio::spawn(http::serve(listener, state)));
         }
         Ok(ops)
+    }
+
+    /// SIGHUP read `settings` from `file`: `metrics_listen` and `audit_log` take effect at
+    /// the next start only, which is said when they changed.
+    pub fn check_restart_keys(&self, settings: &palisade::Settings, file: &std::path::Path) {
+        if settings.metrics_listen != self.started_with.0 {
+            warn!(
+                "metrics_listen changed in {}; restart the node to serve on the new address",
+                file.display()
+            );
+        }
+        if settings.audit_log != self.started_with.1 {
+            warn!(
+                "audit_log changed in {}; restart the node to write the new file",
+                file.display()
+            );
+        }
     }
 
     /// A link joined (`dialed`: this node dialed `addr`; else it accepted from it).
