@@ -89,6 +89,10 @@ pub fn describe(node_id: &str) {
     for &(name, help) in GAUGES {
         describe_gauge!(name, help);
     }
+    // The two the library moves by increments: shown at zero until their first change.
+    for name in ["palisade_links_open", "palisade_handshakes_in_progress"] {
+        metrics::gauge!(name, "node" => node_id.to_owned()).increment(0.0);
+    }
 }
 
 // The forwarding tables (`[[forward]]`, `[[service]]`) count through what follows.
@@ -180,6 +184,7 @@ mod tests {
             "palisade_forward_bytes_total{node=\"node-1\",service=\"etcd-peer\",direction=\"sent\"} 100",
             "palisade_forward_bytes_total{node=\"node-1\",service=\"etcd-peer\",direction=\"received\"} 7",
             "palisade_reloads_failed_total{node=\"node-1\"} 0",
+            "palisade_links_open{node=\"node-1\"} 0",
             "# HELP palisade_forward_streams_total Streams forwarded",
         ] {
             assert!(text.contains(line), "no {line:?} in\n{text}");
