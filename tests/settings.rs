@@ -218,6 +218,8 @@ fn every_key_reaches_its_field_and_the_defaults_are_the_documented_ones() {
     // Every field is a key: the serialized settings (secret left out) name only known keys.
     let mut full = defaults.clone();
     full.listen = Some("x".into());
+    full.metrics_listen = Some("x".into());
+    full.audit_log = Some("x".into());
     full.shared_secret_file = Some("x".into());
     full.revocation_file = Some("x".into());
     full.tls.tls_cert_file = Some("x".into());

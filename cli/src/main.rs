@@ -7,6 +7,7 @@ mod check;
 mod demo;
 mod exit;
 mod node;
+mod ops;
 mod probe;
 mod proto;
 mod secret;

@@ -127,6 +127,8 @@ struct Node {
     connect_timeout: RwLock<Duration>,
     metrics: Metrics,
     started: Instant,
+    /// `metrics_listen` and `audit_log`: told of joins, dials, closes and reloads.
+    ops: crate::ops::Ops,
 }
 
 fn own_cert(config: &Config) -> Option<(String, CertSummary)> {
@@ -286,8 +288,11 @@ async fn serve(
     let unworkable = |e: &palisade::ConfigError| {
         CliError::new(exit::INVALID, "the settings cannot work").cause(e)
     };
+    let ops = crate::ops::Ops::start(&settings, &config).await?;
+    let audit = ops.audit.clone();
     let hook: palisade::FailureHook = Arc::new(move |failure| {
         warn!(peer = %failure.peer_addr, "refused a link: {}", failure.error);
+        audit.handshake_failed(failure);
     });
     // One endpoint for the listener and the dialer: they share the replay cache and the
     // nonces of this node's HELLOs in flight, so a HELLO reflected from a dial back to
@@ -327,6 +332,7 @@ async fn serve(
         connect_timeout: RwLock::new(settings.connect_timeout),
         metrics,
         started: Instant::now(),
+        ops,
     });
     if let Some(listener) = &listener {
         let (node, listener) = (Arc::clone(&node), Arc::clone(listener));
@@ -357,8 +363,10 @@ async fn serve(
         .map_err(|e| CliError::new(exit::IO, "cannot install the SIGINT handler").cause(&e))?;
     let mut stats = args.stats_interval.map(tokio::time::interval);
     let print_stats = |node: &Node| println!("{}", node.snapshot(listener.as_deref()));
+    let mut beat = tokio::time::interval(crate::ops::BEAT);
     loop {
         tokio::select! {
+            _ = beat.tick() => node.ops.health.beat(),
             Some(event) = events.recv() => match event {
                 WatchEvent::Reload(reload) => apply(&node, listener.as_deref(), reload, "files"),
                 // The watch has logged it (warn within 30 days, error within 7 or after).
@@ -374,6 +382,7 @@ async fn serve(
                         if settings.listen != listen {
                             warn!("listen changed in {}; restart the node to listen on the new address", args.config.display());
                         }
+                        node.ops.check_restart_keys(&settings, &args.config);
                         let report = loaded.report;
                         if let Ok(mut t) = node.connect_timeout.write() {
                             *t = settings.connect_timeout;
@@ -403,6 +412,7 @@ async fn serve(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     print_stats(&node);
+    node.ops.stopping();
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -443,6 +453,8 @@ fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
                     node.counters
                         .reloads_refused
                         .fetch_add(1, Ordering::Relaxed);
+                    node.ops
+                        .reload_failed(what, &format!("refused by the listener: {e}"));
                     return;
                 }
             }
@@ -451,6 +463,10 @@ fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
                 node.counters
                     .reloads_refused
                     .fetch_add(1, Ordering::Relaxed);
+                node.ops
+                    .reload_failed(what, &format!("refused for dialing: {e}"));
+            } else {
+                node.ops.reloaded(what, &config);
             }
             node.take_config(&config);
             let serial = own_cert(&config)
@@ -463,6 +479,8 @@ fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
             for finding in report.errors() {
                 error!("reload refused, keeping the previous settings: {finding}");
             }
+            let why: Vec<String> = report.errors().map(ToString::to_string).collect();
+            node.ops.reload_failed(what, &why.join("; "));
         }
     }
 }
@@ -495,6 +513,7 @@ async fn dial_loop(node: Arc<Node>, seed: String) {
             .await
         {
             Ok(conn) => {
+                node.ops.dialed(&seed, conn.peer());
                 backoff = BACKOFF_START;
                 known = Some(conn.peer().node_id.clone());
                 run_link(Arc::clone(&node), conn, true, seed.clone()).await;
@@ -502,12 +521,14 @@ async fn dial_loop(node: Arc<Node>, seed: String) {
             }
             Err(e) if e.is_permanent() => {
                 node.counters.dial_failures.fetch_add(1, Ordering::Relaxed);
+                node.ops.dial_failed(&seed, &e, true);
                 error!(seed = %seed, "dialing {seed} failed permanently: {e}; not retrying until the settings are reloaded (files change, or SIGHUP)");
                 node.reloaded.notified().await;
                 backoff = BACKOFF_START;
             }
             Err(e) => {
                 node.counters.dial_failures.fetch_add(1, Ordering::Relaxed);
+                node.ops.dial_failed(&seed, &e, false);
                 let wait = jittered(backoff);
                 warn!(seed = %seed, "dialing {seed} failed: {e}; retrying in {:.1}s", wait.as_secs_f64());
                 tokio::time::sleep(wait).await;
@@ -519,6 +540,7 @@ async fn dial_loop(node: Arc<Node>, seed: String) {
 
 async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String) {
     let peer = conn.peer().clone();
+    node.ops.joined(&peer, &addr, dialed);
     let (close_tx, mut close_rx) = oneshot::channel();
     let Some(id) = node.register(&peer.node_id, dialed, close_tx) else {
         info!(peer = %peer.node_id, "a second link with {} ({addr}); keeping the first", peer.node_id);
@@ -557,11 +579,20 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
                 }
                 // A CLOSE either way: by the peer, or by this node when a reload withdrew
                 // the peer (revoked, no longer authorized, re-join failed).
-                Ok(None) => break match rx.close_cause() {
-                    Some(cause) => cause.to_string(),
-                    None => "closed by the peer".to_owned(),
-                },
-                Err(e) => break format!("{e}"),
+                Ok(None) => {
+                    let cause = rx.close_cause();
+                    node.ops.link_ended(&peer, &addr, dialed, cause.as_ref());
+                    break match cause {
+                        Some(cause) => cause.to_string(),
+                        None => "closed by the peer".to_owned(),
+                    };
+                }
+                Err(e) => {
+                    if let palisade::LinkError::Closed(cause) = &e {
+                        node.ops.link_ended(&peer, &addr, dialed, Some(cause));
+                    }
+                    break format!("{e}");
+                }
             },
             _ = &mut close_rx => {
                 tx.close(CloseReason::new(CloseCode::ShuttingDown, "node shutting down or link replaced")).await;
@@ -600,6 +631,7 @@ mod tests {
             connect_timeout: RwLock::new(Duration::from_secs(1)),
             metrics: Metrics::new(id),
             started: Instant::now(),
+            ops: crate::ops::Ops::default(),
         }
     }
 

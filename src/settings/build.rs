@@ -240,6 +240,15 @@ impl Settings {
                 ));
             }
         }
+        if let Some(addr) = &self.metrics_listen {
+            if addr.parse::<SocketAddr>().is_err() {
+                report.push(Finding::error(
+                    "metrics_listen",
+                    format!("metrics_listen = {addr:?} is not an IP address and port"),
+                    "write e.g. \"127.0.0.1:9464\" (or \"0.0.0.0:9464\" for a Prometheus outside the pod)",
+                ));
+            }
+        }
         for seed in &self.seeds {
             let port = seed.rsplit_once(':').filter(|(host, _)| !host.is_empty());
             if port

@@ -95,6 +95,8 @@ pub const KEYS: &[Key] = &[
     key("node_id", Text, None, "This node's id (1–255 bytes), sent in the join. Required."),
     key("listen", Text, None, "Address to accept links on, `host:port` (e.g. `0.0.0.0:7000`). Unset: this node only dials."),
     key("seeds", List, Some("[]"), "Peers to dial at start, `host:port` each."),
+    key("metrics_listen", Text, None, "`palisade node` serves HTTP on this address, `host:port` (e.g. `127.0.0.1:9464`): `/metrics` (Prometheus), `/healthz`, `/readyz` (every seed joined or given up). Unset: off."),
+    key("audit_log", Path, None, "`palisade node` appends one JSON object per line to this file for each join, join refusal, link closed by a reload (revoked, no longer authorized) and reload. Never a secret. Unset: off."),
     key("shared_secret", Text, None, "The join secret (at least 32 bytes). Give it through the environment, not the file. Never printed."),
     key("shared_secret_file", Path, None, "File holding the join secret (surrounding whitespace removed). Not together with `shared_secret`."),
     key("accepted_secret_files", List, Some("[]"), "Files each holding one more secret accepted from peers (a rotation's other secret), same format as `shared_secret_file`; an empty file accepts nothing, so a rotation only changes file contents."),

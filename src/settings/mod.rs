@@ -45,6 +45,12 @@ pub struct Settings {
     pub listen: Option<String>,
     /// `seeds`: peers to dial at start, `host:port`; comma-separated in the environment.
     pub seeds: Vec<String>,
+    /// `metrics_listen`: `palisade node` serves `/metrics`, `/healthz` and `/readyz` on
+    /// this address (`127.0.0.1:9464`); `None`: off.
+    pub metrics_listen: Option<String>,
+    /// `audit_log`: `palisade node` appends a JSON line per security event (joins,
+    /// refusals, trust closes, reloads) to this file; `None`: off.
+    pub audit_log: Option<PathBuf>,
     /// `shared_secret`: the join secret as text; best given as `PALISADE_SHARED_SECRET`.
     /// Never serialized or shown.
     #[serde(skip_serializing)]
@@ -139,6 +145,8 @@ impl Default for Settings {
             node_id: core.node_id,
             listen: None,
             seeds: Vec::new(),
+            metrics_listen: None,
+            audit_log: None,
             shared_secret: None,
             shared_secret_file: None,
             accepted_secret_files: Vec::new(),
@@ -348,6 +356,7 @@ impl Settings {
             .map_err(|e: toml::de::Error| e.message().to_owned())?;
         take_key!(key, self, one;
             [cluster_name, node_id, listen, seeds, shared_secret, shared_secret_file,
+             metrics_listen, audit_log,
              accepted_secret_files, max_frame, handshake_timeout, connect_timeout,
              clock_skew_tolerance, clock_ahead_tolerance, first_bytes_timeout,
              replay_cache_capacity, replay_cache_per_source, send_buffer_limit,
