@@ -167,6 +167,22 @@ def frame_auth_vectors(hello, welcome):
     }
 
 
+def node_stream_vectors():
+    """§10: the `palisade node` stream messages (DATA frame payloads, no header)."""
+    def text(t):
+        return bytes([len(t)]) + t
+    u32 = lambda v: struct.pack(">I", v)
+    return {
+        "node_open": b"\x10" + u32(1) + u32(262144) + text(b"etcd-peer"),
+        "node_accept": b"\x11" + u32(1) + u32(262144),
+        "node_refuse": b"\x12" + u32(3) + bytes([2]) + text(b"not allowed: node-3"),
+        "node_data": b"\x13" + u32(1) + b"hello",
+        "node_window": b"\x14" + u32(1) + u32(65536),
+        "node_fin": b"\x15" + u32(2),
+        "node_reset": b"\x16" + u32(2) + bytes([5]) + text(b"window exceeded"),
+    }
+
+
 def main():
     section = open(SPEC, encoding="utf-8").read().split("## 9. Test vectors")[1]
     spec = dict(re.findall(r"^([a-z_]+) = ([0-9a-f]+)$", section, re.M))
@@ -187,6 +203,7 @@ def main():
     ours.update(frame_auth_vectors(ours["hello_frame"][5:], ours["welcome_frame"][5:]))
     ours.update(join_vectors(b"\xaa" * 32, "_tls"))
     ours.update(rejoin_vectors(ours["hello_frame"][5:], ours["welcome_frame"][5:]))
+    ours.update(node_stream_vectors())
     bad = [k for k in sorted(set(ours) | set(spec)) if ours.get(k, b"").hex() != spec.get(k)]
     for k in bad:
         print(f"vector {k}: spec {spec.get(k)} != computed {ours.get(k, b'').hex()}")

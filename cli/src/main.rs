@@ -6,6 +6,7 @@ mod certs;
 mod check;
 mod demo;
 mod exit;
+mod forward;
 mod node;
 mod ops;
 mod probe;

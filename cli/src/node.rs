@@ -6,11 +6,15 @@
 //! too), closes every link with CLOSE on SIGINT/SIGTERM and exits 0, and prints the
 //! node's [`palisade::MetricsSnapshot`] on SIGUSR1 (or every `--stats-interval`).
 //!
+//! It also carries programs' TCP connections over its links (`[[forward]]`, `[[service]]`,
+//! `[peers]`): that is [`crate::forward`]; this module only hands each link's stream
+//! frames to it and applies reloads.
+//!
 //! The listener and the [`palisade::tokio::Dialer`] count in one [`Metrics`], and so does
 //! the watch, so the snapshot is the whole node: what an application embedding the
 //! library would see, since this command is built from the same public API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +35,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{error, info, warn};
 
 use crate::exit::{self, CliError};
+use crate::forward::{self, Forwarder, Out};
 use crate::proto;
 
 #[derive(Debug, Args)]
@@ -129,6 +134,8 @@ struct Node {
     started: Instant,
     /// `metrics_listen` and `audit_log`: told of joins, dials, closes and reloads.
     ops: crate::ops::Ops,
+    /// `[[forward]]`/`[[service]]`: streams carried over the links ([`crate::forward`]).
+    forward: Arc<Forwarder>,
 }
 
 fn own_cert(config: &Config) -> Option<(String, CertSummary)> {
@@ -241,6 +248,9 @@ impl Node {
                 s.admitted, s.joined, s.failed, s.unjoined, s.refused_per_source_cap, s.refused_rate, s.refused_backoff, s.evicted,
             );
         }
+        if let Some(line) = self.forward.stats_line() {
+            text += &line;
+        }
         text += &self.metrics.snapshot().to_string();
         text
     }
@@ -319,6 +329,7 @@ async fn serve(
         || Metrics::new(config.node_id.clone()),
         |l| l.metrics().clone(),
     );
+    let forward = Forwarder::with_audit(&config.node_id, ops.audit.clone());
     let node = Arc::new(Node {
         id: config.node_id.clone(),
         links: Mutex::new(HashMap::new()),
@@ -333,7 +344,9 @@ async fn serve(
         metrics,
         started: Instant::now(),
         ops,
+        forward,
     });
+    node.forward.configure(&settings);
     if let Some(listener) = &listener {
         let (node, listener) = (Arc::clone(&node), Arc::clone(listener));
         tokio::spawn(async move {
@@ -344,9 +357,8 @@ async fn serve(
             }
         });
     }
-    for seed in settings.seeds.clone() {
-        tokio::spawn(dial_loop(Arc::clone(&node), seed));
-    }
+    let mut dialing = HashSet::new();
+    dial_new(&node, &settings, &mut dialing);
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
     if let Some(every) = args.reload_interval {
@@ -388,6 +400,8 @@ async fn serve(
                             *t = settings.connect_timeout;
                         }
                         apply(&node, listener.as_deref(), Reload::Reloaded { config, report }, "config");
+                        node.forward.configure(&settings);
+                        dial_new(&node, &settings, &mut dialing);
                         if let Some(every) = args.reload_interval {
                             settings.reload_interval = every;
                         }
@@ -415,6 +429,18 @@ async fn serve(
     node.ops.stopping();
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a reconnecting dial to every seed and `[peers]` address (so a forward finds its
+/// link) not dialed yet; a reload adds dials, never stops one (until a restart).
+fn dial_new(node: &Arc<Node>, settings: &palisade::Settings, dialing: &mut HashSet<String>) {
+    let peers = settings.peers.iter().filter(|(id, _)| **id != node.id);
+    let addrs = settings.seeds.iter().chain(peers.map(|(_, addr)| addr));
+    for addr in addrs {
+        if dialing.insert(addr.clone()) {
+            tokio::spawn(dial_loop(Arc::clone(node), addr.clone()));
+        }
+    }
 }
 
 /// The library's file watch on its own thread, every `reload_interval`, counting in the
@@ -561,7 +587,11 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
         .key_id
         .map_or("no secret".into(), |k| format!("key id {k}"));
     info!(peer = %peer.node_id, "joined {} ({addr}, {}): {tls}; {key}; clock skew {} ms", peer.node_id, if dialed { "dialed" } else { "accepted" }, peer.clock_skew_ms);
-    let (mut tx, mut rx) = conn.split();
+    let (tx, mut rx) = conn.split();
+    let (out, writer) = forward::spawn_writer(tx);
+    let streams = node
+        .forward
+        .attach(&peer.node_id, &addr, dialed, out.clone());
     let ended = loop {
         tokio::select! {
             frame = rx.recv() => match frame {
@@ -569,11 +599,15 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
                     let reply = match f.first() {
                         Some(&proto::PING) => Some(frame_pong(&f)),
                         Some(&proto::INFO_REQUEST) => Some(node.info()),
+                        Some(&kind) if forward::is_stream_kind(kind) => {
+                            streams.frame(f).await;
+                            None
+                        }
                         _ => None,
                     };
                     if let Some(reply) = reply {
-                        if let Err(e) = tx.send(reply).await {
-                            break format!("send failed: {e}");
+                        if !out.send(Out::Frame(reply)) {
+                            break "the link's writer stopped (the peer does not read its replies?)".to_owned();
                         }
                     }
                 }
@@ -595,11 +629,13 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
                 }
             },
             _ = &mut close_rx => {
-                tx.close(CloseReason::new(CloseCode::ShuttingDown, "node shutting down or link replaced")).await;
+                out.send(Out::Close(CloseReason::new(CloseCode::ShuttingDown, "node shutting down or link replaced")));
+                let _ = writer.await;
                 break "closed by this node (CLOSE sent)".to_owned();
             }
         }
     };
+    drop(streams);
     info!(peer = %peer.node_id, "link with {} ended: {ended}", peer.node_id);
     node.unregister(&peer.node_id, id);
 }
@@ -632,6 +668,7 @@ mod tests {
             metrics: Metrics::new(id),
             started: Instant::now(),
             ops: crate::ops::Ops::default(),
+            forward: Forwarder::new(id),
         }
     }
 

@@ -6,6 +6,7 @@
 //! | 1 | PING + any payload | PONG (2) + the same payload |
 //! | 3 | INFO request | INFO (4) + `key=value` lines: node_id, cert_serial, cert_issuer, cert_not_after (unix s), key_id, links |
 //! | 5 | TRAFFIC + payload | nothing (counted) |
+//! | 0x10–0x16 | stream messages (OPEN, ACCEPT, REFUSE, DATA, WINDOW, FIN, RESET) | see [`crate::forward::wire`] and PROTOCOL.md §10 |
 //!
 //! Any other frame is counted and ignored.
 

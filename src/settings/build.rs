@@ -35,6 +35,7 @@ impl Settings {
         self.check_names(&mut report);
         self.check_addresses(&mut report);
         self.check_numbers(&mut report);
+        self.check_forwards(&mut report);
         let keyring = self.keyring(&mut report);
         let no_secret = self.shared_secret.is_none() && self.shared_secret_file.is_none();
         if no_secret && !self.tls.tls_enabled {

@@ -55,6 +55,15 @@ pub enum SettingsError {
         /// What is wrong.
         message: String,
     },
+    /// A bad value inside a `[[forward]]`, `[[service]]` or `[peers]` table.
+    BadTableValue {
+        /// The file, when known.
+        origin: Option<PathBuf>,
+        /// Where: `forward[0].listen`, `service[1].name`, `peers.node-2`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A `PALISADE_*` environment variable palisade does not read.
     UnknownEnv {
         /// The variable.
@@ -83,6 +92,10 @@ impl SettingsError {
             Self::Syntax { .. } => "config",
             Self::UnknownKey { suggestion, .. } => suggestion.unwrap_or("config"),
             Self::Table { .. } => "config",
+            Self::BadTableValue { key, .. } => ["forward", "service", "peers"]
+                .into_iter()
+                .find(|t| key.starts_with(t))
+                .unwrap_or("config"),
             Self::UnknownEnv { .. } => "environment",
         }
     }
@@ -106,6 +119,7 @@ impl SettingsError {
                 "unknown table `[{name}]`: palisade's keys are at the top level of the file"
             ),
             Self::BadValue { key, message, .. } => format!("bad value for `{key}`: {message}"),
+            Self::BadTableValue { key, message, .. } => format!("`{key}`: {message}"),
             Self::UnknownEnv { var, .. } => {
                 format!(
                     "unknown environment variable {var} (palisade reads every PALISADE_* variable)"
@@ -134,7 +148,9 @@ impl SettingsError {
             Self::Table { name, .. } => {
                 format!("remove the `[{name}]` line and move its keys above every other table")
             }
-            Self::BadValue { .. } => format!("write it as the message says; {list}"),
+            Self::BadValue { .. } | Self::BadTableValue { .. } => {
+                format!("write it as the message says; {list}")
+            }
             Self::UnknownEnv {
                 suggestion: Some(s),
                 ..
@@ -152,7 +168,8 @@ impl SettingsError {
             Self::Syntax { origin, .. }
             | Self::UnknownKey { origin, .. }
             | Self::Table { origin, .. }
-            | Self::BadValue { origin, .. } => origin.as_ref(),
+            | Self::BadValue { origin, .. }
+            | Self::BadTableValue { origin, .. } => origin.as_ref(),
             Self::UnknownEnv { .. } | Self::BadEnv { .. } => None,
         }
     }

@@ -137,6 +137,38 @@ pub const KEYS: &[Key] = &[
     key("reload_interval", Duration, Some("10s"), "How often the certificate, key, CA, CRL, revocation and secret files are re-read (by content) and a complete, valid new set taken; the certificate's expiry is re-checked then too. `0`: only on demand."),
 ];
 
+/// A table of the config file (`[[forward]]`, `[[service]]`, `[peers]`): read by
+/// `settings::forward`, listed in the README's table after the keys. The environment
+/// cannot express tables, so they have no variable.
+#[derive(Debug, Clone, Copy)]
+pub struct TableKey {
+    /// The table as written in the file, e.g. `[[forward]]`.
+    pub header: &'static str,
+    /// Its fields, `name = example` each.
+    pub fields: &'static str,
+    /// What it means.
+    pub meaning: &'static str,
+}
+
+/// Every table, in the order of the README table (after [`KEYS`]).
+pub const TABLES: &[TableKey] = &[
+    TableKey {
+        header: "[[forward]]",
+        fields: "`listen = \"127.0.0.1:12380\"`, `peer = \"node-2\"`, `service = \"etcd-peer\"`",
+        meaning: "`palisade node`: a local plaintext TCP port whose connections become streams to `service` on node `peer`, over the joined link (the peer's address from `[peers]`, or a link already joined, e.g. to a seed). No link: the connection is reset. One table per port; all fields required. Errors name the place, counting from 0: `forward[0].listen`.",
+    },
+    TableKey {
+        header: "[[service]]",
+        fields: "`name = \"etcd-peer\"`, `target = \"127.0.0.1:2380\"`, `allow = [\"node-*\"]`",
+        meaning: "`palisade node`: a local `target` peers may reach by `name` (unique). `allow`: node ids (exact or `*` globs) that may open it, checked against the link's authenticated node id; absent or empty: nobody. Refused streams are reset and logged on both ends. SIGHUP applies changes live; streams no longer allowed are reset.",
+    },
+    TableKey {
+        header: "[peers]",
+        fields: "`node-2 = \"10.0.0.2:7000\"`",
+        meaning: "`palisade node`: addresses to dial (kept joined, like `seeds`) for the node ids that `[[forward]]` tables name.",
+    },
+];
+
 /// The key named `name`.
 pub fn find(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.name == name)
@@ -195,6 +227,12 @@ pub fn markdown_table() -> String {
             k.env(),
             default,
             k.meaning
+        ));
+    }
+    for t in TABLES {
+        out.push_str(&format!(
+            "| `{}` {} | none (file only) | unset | {} |\n",
+            t.header, t.fields, t.meaning
         ));
     }
     out

@@ -9,6 +9,7 @@
 mod build;
 pub mod duration;
 mod error;
+pub mod forward;
 mod keyring;
 pub mod keys;
 mod mode;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use build::Loaded;
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use error::{SettingsError, SettingsErrors};
+pub use forward::{ForwardSettings, ServiceSettings};
 pub use keys::{Key, Kind, ENV_PREFIX, KEYS};
 pub use secret::{key_id_of, secret_bytes, SecretText};
 pub use tls::{MinTls, TlsSettings, TlsTrust};
@@ -126,6 +128,15 @@ pub struct Settings {
     /// secret (reported on every such link, and warned about at every load).
     #[serde(with = "mode")]
     pub mode: palisade_core::Mode,
+    /// `[[forward]]` tables (`palisade node`): local ports that reach a peer's service.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<ForwardSettings>,
+    /// `[[service]]` tables (`palisade node`): local targets peers may reach.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub service: Vec<ServiceSettings>,
+    /// `[peers]` (`palisade node`): node id -> `host:port` to dial for a forward.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub peers: std::collections::BTreeMap<String, String>,
 }
 
 /// The default `connect_timeout`: enough for a peer across regions, short enough that
@@ -174,6 +185,9 @@ impl Default for Settings {
             close_on_peer_expiry: core.close_on_peer_expiry,
             tls: TlsSettings::default(),
             mode: core.mode,
+            forward: Vec::new(),
+            service: Vec::new(),
+            peers: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -232,7 +246,12 @@ impl Settings {
         };
         let mut settings = Self::default();
         let mut errors = SettingsErrors::default();
+        let mut tables = forward::Tables::default();
         for (name, value) in table {
+            if forward::TABLE_NAMES.contains(&name.as_str()) {
+                forward::read(&name, value, origin, &mut tables, &mut errors.0);
+                continue;
+            }
             let Some(key) = keys::find(&name) else {
                 if value.is_table() {
                     errors.0.push(SettingsError::Table {
@@ -256,6 +275,9 @@ impl Settings {
                 });
             }
         }
+        settings.forward = tables.forward;
+        settings.service = tables.service;
+        settings.peers = tables.peers;
         (settings, errors)
     }
 

@@ -160,7 +160,6 @@ impl Audit {
 
     /// A stream to `service` refused (not on the service's allow list, no such service,
     /// the target refused...): for the forwarding tables.
-    #[allow(dead_code)] // the hook for the forwarding tables (`[[service]]`)
     pub fn stream_refused(&self, peer_addr: &str, node_id: &str, service: &str, reason: &str) {
         let mut e = Entry::new("stream_refused");
         e.peer_addr = Some(peer_addr.to_owned());

@@ -98,7 +98,6 @@ pub fn describe(node_id: &str) {
 // The forwarding tables (`[[forward]]`, `[[service]]`) count through what follows.
 
 /// Which way forwarded bytes went, seen from this node.
-#[allow(dead_code)] // the hook for the forwarding tables
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     /// From the local application to the peer.
@@ -107,7 +106,6 @@ pub enum Direction {
     Received,
 }
 
-#[allow(dead_code)]
 impl Direction {
     /// The `direction` label.
     pub const fn label(self) -> &'static str {
@@ -121,7 +119,6 @@ impl Direction {
 /// The counters of one `[[service]]` (or `[[forward]]`) on this node: make one per
 /// service when the tables are loaded, clone it into each stream. Without a recorder
 /// (no `metrics_listen`) every call is a no-op.
-#[allow(dead_code)] // the hook for the forwarding tables
 #[derive(Clone)]
 pub struct ServiceCounters {
     streams: Counter,
@@ -135,7 +132,6 @@ impl std::fmt::Debug for ServiceCounters {
     }
 }
 
-#[allow(dead_code)]
 impl ServiceCounters {
     /// The counters of `service` on node `node_id`.
     pub fn new(node_id: &str, service: &str) -> Self {

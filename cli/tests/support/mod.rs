@@ -4,7 +4,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_palisade");
@@ -98,7 +98,8 @@ impl NodeProc {
                 "500ms",
             ])
             .env_remove("PALISADE_SHARED_SECRET")
-            .stdout(Stdio::null())
+            // What it prints (the stats block on SIGUSR1), next to its log.
+            .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
