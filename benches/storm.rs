@@ -1,4 +1,4 @@
-//! Reconnect storm (issue 15): N peers (100, 500, 1000) dial ONE tokio palisade listener
+//! Reconnect storm (issue 15): N peers (100, 500, 1000, 5000) dial ONE tokio palisade listener
 //! at the same moment — every node reconnecting after a partition heals — with TLS 1.3
 //! mutual TLS + the join and the default admission control on; beside it, in the same
 //! run, the same storm against a tokio-rustls listener with the same certificates and
@@ -44,7 +44,7 @@ use common::{benchmarking, has_arg, quick_env, server_name, Certs};
 
 mod common;
 
-const SIZES: [usize; 3] = [100, 500, 1000];
+const SIZES: [usize; 4] = [100, 500, 1000, 5000];
 /// Peers per source address: under a third of the per-source caps.
 const PEERS_PER_SOURCE: usize = 10;
 /// A peer not joined this long after the barrier has failed.

@@ -21,7 +21,7 @@ for_both_listeners!(
     one_source_over_its_cap_is_closed_at_once_and_another_joins,
     a_full_listener_evicts_the_oldest_for_a_legitimate_peer,
     a_silent_socket_is_closed_at_the_first_bytes_deadline,
-    a_source_over_its_connection_rate_is_closed_at_admission,
+    a_source_over_its_handshake_rate_is_closed_before_its_bytes_are_read,
     a_source_with_repeated_failed_joins_is_backed_off,
     listener_sockets_stay_within_the_cap_under_a_flood,
     sockets_that_timed_out_unjoined_are_let_go_at_once,
@@ -233,7 +233,7 @@ fn a_silent_socket_is_closed_at_the_first_bytes_deadline(kind: Kind) {
 
 // ----- token buckets -----
 
-fn a_source_over_its_connection_rate_is_closed_at_admission(kind: Kind) {
+fn a_source_over_its_handshake_rate_is_closed_before_its_bytes_are_read(kind: Kind) {
     let _machine = shared();
     let cluster = Cluster::new();
     let limits = AdmissionLimits {
@@ -242,9 +242,31 @@ fn a_source_over_its_connection_rate_is_closed_at_admission(kind: Kind) {
         ..relaxed_limits()
     };
     let server = Server::start_with_limits(kind, patient(&cluster, false), limits);
-    let admitted: Vec<Raw> = (0..3).map(|_| Raw::connect_from(&server, ip(2))).collect();
+    let preface = palisade::preface::PREFACE;
+    // The burst: three connections start their handshakes (send their first bytes).
+    let mut admitted: Vec<Raw> = (0..3)
+        .map(|_| {
+            let mut raw = Raw::connect_from(&server, ip(2));
+            raw.send(&preface);
+            raw
+        })
+        .collect();
+    // Silent connections take no token: more of them are admitted and held.
+    let mut silent: Vec<Raw> = (0..4).map(|_| Raw::connect_from(&server, ip(2))).collect();
+    assert!(
+        eventually(FAST, || server.handshakes_in_progress() == 7),
+        "{kind:?}: {} in progress",
+        server.handshakes_in_progress()
+    );
     let mut over = Raw::connect_from(&server, ip(2));
-    assert_refused_at_once(&mut over, &format!("{kind:?}: a connection over the rate"));
+    over.send_lossy(&preface);
+    let closed = over.read_until_closed(FAST);
+    // Only the greeting every admitted plaintext connection gets at once: its bytes
+    // were never read, so nothing answers them.
+    assert!(
+        preface.starts_with(&closed.reply),
+        "{kind:?}: a connection over the rate got {closed:?}"
+    );
     let f = server.failures.of(over.local, FAST);
     assert!(
         matches!(
@@ -254,16 +276,20 @@ fn a_source_over_its_connection_rate_is_closed_at_admission(kind: Kind) {
         "{kind:?}: {f:?}"
     );
     assert!(f.text.contains("new_connection_rate_per_source"), "{f:?}");
-    // The burst got in (a plaintext listener greets with its preface at once).
-    for raw in &admitted {
-        raw.wait_unread(palisade::preface::PREFACE.len(), FAST);
+    for raw in admitted.iter_mut().chain(&mut silent) {
+        assert!(!raw.closed_now(), "{kind:?}: {} was closed", raw.local);
     }
     assert_joins_from(
         &server,
         ip(3),
         cluster.member(false, "member-beside-a-fast-dialer"),
     );
-    assert_eq!(server.stats().refused_rate, 1);
+    let stats = server.stats();
+    assert_eq!(
+        (stats.refused_rate, stats.failed),
+        (1, 0),
+        "{kind:?}: {stats:?}"
+    );
 }
 
 fn a_source_with_repeated_failed_joins_is_backed_off(kind: Kind) {

@@ -197,3 +197,81 @@ fn the_config_map_loads_as_a_node_and_names_only_mounted_files() {
         }
     }
 }
+
+/// The sidecar example: its ConfigMap's settings load (the `[[forward]]` / `[[service]]`
+/// tables parse as TOML and are read by `palisade node`'s forwarding, not by
+/// `Settings`), every file it names is under a mount of the palisade container, the
+/// audit log's directory is writable, and the probes and the scrape annotation use the
+/// port `metrics_listen` binds.
+#[test]
+fn the_sidecar_pod_probes_and_scrapes_metrics_listen() {
+    let docs = documents();
+    let config_map = docs
+        .iter()
+        .find(|d| d.contains("\nkind: ConfigMap\n") && d.contains("[[forward]]"))
+        .expect("the sidecar's ConfigMap");
+    let toml: String = config_map
+        .split("palisade.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l).to_owned() + "\n")
+        .collect();
+    let whole: toml::Table = toml.parse().expect("the sidecar's palisade.toml");
+    assert!(whole["forward"].is_array() && whole["service"].is_array());
+    let top: String = toml.split("\n[[").next().unwrap().to_owned();
+    let top: String = top
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.to_owned() + "\n")
+        .collect();
+    let settings = Settings::from_toml_str(&top, None).expect("its keys");
+    let port = settings
+        .metrics_listen
+        .as_deref()
+        .and_then(|a| a.rsplit_once(':'))
+        .map(|(_, p)| p.to_owned())
+        .expect("metrics_listen");
+    let pod = docs
+        .iter()
+        .find(|d| d.contains("\nkind: Pod\n"))
+        .expect("the sidecar Pod");
+    assert_eq!(values(pod, "prometheus.io/port"), [format!("\"{port}\"")]);
+    assert_eq!(values(pod, "prometheus.io/path"), ["/metrics"]);
+    let (_, palisade) = pod
+        .split_once("- name: palisade\n")
+        .expect("the palisade container");
+    let palisade = palisade.split("\n  volumes:\n").next().unwrap();
+    let probes: Vec<&str> = values(palisade, "path");
+    assert_eq!(probes, ["/healthz", "/readyz"]);
+    assert_eq!(values(palisade, "port"), [port.as_str(), port.as_str()]);
+    let mounts = values(palisade, "mountPath");
+    for path in settings
+        .tls
+        .tls_cert_file
+        .iter()
+        .chain(&settings.tls.tls_key_file)
+        .chain(&settings.tls.tls_ca_file)
+        .chain(&settings.shared_secret_file)
+        .chain(&settings.audit_log)
+    {
+        let path = path.display().to_string();
+        assert!(
+            mounts.iter().any(|m| path.starts_with(&format!("{m}/"))),
+            "{path} is under no volume mount {mounts:?}"
+        );
+    }
+    let audit_dir = settings.audit_log.as_ref().unwrap().parent().unwrap();
+    let audit_mount = palisade
+        .split(&format!("mountPath: {}\n", audit_dir.display()))
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        !audit_mount
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains("readOnly: true"),
+        "the audit log's volume is writable"
+    );
+}

@@ -84,6 +84,7 @@ fn a_toml_file_and_the_same_settings_from_the_environment_are_equal() {
         failed_join_rate_per_source = 0.5
         failed_join_burst_per_source = 3
         source_backoff = "1m"
+        min_evict_age = "2500ms"
         tls_enabled = true
         tls_cert_file = "/etc/palisade/tls/tls.crt"
         tls_key_file = "/etc/palisade/tls/tls.key"
@@ -128,6 +129,7 @@ fn a_toml_file_and_the_same_settings_from_the_environment_are_equal() {
         ("PALISADE_FAILED_JOIN_RATE_PER_SOURCE", "0.5"),
         ("PALISADE_FAILED_JOIN_BURST_PER_SOURCE", "3"),
         ("PALISADE_SOURCE_BACKOFF", "1m"),
+        ("PALISADE_MIN_EVICT_AGE", "2500ms"),
         ("PALISADE_TLS_ENABLED", "true"),
         ("PALISADE_TLS_CERT_FILE", "/etc/palisade/tls/tls.crt"),
         ("PALISADE_TLS_KEY_FILE", "/etc/palisade/tls/tls.key"),
@@ -158,6 +160,7 @@ fn a_toml_file_and_the_same_settings_from_the_environment_are_equal() {
     assert!(!file.close_on_peer_expiry);
     assert_eq!(file.tls.tls_crl_files.len(), 2);
     assert_eq!(file.clock_skew_tolerance, Duration::from_secs(90));
+    assert_eq!(file.min_evict_age, Duration::from_millis(2500));
     // And the environment wins over the file.
     let mut both = file.clone();
     both.apply_env(env(&[("PALISADE_NODE_ID", "node-9")]))
@@ -174,6 +177,10 @@ fn every_key_reaches_its_field_and_the_defaults_are_the_documented_ones() {
     assert_eq!(
         defaults.source_backoff,
         palisade_driver::admission::AdmissionLimits::default().source_backoff
+    );
+    assert_eq!(
+        defaults.min_evict_age,
+        palisade_driver::admission::AdmissionLimits::default().min_evict_age
     );
     for key in KEYS {
         // The documented default, set through the environment, changes nothing.
@@ -211,6 +218,8 @@ fn every_key_reaches_its_field_and_the_defaults_are_the_documented_ones() {
     // Every field is a key: the serialized settings (secret left out) name only known keys.
     let mut full = defaults.clone();
     full.listen = Some("x".into());
+    full.metrics_listen = Some("x".into());
+    full.audit_log = Some("x".into());
     full.shared_secret_file = Some("x".into());
     full.revocation_file = Some("x".into());
     full.tls.tls_cert_file = Some("x".into());
@@ -637,4 +646,16 @@ fn load_checked_reports_file_problems_and_the_checks_of_the_keys_it_could_read()
     assert!(has(&m, "the secret is 3 bytes long"));
     // A secret is configured (if unusable): no "no authentication" warning on top.
     assert!(!has(&m, "no authentication"));
+}
+
+#[test]
+fn min_evict_age_reaches_the_listeners_admission_limits() {
+    let settings = Settings::from_toml_str(
+        "cluster_name = \"prod\"\nnode_id = \"a\"\nshared_secret = \"0123456789abcdef0123456789abcdef\"\nmin_evict_age = \"4s\"\n",
+        None,
+    )
+    .unwrap();
+    let built = settings.build(SystemTime::now());
+    assert!(built.report.is_ok(), "{}", built.report);
+    assert_eq!(built.limits.min_evict_age, Duration::from_secs(4));
 }

@@ -276,7 +276,7 @@ async fn replay_flood(
 }
 
 /// The first bytes a node with these settings sends when it dials.
-fn first_flight(config: Config) -> Vec<u8> {
+pub fn first_flight(config: Config) -> Vec<u8> {
     let endpoint = Endpoint::new(config).expect("config");
     let mut conn = endpoint
         .connect(ACCEPTOR, Instant::now(), SystemTime::now())

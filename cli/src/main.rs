@@ -8,6 +8,7 @@ mod demo;
 mod exit;
 mod forward;
 mod node;
+mod ops;
 mod probe;
 mod proto;
 mod secret;

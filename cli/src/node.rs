@@ -132,6 +132,8 @@ struct Node {
     connect_timeout: RwLock<Duration>,
     metrics: Metrics,
     started: Instant,
+    /// `metrics_listen` and `audit_log`: told of joins, dials, closes and reloads.
+    ops: crate::ops::Ops,
     /// `[[forward]]`/`[[service]]`: streams carried over the links ([`crate::forward`]).
     forward: Arc<Forwarder>,
 }
@@ -296,8 +298,11 @@ async fn serve(
     let unworkable = |e: &palisade::ConfigError| {
         CliError::new(exit::INVALID, "the settings cannot work").cause(e)
     };
+    let ops = crate::ops::Ops::start(&settings, &config).await?;
+    let audit = ops.audit.clone();
     let hook: palisade::FailureHook = Arc::new(move |failure| {
         warn!(peer = %failure.peer_addr, "refused a link: {}", failure.error);
+        audit.handshake_failed(failure);
     });
     // One endpoint for the listener and the dialer: they share the replay cache and the
     // nonces of this node's HELLOs in flight, so a HELLO reflected from a dial back to
@@ -324,6 +329,7 @@ async fn serve(
         || Metrics::new(config.node_id.clone()),
         |l| l.metrics().clone(),
     );
+    let forward = Forwarder::with_audit(&config.node_id, ops.audit.clone());
     let node = Arc::new(Node {
         id: config.node_id.clone(),
         links: Mutex::new(HashMap::new()),
@@ -337,7 +343,8 @@ async fn serve(
         connect_timeout: RwLock::new(settings.connect_timeout),
         metrics,
         started: Instant::now(),
-        forward: Forwarder::new(&config.node_id),
+        ops,
+        forward,
     });
     node.forward.configure(&settings);
     if let Some(listener) = &listener {
@@ -368,8 +375,10 @@ async fn serve(
         .map_err(|e| CliError::new(exit::IO, "cannot install the SIGINT handler").cause(&e))?;
     let mut stats = args.stats_interval.map(tokio::time::interval);
     let print_stats = |node: &Node| println!("{}", node.snapshot(listener.as_deref()));
+    let mut beat = tokio::time::interval(crate::ops::BEAT);
     loop {
         tokio::select! {
+            _ = beat.tick() => node.ops.health.beat(),
             Some(event) = events.recv() => match event {
                 WatchEvent::Reload(reload) => apply(&node, listener.as_deref(), reload, "files"),
                 // The watch has logged it (warn within 30 days, error within 7 or after).
@@ -385,6 +394,7 @@ async fn serve(
                         if settings.listen != listen {
                             warn!("listen changed in {}; restart the node to listen on the new address", args.config.display());
                         }
+                        node.ops.check_restart_keys(&settings, &args.config);
                         let report = loaded.report;
                         if let Ok(mut t) = node.connect_timeout.write() {
                             *t = settings.connect_timeout;
@@ -416,6 +426,7 @@ async fn serve(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     print_stats(&node);
+    node.ops.stopping();
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -468,6 +479,8 @@ fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
                     node.counters
                         .reloads_refused
                         .fetch_add(1, Ordering::Relaxed);
+                    node.ops
+                        .reload_failed(what, &format!("refused by the listener: {e}"));
                     return;
                 }
             }
@@ -476,6 +489,10 @@ fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
                 node.counters
                     .reloads_refused
                     .fetch_add(1, Ordering::Relaxed);
+                node.ops
+                    .reload_failed(what, &format!("refused for dialing: {e}"));
+            } else {
+                node.ops.reloaded(what, &config);
             }
             node.take_config(&config);
             let serial = own_cert(&config)
@@ -488,6 +505,8 @@ fn apply(node: &Node, listener: Option<&Listener>, reload: Reload, what: &str) {
             for finding in report.errors() {
                 error!("reload refused, keeping the previous settings: {finding}");
             }
+            let why: Vec<String> = report.errors().map(ToString::to_string).collect();
+            node.ops.reload_failed(what, &why.join("; "));
         }
     }
 }
@@ -520,6 +539,7 @@ async fn dial_loop(node: Arc<Node>, seed: String) {
             .await
         {
             Ok(conn) => {
+                node.ops.dialed(&seed, conn.peer());
                 backoff = BACKOFF_START;
                 known = Some(conn.peer().node_id.clone());
                 run_link(Arc::clone(&node), conn, true, seed.clone()).await;
@@ -527,12 +547,14 @@ async fn dial_loop(node: Arc<Node>, seed: String) {
             }
             Err(e) if e.is_permanent() => {
                 node.counters.dial_failures.fetch_add(1, Ordering::Relaxed);
+                node.ops.dial_failed(&seed, &e, true);
                 error!(seed = %seed, "dialing {seed} failed permanently: {e}; not retrying until the settings are reloaded (files change, or SIGHUP)");
                 node.reloaded.notified().await;
                 backoff = BACKOFF_START;
             }
             Err(e) => {
                 node.counters.dial_failures.fetch_add(1, Ordering::Relaxed);
+                node.ops.dial_failed(&seed, &e, false);
                 let wait = jittered(backoff);
                 warn!(seed = %seed, "dialing {seed} failed: {e}; retrying in {:.1}s", wait.as_secs_f64());
                 tokio::time::sleep(wait).await;
@@ -544,6 +566,7 @@ async fn dial_loop(node: Arc<Node>, seed: String) {
 
 async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String) {
     let peer = conn.peer().clone();
+    node.ops.joined(&peer, &addr, dialed);
     let (close_tx, mut close_rx) = oneshot::channel();
     let Some(id) = node.register(&peer.node_id, dialed, close_tx) else {
         info!(peer = %peer.node_id, "a second link with {} ({addr}); keeping the first", peer.node_id);
@@ -566,7 +589,9 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
     info!(peer = %peer.node_id, "joined {} ({addr}, {}): {tls}; {key}; clock skew {} ms", peer.node_id, if dialed { "dialed" } else { "accepted" }, peer.clock_skew_ms);
     let (tx, mut rx) = conn.split();
     let (out, writer) = forward::spawn_writer(tx);
-    let streams = node.forward.attach(&peer.node_id, dialed, out.clone());
+    let streams = node
+        .forward
+        .attach(&peer.node_id, &addr, dialed, out.clone());
     let ended = loop {
         tokio::select! {
             frame = rx.recv() => match frame {
@@ -588,11 +613,20 @@ async fn run_link(node: Arc<Node>, conn: Connection, dialed: bool, addr: String)
                 }
                 // A CLOSE either way: by the peer, or by this node when a reload withdrew
                 // the peer (revoked, no longer authorized, re-join failed).
-                Ok(None) => break match rx.close_cause() {
-                    Some(cause) => cause.to_string(),
-                    None => "closed by the peer".to_owned(),
-                },
-                Err(e) => break format!("{e}"),
+                Ok(None) => {
+                    let cause = rx.close_cause();
+                    node.ops.link_ended(&peer, &addr, dialed, cause.as_ref());
+                    break match cause {
+                        Some(cause) => cause.to_string(),
+                        None => "closed by the peer".to_owned(),
+                    };
+                }
+                Err(e) => {
+                    if let palisade::LinkError::Closed(cause) = &e {
+                        node.ops.link_ended(&peer, &addr, dialed, Some(cause));
+                    }
+                    break format!("{e}");
+                }
             },
             _ = &mut close_rx => {
                 out.send(Out::Close(CloseReason::new(CloseCode::ShuttingDown, "node shutting down or link replaced")));
@@ -633,6 +667,7 @@ mod tests {
             connect_timeout: RwLock::new(Duration::from_secs(1)),
             metrics: Metrics::new(id),
             started: Instant::now(),
+            ops: crate::ops::Ops::default(),
             forward: Forwarder::new(id),
         }
     }

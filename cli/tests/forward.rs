@@ -64,6 +64,8 @@ struct Cluster {
     back: u16,
     /// node-1's forward port to `node-9`, which no link or address reaches.
     nowhere: u16,
+    /// node-2's `metrics_listen` port.
+    metrics: u16,
 }
 
 fn append(dir: &Path, node: &str, text: &str) {
@@ -86,8 +88,21 @@ impl Cluster {
     fn start() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let base = free_base(8);
+        let base = free_base(9);
         init(&dir, "node-1,node-2", base);
+        // node-2 serves /metrics and keeps an audit log (keys above the tables).
+        let two_config = config(&dir, "node-2");
+        let text = std::fs::read_to_string(&two_config).unwrap();
+        let audit = dir.join("node-2.audit");
+        std::fs::write(
+            &two_config,
+            format!(
+                "metrics_listen = \"127.0.0.1:{}\"\naudit_log = {:?}\n{text}",
+                base + 8,
+                audit.display().to_string()
+            ),
+        )
+        .unwrap();
         let echo = echo_server();
         let (fwd_echo, forbidden, unknown, unreachable) = (base + 2, base + 3, base + 4, base + 5);
         append(&dir, "node-2", &service_tables(echo, "\"node-1\""));
@@ -125,6 +140,7 @@ impl Cluster {
             unreachable,
             back: base + 6,
             nowhere: base + 7,
+            metrics: base + 8,
         };
         // Ready once node-1 dialed node-2 (of the two links the nodes make, the one both
         // keep, as node-1 is the smaller id) and a byte round-trips through the forward.
@@ -322,11 +338,64 @@ fn refused_streams_reset_the_client_at_once_and_both_ends_log_why() {
     c.stats_line(&c.two, "refused here 3;");
     c.stats_line(&c.one, "local sockets reset 3");
 
+    // node-2's audit log has each refusal, with the opener's node id and the service.
+    let audit = std::fs::read_to_string(c.dir.join("node-2.audit")).unwrap();
+    for service in ["forbidden", "nope", "dead"] {
+        assert!(
+            audit
+                .lines()
+                .any(|l| l.contains("\"event\":\"stream_refused\"")
+                    && l.contains("\"node_id\":\"node-1\"")
+                    && l.contains(&format!("\"service\":\"{service}\""))
+                    && l.contains("\"peer_addr\":\"127.0.0.1:")),
+            "no stream_refused record for {service}:\n{audit}"
+        );
+    }
+
     // The link and the allowed service are unaffected.
     assert_eq!(
         round_trip(c.connect(c.echo).unwrap(), b"still here".to_vec()),
         b"still here"
     );
+    // node-2's /metrics counts the echo service's streams and bytes.
+    let metrics = get_metrics(c.metrics);
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("service=\"echo\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} for echo:\n{metrics}"))
+    };
+    assert!(series("palisade_forward_streams_total") >= 2.0);
+    let bytes = |direction: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("palisade_forward_bytes_total")
+                    && l.contains("service=\"echo\"")
+                    && l.contains(&format!("direction=\"{direction}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // At least "?" and "still here" went each way through node-2's side of the stream.
+    assert!(
+        bytes("sent") >= 11.0 && bytes("received") >= 11.0,
+        "{metrics}"
+    );
+}
+
+/// `GET /metrics` from a node's `metrics_listen`.
+fn get_metrics(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 #[test]

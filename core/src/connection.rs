@@ -277,10 +277,14 @@ impl Connection {
         let unix_ms = self.clock.unix_ms(now);
         let mut consumed = 0;
         let mut peer_closed = false;
-        // Until the input is gone or the window is shut: what was just taken can open
-        // more room (a frame header that arrived makes the rest of its frame welcome), so
-        // one pass could stop short with no event to poll, and a caller that waits for
-        // an event before offering the rest again would wait for ever.
+        // Until the input is gone, the window is shut or an event waits: what was just
+        // taken can open more room (a frame header that arrived makes the rest of its
+        // frame welcome), so one pass could stop short with no event to poll, and a
+        // caller that waits for an event before offering the rest again would wait for
+        // ever. Not past an event, though: each pass may take a little more than its
+        // room (a whole TLS record), and that may hold the next frame's header, whose
+        // frame is welcome in turn; stopping at the first event keeps what is held to
+        // the window and one frame.
         loop {
             let rest = input.get(consumed..).unwrap_or_default();
             let room = self.recv_room();
@@ -297,7 +301,12 @@ impl Connection {
             // With TLS, the handshake may have just completed: the initiator's HELLO
             // goes out in the same flight as its Finished.
             self.advance_handshake(now);
-            if outcome.consumed == 0 || consumed >= input.len() || peer_closed || self.is_closed() {
+            if outcome.consumed == 0
+                || consumed >= input.len()
+                || peer_closed
+                || self.is_closed()
+                || !self.events.is_empty()
+            {
                 break;
             }
         }

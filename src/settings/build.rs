@@ -241,6 +241,15 @@ impl Settings {
                 ));
             }
         }
+        if let Some(addr) = &self.metrics_listen {
+            if addr.parse::<SocketAddr>().is_err() {
+                report.push(Finding::error(
+                    "metrics_listen",
+                    format!("metrics_listen = {addr:?} is not an IP address and port"),
+                    "write e.g. \"127.0.0.1:9464\" (or \"0.0.0.0:9464\" for a Prometheus outside the pod)",
+                ));
+            }
+        }
         for seed in &self.seeds {
             let port = seed.rsplit_once(':').filter(|(host, _)| !host.is_empty());
             if port
@@ -366,9 +375,7 @@ impl Settings {
             max_tracked_sources: defaults
                 .max_tracked_sources
                 .max(self.max_unjoined.saturating_mul(16)),
-            // Not a config key yet (programmatic `AdmissionLimits` only): 1 s covers a
-            // slow-WAN join.
-            min_evict_age: defaults.min_evict_age,
+            min_evict_age: self.min_evict_age,
         };
         // A backstop for limits the checks above missed.
         if report.is_ok() {

@@ -472,6 +472,25 @@ mod tests {
         assert!(s.service[0].allows("node-1"));
     }
 
+    /// The etcd example of "Securing a program you did not write" is a valid config.
+    #[test]
+    fn the_readme_etcd_example_reads() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let example = readme
+            .split("**etcd, three members.**")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|block| block.split("```").next())
+            .expect("the README's etcd example");
+        let s = Settings::from_toml_str(example, None).unwrap();
+        let ports: Vec<u16> = s.forward.iter().map(|f| f.listen.port()).collect();
+        assert_eq!(ports, [2382, 2383]);
+        assert_eq!(s.seeds.len(), 2);
+        assert!(s.service[0].allows("node-3") && !s.service[0].allows("node-4"));
+        assert_eq!(s.peers.len(), 2);
+    }
+
     #[test]
     fn other_tables_are_still_refused() {
         let shown = errors("[cluster]\nname = \"x\"\n");

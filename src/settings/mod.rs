@@ -47,6 +47,12 @@ pub struct Settings {
     pub listen: Option<String>,
     /// `seeds`: peers to dial at start, `host:port`; comma-separated in the environment.
     pub seeds: Vec<String>,
+    /// `metrics_listen`: `palisade node` serves `/metrics`, `/healthz` and `/readyz` on
+    /// this address (`127.0.0.1:9464`); `None`: off.
+    pub metrics_listen: Option<String>,
+    /// `audit_log`: `palisade node` appends a JSON line per security event (joins,
+    /// refusals, trust closes, reloads) to this file; `None`: off.
+    pub audit_log: Option<PathBuf>,
     /// `shared_secret`: the join secret as text; best given as `PALISADE_SHARED_SECRET`.
     /// Never serialized or shown.
     #[serde(skip_serializing)]
@@ -96,6 +102,9 @@ pub struct Settings {
     /// `source_backoff`: listener, how long a source out of failed joins is refused.
     #[serde(with = "human")]
     pub source_backoff: Duration,
+    /// `min_evict_age`: listener, the youngest unjoined connection that may be evicted.
+    #[serde(with = "human")]
+    pub min_evict_age: Duration,
     /// `reload_interval`: how often the file watch re-reads the certificate, key, CA
     /// and secret files; zero: never on its own (`FileWatch::check` on demand only).
     #[serde(with = "human")]
@@ -147,6 +156,8 @@ impl Default for Settings {
             node_id: core.node_id,
             listen: None,
             seeds: Vec::new(),
+            metrics_listen: None,
+            audit_log: None,
             shared_secret: None,
             shared_secret_file: None,
             accepted_secret_files: Vec::new(),
@@ -167,6 +178,7 @@ impl Default for Settings {
             failed_join_rate_per_source: limits.failed_join_rate_per_source,
             failed_join_burst_per_source: limits.failed_join_burst_per_source,
             source_backoff: limits.source_backoff,
+            min_evict_age: limits.min_evict_age,
             reload_interval: DEFAULT_RELOAD_INTERVAL,
             allowed_peers: Vec::new(),
             revocation_file: None,
@@ -366,13 +378,14 @@ impl Settings {
             .map_err(|e: toml::de::Error| e.message().to_owned())?;
         take_key!(key, self, one;
             [cluster_name, node_id, listen, seeds, shared_secret, shared_secret_file,
+             metrics_listen, audit_log,
              accepted_secret_files, max_frame, handshake_timeout, connect_timeout,
              clock_skew_tolerance, clock_ahead_tolerance, first_bytes_timeout,
              replay_cache_capacity, replay_cache_per_source, send_buffer_limit,
              recv_buffer_limit, max_unjoined, max_unjoined_per_source,
              new_connection_rate_per_source, new_connection_burst_per_source,
              failed_join_rate_per_source, failed_join_burst_per_source, source_backoff,
-             reload_interval, mode, allowed_peers, revocation_file, close_on_peer_expiry];
+             min_evict_age, reload_interval, mode, allowed_peers, revocation_file, close_on_peer_expiry];
             tls [tls_enabled, tls_cert_file, tls_key_file, tls_ca_file, tls_crl_files, tls_trust,
                  verify_hostname, same_name_as_own_cert, allowed_names, node_id_in_cert,
                  min_tls, cipher_suites]);

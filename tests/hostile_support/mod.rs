@@ -832,6 +832,23 @@ impl Raw {
         assert!(ok, "{n} bytes did not arrive within {within:?}");
     }
 
+    /// Whether the listener has closed the connection, without waiting (reads and
+    /// discards what it wrote so far).
+    pub fn closed_now(&mut self) -> bool {
+        let mut b = [0u8; 4096];
+        self.stream.set_nonblocking(true).expect("nonblocking");
+        let closed = loop {
+            match self.stream.read(&mut b) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break e.kind() != ErrorKind::WouldBlock,
+            }
+        };
+        self.stream.set_nonblocking(false).expect("blocking");
+        closed
+    }
+
     /// Whether the listener has neither closed the connection nor written to it.
     pub fn untouched(&self) -> bool {
         let mut b = [0u8; 1];

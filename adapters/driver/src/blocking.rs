@@ -175,7 +175,10 @@ fn run_reader(shared: &Shared, mut socket: TcpStream, permit: Option<&Permit>) {
             Ok(n) => {
                 // The peer is no longer silent (admission tells the two apart).
                 if let Some(permit) = permit {
-                    permit.mark_heard();
+                    if !permit.mark_heard(Instant::now()) {
+                        shared.link.io_error(&crate::conn::over_rate());
+                        continue;
+                    }
                 }
                 shared
                     .link

@@ -369,6 +369,14 @@ fn futures_are_send(send: &mut SendHalf, recv: &mut RecvHalf) {
 
 /// A socket that tells its admission [`Permit`] when the peer's first byte arrives (then
 /// lets go of it): a connection that sent nothing is silent, not failed.
+/// The read error of a connection whose source is over its new-connection rate.
+pub(crate) fn over_rate() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        "closed unread: its address is over new_connection_rate_per_source",
+    )
+}
+
 struct Heard<S> {
     socket: S,
     permit: Option<Permit>,
@@ -384,7 +392,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
         let read = Pin::new(&mut this.socket).poll_read(cx, buf);
         if matches!(read, Poll::Ready(Ok(n)) if n > 0) {
             if let Some(permit) = this.permit.take() {
-                permit.mark_heard();
+                if !permit.mark_heard(std::time::Instant::now()) {
+                    return Poll::Ready(Err(over_rate()));
+                }
             }
         }
         read

@@ -13,7 +13,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use palisade_core::{Endpoint, RejectCode, Side};
 use tracing::Instrument;
 
-use crate::admission::{Admission, AdmissionLimits, AdmissionStats, Permit};
+use crate::admission::{Admission, AdmissionError, AdmissionLimits, AdmissionStats, Permit};
 use crate::conn::{establish_admitted, Connection};
 use crate::driver::Runtime;
 use crate::error::{Error, HandshakeFailure};
@@ -179,7 +179,14 @@ impl Gate {
         // the peer's doing.
         let ours = error.reject_code() == Some(RejectCode::Busy);
         let error = if permit.was_evicted() {
-            Error::Admission(permit.eviction_error())
+            let error = permit.eviction_error();
+            if matches!(error, AdmissionError::ConnectionRate { .. }) {
+                // Like a refusal at admission: a flood of these must not flood the log.
+                tracing::debug!(target: "palisade", peer = %peer_addr, "{error}");
+                let error = Error::Admission(error);
+                return self.notify(&HandshakeFailure { peer_addr, error });
+            }
+            Error::Admission(error)
         } else if ours {
             error
         } else {

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::ops::names::ServiceCounters;
 use bytes::Bytes;
 use palisade::tokio::SendHalf;
 use palisade::{CloseCode, CloseReason};
@@ -170,6 +171,8 @@ pub enum Cmd {
 pub(crate) struct LinkCtx {
     pub(crate) id: u64,
     pub(crate) peer: String,
+    /// The peer's address, for the audit log.
+    pub(crate) peer_addr: String,
     pub(crate) side: Side,
     pub(crate) out: Writer,
     pub(crate) cmds_tx: mpsc::UnboundedSender<Cmd>,
@@ -330,6 +333,8 @@ fn incoming(
         Ok(target) => target,
         Err((code, why)) => {
             warn!(peer = %peer, service = %service, "refused stream {id} from {peer} to {service:?}: {why}");
+            fwd.audit
+                .stream_refused(&ctx.peer_addr, &peer, &service, &why);
             fwd.stats.refused.fetch_add(1, Ordering::Relaxed);
             mux.refuse(id, code, &why);
             return;
@@ -338,6 +343,7 @@ fn incoming(
     let (events_tx, events) = mpsc::unbounded_channel();
     streams.insert(id, events_tx);
     let cmds = ctx.cmds_tx.clone();
+    let peer_addr = ctx.peer_addr.clone();
     let fwd = Arc::clone(fwd);
     tokio::spawn(async move {
         let connect = tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(&target));
@@ -345,6 +351,8 @@ fn incoming(
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => {
                 warn!(peer = %peer, service = %service, "refused stream {id} from {peer} to {service:?}: cannot connect to its target {target}: {e}");
+                let why = format!("cannot connect to its target {target}: {e}");
+                fwd.audit.stream_refused(&peer_addr, &peer, &service, &why);
                 fwd.stats.refused.fetch_add(1, Ordering::Relaxed);
                 let _ = cmds.send(Cmd::Refuse(
                     id,
@@ -355,6 +363,8 @@ fn incoming(
             }
             Err(_) => {
                 warn!(peer = %peer, service = %service, "refused stream {id} from {peer} to {service:?}: connecting to its target {target} timed out");
+                let why = format!("connecting to its target {target} timed out");
+                fwd.audit.stream_refused(&peer_addr, &peer, &service, &why);
                 fwd.stats.refused.fetch_add(1, Ordering::Relaxed);
                 let _ = cmds.send(Cmd::Refuse(
                     id,
@@ -366,11 +376,14 @@ fn incoming(
         };
         let _ = tcp.set_nodelay(true);
         let _ = cmds.send(Cmd::Accept(id));
+        let counters = ServiceCounters::new(&fwd.node_id, &service);
+        counters.stream_opened();
         let ctx = StreamCtx {
             id,
             peer,
             service,
             cmds,
+            counters,
         };
         fwd.stats.inbound.fetch_add(1, Ordering::Relaxed);
         if !stream::run(tcp, ctx, events).await {
@@ -407,7 +420,7 @@ mod tests {
     async fn a_peer_that_does_not_read_its_answers_is_closed_at_the_cap() {
         let fwd = Forwarder::new("node-1");
         let (out, mut sent) = Writer::channel(10_000);
-        let streams = fwd.attach("node-2", false, out);
+        let streams = fwd.attach("node-2", "127.0.0.1:7000", false, out);
         for id in 0..1000u32 {
             streams.frame(Msg::Fin { id: 2 * id + 1001 }.encode()).await;
         }
@@ -440,7 +453,7 @@ mod tests {
         fwd.configure(&settings);
         let (out, mut sent) = Writer::channel(WRITER_QUEUE_CAP);
         // node-2 dialed: it opens odd ids.
-        let streams = fwd.attach("node-2", false, out);
+        let streams = fwd.attach("node-2", "127.0.0.1:7000", false, out);
 
         streams
             .frame(
@@ -506,7 +519,7 @@ mod tests {
 
         // So does a malformed message (a DATA too short for its id), on another link.
         let (out, mut sent) = Writer::channel(WRITER_QUEUE_CAP);
-        let other = fwd.attach("node-3", true, out);
+        let other = fwd.attach("node-3", "127.0.0.1:7001", true, out);
         other.frame(Bytes::from_static(&[0x13, 0, 0])).await;
         assert!(matches!(next(&mut sent).await, Out::Close(_)));
     }

@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::ops::audit::Audit;
+use crate::ops::names::ServiceCounters;
 use palisade::settings::ForwardSettings;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -93,10 +95,18 @@ pub struct Forwarder {
     next_link: AtomicU64,
     limits: Limits,
     pub(crate) stats: Stats,
+    /// `audit_log`: refused streams are recorded there too.
+    pub(crate) audit: Audit,
 }
 
 impl Forwarder {
+    #[cfg(test)]
     pub fn new(node_id: &str) -> Arc<Self> {
+        Self::with_audit(node_id, Audit::off())
+    }
+
+    /// A forwarder that records refused streams in `audit`.
+    pub fn with_audit(node_id: &str, audit: Audit) -> Arc<Self> {
         Arc::new(Self {
             node_id: node_id.to_owned(),
             services: RwLock::new(Services::default()),
@@ -106,6 +116,7 @@ impl Forwarder {
             next_link: AtomicU64::new(1),
             limits: Limits::default(),
             stats: Stats::default(),
+            audit,
         })
     }
 
@@ -159,8 +170,15 @@ impl Forwarder {
     }
 
     /// Starts the stream table of a newly joined link with `peer` (its authenticated
-    /// node id); the link hands it stream frames, and dropping it ends every stream.
-    pub fn attach(self: &Arc<Self>, peer: &str, dialed: bool, out: link::Writer) -> LinkStreams {
+    /// node id) at `peer_addr`; the link hands it stream frames, and dropping it ends
+    /// every stream.
+    pub fn attach(
+        self: &Arc<Self>,
+        peer: &str,
+        peer_addr: &str,
+        dialed: bool,
+        out: link::Writer,
+    ) -> LinkStreams {
         let id = self.next_link.fetch_add(1, Ordering::Relaxed);
         let (cmds_tx, cmds) = mpsc::unbounded_channel();
         let (frames_tx, frames) = mpsc::channel(link::FRAME_QUEUE);
@@ -184,6 +202,7 @@ impl Forwarder {
             link::LinkCtx {
                 id,
                 peer: peer.to_owned(),
+                peer_addr: peer_addr.to_owned(),
                 side,
                 out,
                 cmds_tx,
@@ -308,7 +327,9 @@ async fn forward_one(fwd: Arc<Forwarder>, f: ForwardSettings, tcp: TcpStream, fr
                 peer: f.peer.clone(),
                 service: f.service.clone(),
                 cmds: link.cmds,
+                counters: ServiceCounters::new(&fwd.node_id, &f.service),
             };
+            ctx.counters.stream_opened();
             fwd.stats.outbound.fetch_add(1, Ordering::Relaxed);
             if !stream::run(tcp, ctx, events).await {
                 fwd.stats.reset.fetch_add(1, Ordering::Relaxed);

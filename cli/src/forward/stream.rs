@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::link::Cmd;
 use super::wire::Code;
+use crate::ops::names::{Direction, ServiceCounters};
 
 /// The most bytes read from a local socket into one DATA message.
 pub const CHUNK: usize = 16 * 1024;
@@ -37,6 +38,8 @@ pub struct StreamCtx {
     pub peer: String,
     pub service: String,
     pub cmds: mpsc::UnboundedSender<Cmd>,
+    /// The service's stream and byte counters (`metrics_listen`).
+    pub counters: ServiceCounters,
 }
 
 /// Resets a local connection: SO_LINGER 0, then close (an RST, not a FIN).
@@ -65,6 +68,7 @@ pub async fn run(
         peer,
         service,
         cmds,
+        counters: ctx_counters,
     } = ctx;
     let aborted = |cmds: &mpsc::UnboundedSender<Cmd>| {
         let _ = cmds.send(Cmd::Reset(
@@ -103,6 +107,7 @@ pub async fn run(
                 }
                 Ok(n) => {
                     credit -= n as u64;
+                    ctx_counters.bytes(Direction::Sent, n as u64);
                     let _ = cmds.send(Cmd::Data(id, Bytes::copy_from_slice(&buf[..n])));
                 }
                 Err(e) => {
@@ -114,6 +119,7 @@ pub async fn run(
             wrote = wr.write(front), if !front.is_empty() => match wrote {
                 Ok(n) if n > 0 => {
                     written += n;
+                    ctx_counters.bytes(Direction::Received, n as u64);
                     if let Some(Pending::Data(b)) = pending.front() {
                         if written == b.len() {
                             let _ = cmds.send(Cmd::Consumed(id, b.len() as u32));

@@ -127,8 +127,9 @@ impl PeerPolicy {
                 RustlsError::InvalidCertificate(CertificateError::Revoked),
             )));
         }
-        self.check_trust(end_entity, intermediates, server_name, now, &summary)?;
-        self.check_authorization(end_entity, server_name, &summary.names)?;
+        let name_verified =
+            self.check_trust(end_entity, intermediates, server_name, now, &summary)?;
+        self.check_authorization(end_entity, server_name, name_verified, &summary.names)?;
         Ok(AcceptedCert {
             names: summary.names,
         })
@@ -151,6 +152,9 @@ impl PeerPolicy {
             .map_err(|refused| refused.0)
     }
 
+    /// The chain (or the pin) and the validity dates. `Ok(true)` when the chain
+    /// verifier also found `server_name` in the certificate, so the hostname rule need
+    /// not parse the certificate again.
     fn check_trust(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -158,7 +162,7 @@ impl PeerPolicy {
         server_name: Option<&ServerName<'_>>,
         now: UnixTime,
         summary: &CertSummary,
-    ) -> Result<(), Refused> {
+    ) -> Result<bool, Refused> {
         match &self.trust {
             Trust::Ca {
                 server_chain,
@@ -174,16 +178,16 @@ impl PeerPolicy {
                         &[],
                         now,
                     ) {
-                        Ok(_)
-                        | Err(RustlsError::InvalidCertificate(
+                        Ok(_) => Ok(true),
+                        Err(RustlsError::InvalidCertificate(
                             CertificateError::NotValidForName
                             | CertificateError::NotValidForNameContext { .. },
-                        )) => Ok(()),
+                        )) => Ok(false),
                         Err(e) => Err(e),
                     },
                     None => client_chain
                         .verify_client_cert(end_entity, intermediates, now)
-                        .map(|_| ()),
+                        .map(|_| false),
                 };
                 result.map_err(|e| {
                     let mut refusal = refusal_for(&e, summary, now);
@@ -234,7 +238,7 @@ impl PeerPolicy {
                         }),
                     )));
                 }
-                Ok(())
+                Ok(false)
             }
         }
     }
@@ -243,15 +247,17 @@ impl PeerPolicy {
         &self,
         end_entity: &CertificateDer<'_>,
         server_name: Option<&ServerName<'_>>,
+        name_verified: bool,
         names: &CertNames,
     ) -> Result<(), Refused> {
         let rules = &self.authorization;
         let denied =
             RustlsError::InvalidCertificate(CertificateError::ApplicationVerificationFailure);
         if let (Some(server_name), true) = (server_name, rules.verify_hostname) {
-            let matches = ParsedCertificate::try_from(end_entity)
-                .and_then(|parsed| verify_server_name(&parsed, server_name))
-                .is_ok()
+            let matches = name_verified
+                || ParsedCertificate::try_from(end_entity)
+                    .and_then(|parsed| verify_server_name(&parsed, server_name))
+                    .is_ok()
                 || (names.dns.is_empty()
                     && names.ips.is_empty()
                     && names.contains(&server_name.to_str()));

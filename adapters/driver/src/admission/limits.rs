@@ -17,10 +17,13 @@ pub struct AdmissionLimits {
     /// at its cap that opens another connection gives up its oldest silent connection
     /// (one that sent no byte) for it; with none silent, the new one is refused.
     pub max_unjoined_per_source: usize,
-    /// New connections per second one source may open, sustained (default 20). At
-    /// 0.5 ms of TLS work each this bounds one address to about 1 % of a core.
+    /// Connections per second one source may start a handshake on (send its first
+    /// bytes), sustained (default 20). At 0.5 ms of TLS work each this bounds one
+    /// address to about 1 % of a core. Silent connections take none: they cost no work
+    /// and are bounded by the caps, and an address shared with legitimate peers must
+    /// not be drained by sockets that never speak.
     pub new_connection_rate_per_source: f64,
-    /// New connections one source may open at once, above the rate (default 40).
+    /// Handshakes one source may start at once, above the rate (default 40).
     pub new_connection_burst_per_source: u32,
     /// Failed joins per second one source may cause, sustained (default 1). A failed
     /// join is one the peer caused after sending bytes (a bad preface, a TLS failure, a
@@ -103,7 +106,8 @@ pub enum AdmissionError {
         /// `max_unjoined_per_source`.
         limit: usize,
     },
-    /// The source opens connections faster than its token bucket allows.
+    /// The source starts handshakes (connections that send their first bytes) faster
+    /// than its token bucket allows.
     ConnectionRate {
         /// The source.
         source: IpAddr,
@@ -156,8 +160,8 @@ impl fmt::Display for AdmissionError {
                 burst,
             } => write!(
                 f,
-                "{source} opens connections faster than {rate}/s (burst {burst}); connection \
-                 closed at admission (raise new_connection_rate_per_source or \
+                "{source} starts handshakes faster than {rate}/s (burst {burst}); connection \
+                 closed before its first bytes were read (raise new_connection_rate_per_source or \
                  new_connection_burst_per_source if this peer is legitimate)"
             ),
             Self::Backoff { source, remaining } => write!(

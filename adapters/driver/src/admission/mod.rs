@@ -7,8 +7,12 @@
 //! attacker cannot take a fresh address per connection):
 //!
 //! - a cap on its connections that have not joined ([`AdmissionLimits::max_unjoined_per_source`]);
-//! - a token bucket on its new connections: past the rate, a connection is closed at
-//!   once, before its first byte is read;
+//! - a token bucket on its new connections, taken when a connection sends its first
+//!   bytes (when it starts to cost CPU): past the rate, the connection is closed before
+//!   they are read. Silent connections take no token: they cost nothing but a slot,
+//!   and they are bounded by the caps below, so an attacker reopening silent sockets as
+//!   fast as they are closed cannot spend the rate of an address it shares with
+//!   legitimate peers (a NAT);
 //! - a token bucket on its failed joins (failures the peer caused: a bad preface, a TLS
 //!   failure, a REJECT we sent, a join timeout, an eviction while mid-handshake): once
 //!   empty, the source is backed off for [`AdmissionLimits::source_backoff`], and its
@@ -24,20 +28,21 @@
 //! And for the whole listener, a cap on connections that have not joined
 //! ([`AdmissionLimits::max_unjoined`]). When it is reached, one connection is evicted
 //! (closed at once) to make room, chosen so that neither a crowd of addresses nor one
-//! address can starve a slow legitimate join:
+//! address can starve a legitimate join, however slow. Holders of unjoined slots are
+//! ranked by the slots their network holds (IPv4 /24, IPv6 /48: [`group_of`]), then by
+//! the slots their source holds:
 //!
-//! - never one younger than [`AdmissionLimits::min_evict_age`] (a slow-WAN join must be
-//!   able to finish), or than 3 × the 99th percentile of the join times seen if that is
-//!   longer (at most 10 s); if every connection is that young, the newcomer is refused
-//!   instead;
-//! - a silent connection before one mid-handshake (it cost us nothing and owes us a
-//!   first byte); while any silent connection is held, even a young one, no
-//!   mid-handshake connection is evicted (the silent one becomes evictable within
-//!   `min_evict_age`; the newcomer is refused meanwhile);
-//! - from the source holding the most unjoined slots, its oldest first;
-//! - but a newcomer whose own source holds the most gives up that source's oldest silent
-//!   connection, whatever its age (as at the per-source cap: it only competes with
-//!   itself);
+//! - a holder ranked above the newcomer gives up its oldest SILENT connection, whatever
+//!   its age: silence cost us nothing and proved nothing, and a legitimate dialer speaks
+//!   at once (its first bytes follow the TCP handshake), so a crowd reopening silent
+//!   sockets faster than they age cannot keep a newcomer from elsewhere out;
+//! - a newcomer ranked at the top gives up its own source's oldest silent connection,
+//!   whatever its age (as at the per-source cap: it only competes with itself);
+//! - otherwise only connections at least [`AdmissionLimits::min_evict_age`] old (or 3 ×
+//!   the 99th percentile of the join times seen, if longer, at most 10 s) are evicted,
+//!   so a slow-WAN handshake in progress can always finish: a silent one before one
+//!   mid-handshake, and no mid-handshake one while any silent one is held; from the
+//!   top-ranked holder, its oldest first. If none may be, the newcomer is refused;
 //! - a mid-handshake connection evicted counts as a failed join of its source, so a
 //!   ClientHello-then-silence flood runs into its failure budget and backoff like any
 //!   other failed join.
@@ -84,6 +89,19 @@ pub fn source_of(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The network a source belongs to, for choosing whom to evict: an IPv4 /24, an IPv6
+/// /48 (the block a site is usually given). Many addresses of one network are usually
+/// one party (a botnet's hosts rarely spread evenly, one cloud tenant's addresses
+/// share a /24, an IPv6 attacker holds a whole /48 of /64s): counting them together
+/// sends evictions to the crowd before a lone peer that holds as few slots per address.
+/// Only the eviction order uses it; caps and budgets stay per source.
+pub fn group_of(source: IpAddr) -> IpAddr {
+    match source_of(source) {
+        IpAddr::V4(v4) => IpAddr::V4((u32::from(v4) & !0xff).into()),
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & (!0u128 << 80)).into()),
+    }
+}
+
 type EvictFn = Box<dyn FnOnce() + Send>;
 
 /// One admitted connection's place.
@@ -94,6 +112,9 @@ struct Slot {
     at: Instant,
     /// The peer sent at least one byte (set by the driver on the first input).
     heard: AtomicBool,
+    /// Its first bytes came when its source was over its new-connection rate: closed
+    /// before they were read.
+    over_rate: AtomicBool,
     /// The slot no longer counts (joined, evicted, or its socket closed).
     released: AtomicBool,
     /// Closes the connection; set once its link exists.
@@ -243,18 +264,6 @@ impl Admission {
             }
             src.backoff_until = None;
         }
-        if !src.connections.take(
-            limits.new_connection_rate_per_source,
-            limits.new_connection_burst_per_source,
-            now,
-        ) {
-            bump(&self.counters.refused_rate);
-            return Err(AdmissionError::ConnectionRate {
-                source,
-                rate: limits.new_connection_rate_per_source,
-                burst: limits.new_connection_burst_per_source,
-            });
-        }
         let mut evicted = Vec::new();
         if src.unjoined >= limits.max_unjoined_per_source {
             // The source gives up its oldest silent connection, or the newcomer is refused.
@@ -270,9 +279,8 @@ impl Admission {
             }
         }
         if st.unjoined.len() >= limits.max_unjoined {
-            // A source holding the most gives up its own oldest silent connection
-            // (it only competes with itself); otherwise the fair choice.
-            match self.own_silent(st, source).or_else(|| self.victim(st, now)) {
+            // The fair choice (see `victim_for`).
+            match self.victim_for(st, source, now) {
                 Some(id) => evicted.extend(self.evict_locked(st, id, now)),
                 None => {
                     bump(&self.counters.refused_full);
@@ -291,6 +299,7 @@ impl Admission {
             source,
             at: now,
             heard: AtomicBool::new(false),
+            over_rate: AtomicBool::new(false),
             released: AtomicBool::new(false),
             evict: Mutex::new((false, None)),
         });

@@ -54,12 +54,44 @@ impl Permit {
         self.0.admission.failed(self.0.slot.source, now)
     }
 
-    /// The peer sent its first byte: the driver calls this on the first input (cheap,
-    /// an atomic store). From then on the connection is mid-handshake, not silent.
-    pub fn mark_heard(&self) {
-        if !self.0.slot.heard.load(Ordering::Relaxed) {
-            self.0.slot.heard.store(true, Ordering::Release);
+    /// The peer sent its first bytes: the driver calls this on every read until it
+    /// has, before handing them to the handshake. Takes a token of the source's
+    /// new-connection rate; `false` if none is left, and then the connection must be
+    /// closed unread (reported as [`AdmissionError::ConnectionRate`], not counted as a
+    /// failed join). From then on the connection is mid-handshake, not silent.
+    #[must_use]
+    pub fn mark_heard(&self, now: Instant) -> bool {
+        let slot = &self.0.slot;
+        if slot.heard.load(Ordering::Acquire) {
+            return true;
         }
+        if slot.over_rate.load(Ordering::Acquire) {
+            return false;
+        }
+        let admission = &self.0.admission;
+        let limits = &admission.limits;
+        let allowed = {
+            let mut st = admission.lock();
+            let src = st
+                .sources
+                .entry(slot.source)
+                .or_insert_with(|| Source::new(limits, now));
+            src.last_seen = now;
+            src.connections.take(
+                limits.new_connection_rate_per_source,
+                limits.new_connection_burst_per_source,
+                now,
+            )
+        };
+        if allowed {
+            slot.heard.store(true, Ordering::Release);
+            return true;
+        }
+        bump(&admission.counters.refused_rate);
+        slot.over_rate.store(true, Ordering::Release);
+        // Closed by us, not the peer's failure: like an eviction.
+        slot.evict_state().0 = true;
+        false
     }
 
     /// Whether the peer sent any byte.
@@ -72,10 +104,19 @@ impl Permit {
         self.0.slot.evict_state().0
     }
 
-    /// The error an evicted connection is reported with.
+    /// The error an evicted connection (or one closed over its source's rate) is
+    /// reported with.
     pub fn eviction_error(&self) -> AdmissionError {
+        let limits = &self.0.admission.limits;
+        if self.0.slot.over_rate.load(Ordering::Acquire) {
+            return AdmissionError::ConnectionRate {
+                source: self.0.slot.source,
+                rate: limits.new_connection_rate_per_source,
+                burst: limits.new_connection_burst_per_source,
+            };
+        }
         AdmissionError::Evicted {
-            limit: self.0.admission.limits.max_unjoined,
+            limit: limits.max_unjoined,
         }
     }
 

@@ -27,7 +27,8 @@ pub struct AdmissionStats {
     pub silent: u64,
     /// Connections closed at admission: source over `max_unjoined_per_source`.
     pub refused_per_source_cap: u64,
-    /// Connections closed at admission: source over its new-connection rate.
+    /// Connections closed before their first bytes were read: source over its
+    /// handshake rate (`new_connection_rate_per_source`).
     pub refused_rate: u64,
     /// Connections closed at admission: source backed off.
     pub refused_backoff: u64,

@@ -26,8 +26,8 @@ fn per_source_cap_refuses_the_source_not_others() {
     let now = Instant::now();
     let p1 = a.admit(peer("10.0.0.1:1"), now).unwrap();
     let p2 = a.admit(peer("10.0.0.1:2"), now).unwrap();
-    p1.mark_heard();
-    p2.mark_heard();
+    assert!(p1.mark_heard(now));
+    assert!(p2.mark_heard(now));
     let err = a.admit(peer("10.0.0.1:3"), now).unwrap_err();
     assert!(matches!(err, AdmissionError::PerSourceCap { limit: 2, .. }));
     assert!(err.to_string().contains("max_unjoined_per_source"));
@@ -43,7 +43,7 @@ fn a_source_at_its_cap_gives_up_its_oldest_silent_connection() {
     let a = Admission::new(l).unwrap();
     let now = Instant::now();
     let talking = a.admit(peer("10.0.0.1:1"), now).unwrap();
-    talking.mark_heard();
+    assert!(talking.mark_heard(now));
     let silent = a.admit(peer("10.0.0.1:2"), now).unwrap();
     let newest = a.admit(peer("10.0.0.1:3"), now).unwrap();
     assert!(silent.was_evicted() && !talking.was_evicted());
@@ -52,7 +52,7 @@ fn a_source_at_its_cap_gives_up_its_oldest_silent_connection() {
     assert_eq!(newest.failed(now), None);
     let s = a.stats();
     assert_eq!((s.failed, s.evicted, s.silent), (0, 1, 1), "{s:?}");
-    newest.mark_heard();
+    assert!(newest.mark_heard(now));
     assert!(matches!(
         a.admit(peer("10.0.0.1:4"), now),
         Err(AdmissionError::PerSourceCap { .. })
@@ -60,7 +60,7 @@ fn a_source_at_its_cap_gives_up_its_oldest_silent_connection() {
 }
 
 #[test]
-fn eviction_takes_from_the_biggest_source_silent_first_never_too_young() {
+fn a_bigger_holders_silent_connection_goes_at_any_age_a_handshake_only_when_old() {
     let l = AdmissionLimits {
         max_unjoined: 5,
         max_unjoined_per_source: 3,
@@ -76,31 +76,31 @@ fn eviction_takes_from_the_biggest_source_silent_first_never_too_young() {
     let big: Vec<_> = (0..3)
         .map(|i| a.admit(peer(&format!("10.0.0.2:{i}")), t0).unwrap())
         .collect();
-    let young = a.admit(peer("10.0.0.3:1"), t1).unwrap();
-    // All too young: the newcomer is refused, nobody evicted.
-    let err = a.admit(peer("10.0.0.4:1"), t0).unwrap_err();
-    assert!(
-        matches!(err, AdmissionError::Full { limit: 5, .. }),
-        "{err}"
-    );
-    // Old enough: the biggest source's oldest silent one goes, not the older lone one.
-    big[0].mark_heard();
-    let _n1 = a.admit(peer("10.0.0.4:1"), t1).unwrap();
-    assert!(big[1].was_evicted());
-    assert!(!lone.was_evicted() && !big[0].was_evicted() && !young.was_evicted());
+    let other = a.admit(peer("10.0.0.3:1"), t0).unwrap();
+    // Full. A newcomer holding nothing takes the biggest holder's oldest silent
+    // connection, young as it is, not the older lone one.
+    let n1 = a.admit(peer("10.0.0.4:1"), t0).unwrap();
+    assert!(big[0].was_evicted());
+    assert!(!lone.was_evicted() && !big[1].was_evicted() && !other.was_evicted());
     assert_eq!(a.stats().failed, 0, "a silent eviction is no failure");
-    // While a silent one is held (even a young one), no handshake is evicted.
-    lone.mark_heard();
-    big[2].mark_heard();
-    assert!(a.admit(peer("10.0.0.5:1"), t1).is_err());
-    // None silent: the biggest source's oldest handshake goes, and counts against it.
-    young.mark_heard();
-    _n1.mark_heard();
+    // A silent connection of a holder no bigger than the newcomer (10.0.0.4 holds one
+    // too) is safe while young, and while it is held no handshake is evicted either.
+    for p in [&lone, &big[1], &big[2], &n1] {
+        assert!(p.mark_heard(t0));
+    }
+    assert!(matches!(
+        a.admit(peer("10.0.0.4:2"), t0),
+        Err(AdmissionError::Full { limit: 5, .. })
+    ));
+    // Only handshakes in progress, all young: refused, even for a newcomer from afar.
+    assert!(other.mark_heard(t0));
+    assert!(a.admit(peer("10.0.0.5:1"), t0).is_err());
+    // Old enough: the biggest holder's oldest handshake goes, and counts against it.
     let _n2 = a.admit(peer("10.0.0.5:1"), t1).unwrap();
-    assert!(big[0].was_evicted() && !lone.was_evicted());
+    assert!(big[1].was_evicted() && !lone.was_evicted() && !big[2].was_evicted());
     let s = a.stats();
     assert_eq!((s.failed, s.evicted_mid_handshake), (1, 1), "{s:?}");
-    assert_eq!(big[0].failed(t1), None, "counted once, at the eviction");
+    assert_eq!(big[1].failed(t1), None, "counted once, at the eviction");
     assert_eq!(a.stats().failed, 1);
 }
 
@@ -150,19 +150,53 @@ fn joined_or_dropped_permits_free_their_slot() {
 }
 
 #[test]
-fn new_connections_are_rate_limited_per_source() {
+fn handshakes_are_rate_limited_per_source_when_they_start() {
     let a = Admission::new(limits()).unwrap();
     let t0 = Instant::now();
     for i in 0..3 {
-        drop(a.admit(peer(&format!("10.0.0.1:{i}")), t0).unwrap());
+        let p = a.admit(peer(&format!("10.0.0.1:{i}")), t0).unwrap();
+        assert!(p.mark_heard(t0));
     }
-    let err = a.admit(peer("10.0.0.1:9"), t0).unwrap_err();
-    assert!(matches!(err, AdmissionError::ConnectionRate { .. }));
+    // Admitted (a silent socket costs nothing), but its first bytes are refused.
+    let over = a.admit(peer("10.0.0.1:9"), t0).unwrap();
+    assert!(!over.mark_heard(t0) && !over.mark_heard(t0));
+    assert!(over.was_evicted() && !over.heard());
+    let err = over.eviction_error();
+    assert!(matches!(
+        err,
+        AdmissionError::ConnectionRate { burst: 3, .. }
+    ));
     assert!(err.to_string().contains("new_connection_rate_per_source"));
-    assert!(a.admit(peer("10.0.0.2:1"), t0).is_ok());
-    assert!(a
-        .admit(peer("10.0.0.1:9"), t0 + Duration::from_secs(1))
-        .is_ok());
+    // Closed by us: not a failed join of the source.
+    assert_eq!(over.failed(t0), None);
+    let s = a.stats();
+    assert_eq!((s.refused_rate, s.failed), (1, 0), "{s:?}");
+    // Another source is not affected; this one gets a token back after a second.
+    assert!(a.admit(peer("10.0.0.2:1"), t0).unwrap().mark_heard(t0));
+    drop(over);
+    let t1 = t0 + Duration::from_secs(1);
+    assert!(a.admit(peer("10.0.0.1:10"), t1).unwrap().mark_heard(t1));
+}
+
+#[test]
+fn silent_connections_take_no_token_of_the_rate() {
+    let l = AdmissionLimits {
+        max_unjoined: 8,
+        max_unjoined_per_source: 4,
+        max_tracked_sources: 16,
+        ..limits()
+    };
+    let a = Admission::new(l).unwrap();
+    let t0 = Instant::now();
+    // Far more silent connections than the burst of 3, each giving way to the next.
+    let silent: Vec<_> = (0..50)
+        .map(|i| a.admit(peer(&format!("10.0.0.1:{i}")), t0).unwrap())
+        .collect();
+    assert_eq!(silent.iter().filter(|p| !p.was_evicted()).count(), 4);
+    // A peer behind the same address still starts its handshake.
+    let peer_behind_the_nat = a.admit(peer("10.0.0.1:999"), t0).unwrap();
+    assert!(peer_behind_the_nat.mark_heard(t0));
+    assert_eq!(a.stats().refused_rate, 0);
 }
 
 #[test]
@@ -170,7 +204,7 @@ fn failures_past_the_burst_back_the_source_off() {
     let a = Admission::new(limits()).unwrap();
     let t0 = Instant::now();
     let p = a.admit(peer("10.0.0.1:1"), t0).unwrap();
-    p.mark_heard();
+    assert!(p.mark_heard(t0));
     assert_eq!(p.failed(t0), None);
     assert_eq!(p.failed(t0), None);
     assert_eq!(p.failed(t0), Some(Duration::from_secs(10)));
@@ -203,8 +237,8 @@ fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
     let now = Instant::now();
     let p1 = a.admit(peer("[2001:db8::1]:1"), now).unwrap();
     let p2 = a.admit(peer("[2001:db8::2]:1"), now).unwrap();
-    p1.mark_heard();
-    p2.mark_heard();
+    assert!(p1.mark_heard(now));
+    assert!(p2.mark_heard(now));
     assert!(a.admit(peer("[2001:db8::3]:1"), now).is_err());
     assert!(a.admit(peer("[2001:db8:0:1::3]:1"), now).is_ok());
 }
@@ -286,10 +320,42 @@ fn a_source_holding_the_most_gives_up_its_own_silent_connection_at_any_age() {
     let own: Vec<_> = (0..2)
         .map(|i| a.admit(peer(&format!("10.0.0.2:{i}")), now).unwrap())
         .collect();
-    // Another source may not take anything this young.
-    assert!(a.admit(peer("10.0.0.3:1"), now).is_err());
-    // The biggest source replaces its own oldest silent connection.
+    // The biggest source replaces its own oldest silent connection, however young.
     let _newest = a.admit(peer("10.0.0.2:9"), now).unwrap();
     assert!(own[0].was_evicted() && !own[1].was_evicted() && !other.was_evicted());
     assert_eq!(a.stats().failed, 0);
+}
+
+#[test]
+fn a_crowd_of_addresses_from_one_network_is_evicted_before_a_lone_peer() {
+    let l = AdmissionLimits {
+        max_unjoined: 6,
+        min_evict_age: Duration::from_secs(1),
+        max_tracked_sources: 16,
+        ..limits()
+    };
+    let a = Admission::new(l).unwrap();
+    let t0 = Instant::now();
+    // The lone peer is the oldest, and its address holds as many slots as any other.
+    let lone = a.admit(peer("192.0.2.7:1"), t0).unwrap();
+    let crowd: Vec<_> = (1..=5)
+        .map(|i| a.admit(peer(&format!("198.51.100.{i}:1")), t0).unwrap())
+        .collect();
+    let t1 = t0 + Duration::from_secs(2);
+    let _newcomer = a.admit(peer("203.0.113.1:1"), t1).unwrap();
+    assert!(
+        !lone.was_evicted(),
+        "the lone peer gave way to a crowd of one /24"
+    );
+    assert_eq!(crowd.iter().filter(|p| p.was_evicted()).count(), 1);
+    assert!(crowd[0].was_evicted(), "within the crowd, the oldest goes");
+}
+
+#[test]
+fn networks_are_ipv4_24s_and_ipv6_48s() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(group_of(ip("198.51.100.77")), ip("198.51.100.0"));
+    assert_eq!(group_of(ip("::ffff:198.51.100.77")), ip("198.51.100.0"));
+    assert_eq!(group_of(ip("2001:db8:1:2:3::9")), ip("2001:db8:1::"));
+    assert_ne!(group_of(ip("2001:db8:1::1")), group_of(ip("2001:db8:2::1")));
 }
