@@ -625,3 +625,31 @@ fn a_forward_to_a_peer_without_a_link_is_reset_and_logged() {
         &["no joined link with node-9", "resetting the connection"],
     );
 }
+
+/// A link carries at most 256 streams; a connection beyond them waits for one to end
+/// (as under connection churn, where slots free a round trip after a close) instead of
+/// being reset at once.
+#[test]
+fn a_connection_beyond_the_stream_cap_waits_for_a_slot() {
+    let c = Cluster::start();
+    // 256 open streams, each proven by a round trip.
+    let mut held: Vec<TcpStream> = (0..256u64)
+        .map(|i| {
+            let mut s = c.connect(c.echo).unwrap();
+            s.write_all(&[i as u8]).unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            s
+        })
+        .collect();
+    let mut waiting = c.connect(c.echo).unwrap();
+    waiting.write_all(b"late").unwrap();
+    thread::sleep(Duration::from_millis(300));
+    // One of the 256 goes: the waiting connection gets its slot and its echo.
+    drop(held.remove(0));
+    let mut b = [0u8; 4];
+    waiting
+        .read_exact(&mut b)
+        .unwrap_or_else(|e| panic!("the 257th connection was not served: {e}\n{}", c.logs()));
+    assert_eq!(&b, b"late");
+}

@@ -44,6 +44,9 @@ use service::Services;
 /// How long a local connection waits for a link to its peer (a dial in progress, a
 /// link being replaced) before it is reset.
 pub const LINK_WAIT: Duration = Duration::from_secs(5);
+/// How often a connection waiting for a free stream slot asks again.
+const SLOT_RETRY: Duration = Duration::from_millis(10);
+
 /// How long connecting to a service's target may take before the stream is refused.
 pub const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -307,20 +310,34 @@ async fn forward_one(fwd: Arc<Forwarder>, f: ForwardSettings, tcp: TcpStream, fr
         stream::reset_socket(tcp);
         return;
     };
-    let (events_tx, events) = mpsc::unbounded_channel();
-    let (reply_tx, reply) = oneshot::channel();
-    let open = Cmd::Open {
-        service: f.service.clone(),
-        events: events_tx,
-        reply: reply_tx,
+    // A full stream table frees a slot as soon as a stream's FINs have crossed: under
+    // connection churn that is a round trip away, so wait (up to LINK_WAIT) for one
+    // rather than reset a connection the table would take a moment later.
+    let give_up = tokio::time::Instant::now() + LINK_WAIT;
+    let (opened, events) = loop {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (reply_tx, reply) = oneshot::channel();
+        let open = Cmd::Open {
+            service: f.service.clone(),
+            events: events_tx,
+            reply: reply_tx,
+        };
+        if link.cmds.send(open).is_err() {
+            warn!(peer = %f.peer, service = %f.service, "the link with {} ended: resetting the connection from {from}", f.peer);
+            fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
+            stream::reset_socket(tcp);
+            return;
+        }
+        let opened = reply.await;
+        if matches!(opened, Ok(Err(wire::Code::TooManyStreams)))
+            && tokio::time::Instant::now() < give_up
+        {
+            tokio::time::sleep(SLOT_RETRY).await;
+            continue;
+        }
+        break (opened, events);
     };
-    if link.cmds.send(open).is_err() {
-        warn!(peer = %f.peer, service = %f.service, "the link with {} ended: resetting the connection from {from}", f.peer);
-        fwd.stats.reset.fetch_add(1, Ordering::Relaxed);
-        stream::reset_socket(tcp);
-        return;
-    }
-    match reply.await {
+    match opened {
         Ok(Ok(id)) => {
             let ctx = stream::StreamCtx {
                 id,
