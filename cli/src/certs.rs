@@ -51,9 +51,10 @@ pub enum CertsCommand {
         #[command(flatten)]
         names: Names,
     },
-    /// Revoke one node's current certificate: append it to DIR/revocation.txt and
-    /// re-sign DIR/crl.pem with it (next CRL number). Every config `certs init` wrote
-    /// names both files, so nodes refuse it at their next reload.
+    /// Remove a node: append its current certificate and its node id to
+    /// DIR/revocation.txt and re-sign DIR/crl.pem with the certificate (next CRL number).
+    /// Every config `certs init` wrote names both files, so nodes refuse it (and close
+    /// its links) at their next reload.
     Revoke {
         /// The folder `certs init` wrote.
         #[arg(long)]
@@ -61,9 +62,13 @@ pub enum CertsCommand {
         /// The node (its folder under DIR).
         #[arg(long)]
         node: String,
-        /// Why, written after the entry (default "revoked by palisade certs revoke").
+        /// Why, written after the entries (default "revoked by palisade certs revoke").
         #[arg(long)]
         reason: Option<String>,
+        /// Revoke only the node's current certificate (a compromised key the node will
+        /// replace), not its node id: the node may rejoin with a new certificate.
+        #[arg(long)]
+        certificate_only: bool,
     },
     /// The single self-signed development pair every node shares (tls_trust = "pinned").
     Dev {
@@ -183,8 +188,13 @@ pub fn run(command: CertsCommand) -> Result<ExitCode, CliError> {
                 dir.join(&node).display()
             );
         }
-        CertsCommand::Revoke { dir, node, reason } => {
-            revoke::revoke(&dir, &node, reason.as_deref())?;
+        CertsCommand::Revoke {
+            dir,
+            node,
+            reason,
+            certificate_only,
+        } => {
+            revoke::revoke(&dir, &node, reason.as_deref(), certificate_only)?;
         }
         CertsCommand::Dev { dir, force } => dev(&dir, force)?,
         CertsCommand::Show {

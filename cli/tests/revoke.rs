@@ -143,19 +143,22 @@ fn revoke_appends_one_entry_and_resigns_the_crl_with_the_next_number() {
     );
     let after = std::fs::read_to_string(dir.join("revocation.txt")).unwrap();
     let added = after.strip_prefix(before.as_str()).expect("appended");
-    assert_eq!(added.lines().count(), 1, "{added}");
     let issuer = CertFacts::parse(&der_of(&dir.join("node-3/tls.crt")))
         .unwrap()
         .issuer;
+    // The certificate, and the node id: a certificate node-3 held before a rotation is
+    // still valid and unlisted, and must not keep it in.
     assert_eq!(
         added,
         format!(
-            "serial {} {issuer}  # revoked by palisade certs revoke\n",
+            "serial {} {issuer}  # revoked by palisade certs revoke\n\
+             node-id node-3  # revoked by palisade certs revoke\n",
             hex(&s3)
         )
     );
     let list = entries(&dir);
-    assert_eq!(list.entries().len(), 1);
+    assert_eq!(list.entries().len(), 2);
+    assert!(list.node_id("node-3").is_some());
     assert!(list
         .certificate(&der_of(&dir.join("node-3/tls.crt")))
         .is_some());
@@ -167,14 +170,32 @@ fn revoke_appends_one_entry_and_resigns_the_crl_with_the_next_number() {
     assert_eq!(summary.revoked, vec![s3.clone()]);
     assert_signed_by_ca(&dir);
 
-    revoke(&dir, "node-2", Some("decommissioned"));
+    // --certificate-only: the certificate alone (a key to replace; the node stays).
+    let out = palisade(&[
+        "certs",
+        "revoke",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--node",
+        "node-2",
+        "--reason",
+        "decommissioned",
+        "--certificate-only",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("current certificate only"),
+        "{}",
+        text(&out)
+    );
     let summary = crl(&dir);
     assert_eq!(summary.number.as_deref(), Some("3"));
     assert_eq!(summary.revoked.len(), 2, "{summary:?}");
     assert!(summary.lists(&s2) && summary.lists(&s3), "{summary:?}");
     let list = entries(&dir);
-    assert_eq!(list.entries().len(), 2);
-    assert_eq!(list.entries()[1].reason.as_deref(), Some("decommissioned"));
+    assert_eq!(list.entries().len(), 3);
+    assert_eq!(list.entries()[2].reason.as_deref(), Some("decommissioned"));
+    assert!(list.node_id("node-2").is_none());
     assert_signed_by_ca(&dir);
 
     // Again: nothing added, the CRL untouched.

@@ -143,8 +143,16 @@ fn read_list(path: &Path) -> Result<(String, Revocations), CliError> {
 }
 
 /// `certs revoke`: adds `node`'s current certificate to DIR/revocation.txt and writes
-/// DIR/crl.pem listing every serial revoked so far, with the next CRL number.
-pub fn revoke(dir: &Path, node: &str, reason: Option<&str>) -> Result<(), CliError> {
+/// DIR/crl.pem listing every serial revoked so far, with the next CRL number; unless
+/// `certificate_only`, also a `node-id` line, so that the node is out whatever
+/// certificate it presents (one issued before a rotation is still valid and unlisted,
+/// and links joined with it would stay up).
+pub fn revoke(
+    dir: &Path,
+    node: &str,
+    reason: Option<&str>,
+    certificate_only: bool,
+) -> Result<(), CliError> {
     let cert_path = dir.join(node).join("tls.crt");
     let mut report = palisade::Report::default();
     let der = palisade::pem::load_certs("tls_cert_file", &cert_path, &mut report)
@@ -208,6 +216,44 @@ pub fn revoke(dir: &Path, node: &str, reason: Option<&str>) -> Result<(), CliErr
         }
     }
 
+    // The node id: every certificate the node holds or held.
+    if !certificate_only {
+        let (text, list) = read_list(&list_path)?;
+        match list.node_id(node) {
+            Some(entry) => did.push(format!(
+                "{} already revokes the node id {node}: {entry}",
+                list_path.display()
+            )),
+            None => {
+                let reason = reason.unwrap_or("revoked by palisade certs revoke");
+                let line = format!("node-id {node}  # {}", reason.replace('\n', " "));
+                let mut new_text = text;
+                if !new_text.is_empty() && !new_text.ends_with('\n') {
+                    new_text.push('\n');
+                }
+                new_text.push_str(&line);
+                new_text.push('\n');
+                let parsed = Revocations::parse(&new_text, &list_path.display().to_string())
+                    .map_err(|e| {
+                        CliError::new(exit::INVALID, "the new revocation line does not parse")
+                            .cause(&e)
+                    })?;
+                if parsed.node_id(node).is_none() {
+                    return Err(CliError::new(
+                        exit::INVALID,
+                        format!("the line written for {node} would not revoke its node id"),
+                    ));
+                }
+                replace(&list_path, new_text.as_bytes(), true, false)?;
+                did.push(format!(
+                    "{}: added `{line}` (line {})",
+                    list_path.display(),
+                    new_text.lines().count()
+                ));
+            }
+        }
+    }
+
     // crl.pem: the old entries plus this serial, next number.
     let crl_path = dir.join(CRL_FILE);
     let (number, mut listed) = read_crl(&crl_path)?.unwrap_or_default();
@@ -241,10 +287,11 @@ pub fn revoke(dir: &Path, node: &str, reason: Option<&str>) -> Result<(), CliErr
         println!("  {line}");
     }
     println!("nodes pick it up at their next reload (reload_interval, or SIGHUP)");
-    println!(
-        "  (this revokes {node}'s current certificate only; to refuse the node id whatever it presents, add `node-id {node}` to {})",
-        list_path.display()
-    );
+    if certificate_only {
+        println!(
+            "  (this revokes {node}'s current certificate only: a certificate it held before is still valid; without --certificate-only the node id is revoked too)"
+        );
+    }
     Ok(())
 }
 

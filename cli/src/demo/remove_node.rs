@@ -22,6 +22,7 @@ impl Demo {
             &self.dir.join("cluster"),
             "node-3",
             Some("demo: node-3 removed"),
+            false,
         )?;
         let mut after = (Vec::new(), Vec::new());
         while started.elapsed() < NOTICE {
