@@ -342,7 +342,7 @@ fn metrics_health_readiness_and_the_audit_log_of_real_nodes() {
     });
     assert_eq!(files["result"], "ok", "{files}");
     let changed = files["changed"].to_string();
-    assert!(changed.contains("revocation entries: 0 -> 1"), "{files}");
+    assert!(changed.contains("revocation entries: 0 -> 2"), "{files}");
     let closed = audit_until(&audit_of("node-1"), "the trust close", |r| {
         r["event"] == "link_closed_by_trust"
     });

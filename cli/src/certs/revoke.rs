@@ -177,80 +177,63 @@ pub fn revoke(
     let ca = super::Ca::load(&dir.join("ca"))?;
     mkdir(dir)?;
 
-    // revocation.txt: append the serial line unless an entry already revokes it.
+    // revocation.txt: the serial line unless an entry already revokes the certificate,
+    // and (unless certificate_only) the node-id line unless one already revokes the node
+    // id, written in one replace so that a node's reload never sees half of it.
     let list_path = dir.join(REVOCATION_FILE);
     let (text, list) = read_list(&list_path)?;
     let serial_hex = hex(&facts.serial);
+    let reason = reason
+        .unwrap_or("revoked by palisade certs revoke")
+        .replace('\n', " ");
     let mut did = Vec::new();
+    let mut lines = Vec::new();
     match list.certificate(&der) {
         Some(entry) => did.push(format!(
             "{} already revokes {node}'s certificate (serial {serial_hex}): {entry}",
             list_path.display()
         )),
-        None => {
-            let reason = reason.unwrap_or("revoked by palisade certs revoke");
-            let line = format!("{}  # {}", facts.serial_entry(), reason.replace('\n', " "));
-            let mut new_text = text.clone();
-            if !new_text.is_empty() && !new_text.ends_with('\n') {
-                new_text.push('\n');
-            }
-            new_text.push_str(&line);
-            new_text.push('\n');
-            // Never write a list the nodes would refuse.
-            let parsed =
-                Revocations::parse(&new_text, &list_path.display().to_string()).map_err(|e| {
-                    CliError::new(exit::INVALID, "the new revocation line does not parse").cause(&e)
-                })?;
-            if parsed.certificate(&der).is_none() {
-                return Err(CliError::new(
-                    exit::INVALID,
-                    format!("the line written for {node} would not revoke its certificate"),
-                ));
-            }
-            replace(&list_path, new_text.as_bytes(), true, false)?;
-            did.push(format!(
-                "{}: added `{line}` (line {})",
-                list_path.display(),
-                new_text.lines().count()
-            ));
-        }
+        None => lines.push(format!("{}  # {reason}", facts.serial_entry())),
     }
-
-    // The node id: every certificate the node holds or held.
     if !certificate_only {
-        let (text, list) = read_list(&list_path)?;
         match list.node_id(node) {
             Some(entry) => did.push(format!(
                 "{} already revokes the node id {node}: {entry}",
                 list_path.display()
             )),
-            None => {
-                let reason = reason.unwrap_or("revoked by palisade certs revoke");
-                let line = format!("node-id {node}  # {}", reason.replace('\n', " "));
-                let mut new_text = text;
-                if !new_text.is_empty() && !new_text.ends_with('\n') {
-                    new_text.push('\n');
-                }
-                new_text.push_str(&line);
-                new_text.push('\n');
-                let parsed = Revocations::parse(&new_text, &list_path.display().to_string())
-                    .map_err(|e| {
-                        CliError::new(exit::INVALID, "the new revocation line does not parse")
-                            .cause(&e)
-                    })?;
-                if parsed.node_id(node).is_none() {
-                    return Err(CliError::new(
-                        exit::INVALID,
-                        format!("the line written for {node} would not revoke its node id"),
-                    ));
-                }
-                replace(&list_path, new_text.as_bytes(), true, false)?;
-                did.push(format!(
-                    "{}: added `{line}` (line {})",
-                    list_path.display(),
-                    new_text.lines().count()
-                ));
-            }
+            None => lines.push(format!("node-id {node}  # {reason}")),
+        }
+    }
+    if !lines.is_empty() {
+        let mut new_text = text;
+        if !new_text.is_empty() && !new_text.ends_with('\n') {
+            new_text.push('\n');
+        }
+        let first = new_text.lines().count() + 1;
+        for line in &lines {
+            new_text.push_str(line);
+            new_text.push('\n');
+        }
+        // Never write a list the nodes would refuse, or one that misses its point.
+        let parsed =
+            Revocations::parse(&new_text, &list_path.display().to_string()).map_err(|e| {
+                CliError::new(exit::INVALID, "the new revocation lines do not parse").cause(&e)
+            })?;
+        if parsed.certificate(&der).is_none()
+            || (!certificate_only && parsed.node_id(node).is_none())
+        {
+            return Err(CliError::new(
+                exit::INVALID,
+                format!("the lines written for {node} would not revoke it"),
+            ));
+        }
+        replace(&list_path, new_text.as_bytes(), true, false)?;
+        for (i, line) in lines.iter().enumerate() {
+            did.push(format!(
+                "{}: added `{line}` (line {})",
+                list_path.display(),
+                first + i
+            ));
         }
     }
 
