@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -19,6 +19,10 @@ use crate::ops::names::{Direction, ServiceCounters};
 
 /// The most bytes read from a local socket into one DATA message.
 pub const CHUNK: usize = 16 * 1024;
+
+/// The first read's size, and the least a read asks for: an idle connection holds
+/// about this much, a busy one grows its reads to [`CHUNK`].
+const FIRST_READ: usize = 1024;
 
 /// What the link's stream table tells a stream's task.
 #[derive(Debug)]
@@ -78,7 +82,11 @@ pub async fn run(
         ));
     };
     let mut credit: u64 = 0;
-    let mut buf = vec![0u8; CHUNK];
+    // What reads fill: split off (not copied) into each DATA message. Its size follows
+    // the traffic (doubling while reads fill it, halving while they do not), so that an
+    // idle connection does not hold a CHUNK for its whole life.
+    let mut inbuf = BytesMut::new();
+    let mut read_size = FIRST_READ;
     // At most one window of bytes: the peer may send no more until they are written.
     let mut pending: VecDeque<Pending> = VecDeque::new();
     // Bytes of the front `Pending::Data` already written.
@@ -94,13 +102,19 @@ pub async fn run(
         if !reading && !writing {
             break true;
         }
-        let room = usize::try_from(credit).unwrap_or(CHUNK).min(CHUNK);
+        let room = usize::try_from(credit)
+            .unwrap_or(CHUNK)
+            .min(CHUNK)
+            .min(read_size);
         let front: &[u8] = match pending.front() {
             Some(Pending::Data(b)) => &b[written..],
             _ => &[],
         };
         tokio::select! {
-            read = rd.read(&mut buf[..room]), if reading && room > 0 => match read {
+            read = async {
+                inbuf.reserve(room);
+                rd.read_buf(&mut (&mut inbuf).limit(room)).await
+            }, if reading && room > 0 => match read {
                 Ok(0) => {
                     reading = false;
                     let _ = cmds.send(Cmd::Fin(id));
@@ -108,7 +122,16 @@ pub async fn run(
                 Ok(n) => {
                     credit -= n as u64;
                     ctx_counters.bytes(Direction::Sent, n as u64);
-                    let _ = cmds.send(Cmd::Data(id, Bytes::copy_from_slice(&buf[..n])));
+                    read_size = if n == room {
+                        (read_size * 2).min(CHUNK)
+                    } else {
+                        (read_size / 2).max(FIRST_READ)
+                    };
+                    let _ = cmds.send(Cmd::Data(id, inbuf.split().freeze()));
+                    if inbuf.capacity() > 2 * read_size {
+                        // Reads got small: let go of the large buffer while idle.
+                        inbuf = BytesMut::new();
+                    }
                 }
                 Err(e) => {
                     info!(peer = %peer, service = %service, "stream {id}: the local socket failed ({e}): resetting the stream");
