@@ -81,34 +81,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "interrupted"; exit 130' INT TERM
 
-now() { date +%s%3N; }
-T0=$(now)
-log() { echo "[$(( $(now) - T0 )) ms] $*"; }
-pass() { log "PASS: $*"; }
-fail() { log "FAIL: $*"; FAILED=1; }
-# wait_for SECONDS DESCRIPTION COMMAND...: polls every 0.2 s; 0 once it succeeds, 1 at the timeout.
-wait_for() {
-    local secs=$1 what=$2; shift 2
-    local end=$(( $(now) + secs * 1000 ))
-    while [ "$(now)" -lt "$end" ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.2
-    done
-    log "timed out after ${secs}s waiting for: $what"
-    return 1
-}
-
-# The watchdog: the run is bounded however a step hangs (it signals this shell, whose
-# trap cleans up).
-# Its sleep is killed with it, so no orphan holds this script's stdout open.
-(
-    trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-    sleep "$MAX_S" & sp=$!
-    wait "$sp"
-    echo "etcd_netns.sh: watchdog: over ${MAX_S}s, stopping"
-    kill -TERM $$
-) &
-WATCHDOG_PID=$!
+# shellcheck source=integrations/sidecar/lib.sh
+. "$ROOT/integrations/sidecar/lib.sh"
+start_watchdog
 
 # --- network: 3 namespaces, a bridge, veth pairs ---
 for n in "${NS[@]}" "$BR"; do ip netns del "$n" 2>/dev/null || true; done   # a previous run killed -9

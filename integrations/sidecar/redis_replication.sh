@@ -64,29 +64,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "interrupted"; exit 130' INT TERM
 
-now() { date +%s%3N; }
-T0=$(now)
-log() { echo "[$(( $(now) - T0 )) ms] $*"; }
-pass() { log "PASS: $*"; }
-fail() { log "FAIL: $*"; FAILED=1; }
-wait_for() { # SECONDS DESCRIPTION COMMAND...: polls every 0.2 s
-    local secs=$1 what=$2; shift 2
-    local end=$(( $(now) + secs * 1000 ))
-    while [ "$(now)" -lt "$end" ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.2
-    done
-    log "timed out after ${secs}s waiting for: $what"
-    return 1
-}
-(
-    trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-    sleep "$MAX_S" & sp=$!
-    wait "$sp"
-    echo "redis_replication.sh: watchdog: over ${MAX_S}s, stopping"
-    kill -TERM $$
-) &
-WATCHDOG_PID=$!
+# shellcheck source=integrations/sidecar/lib.sh
+. "$ROOT/integrations/sidecar/lib.sh"
+start_watchdog
 
 # --- network: two namespaces joined by one veth pair ---
 for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
