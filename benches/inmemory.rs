@@ -8,6 +8,8 @@
 //! - `inmem_handshake_tls`: TLS 1.3 mutual TLS (ECDSA P-256) plus the join, against a bare
 //!   rustls mutual-TLS handshake with the same certificates (both TLS 1.3 only, without
 //!   resumption or tickets, as palisade's sessions; rustls shares one config per side);
+//!   `inmem_handshake_tls_cold` the same with palisade's chain cache off (each side
+//!   verifies the peer's chain in full every time, as rustls does);
 //! - `inmem_bulk`: 1 MiB of frames per iteration from initiator to acceptor through two
 //!   joined palisade connections with TLS (handed over with `send_frames`, taken with
 //!   `poll_frames`: every frame still its own payload), against raw rustls connections carrying the
@@ -315,11 +317,14 @@ fn codec_figures<'a>() -> Vec<Figure<'a>> {
     figures
 }
 
-/// A routine making one palisade link per iteration and running it to joined.
-fn palisade_handshakes<'a>(configs: (Config, Config)) -> Routine<'a> {
+/// A routine making one palisade link per iteration and running it to joined; with
+/// `remember` off, each side verifies the peer's chain in full every time, as bare
+/// rustls does (palisade remembers chains it verified: `core/src/tls/chain_cache.rs`).
+fn palisade_handshakes<'a>(configs: (Config, Config), remember: bool) -> Routine<'a> {
     let mut endpoints = Endpoints::new(configs);
     let now = Instant::now();
     timed(move || {
+        palisade_core::tls::remember_verified_chains(remember);
         let (mut a, mut b) = endpoints.link(now);
         join(&mut a, &mut b, now);
         black_box((a, b));
@@ -349,7 +354,7 @@ fn handshake_figures<'a>(certs: &Certs) -> Vec<Figure<'a>> {
             benches: vec![Bench {
                 label: "palisade",
                 function: "palisade",
-                routine: palisade_handshakes(certs.palisade(false)),
+                routine: palisade_handshakes(certs.palisade(false), true),
             }],
         },
         Figure {
@@ -361,7 +366,27 @@ fn handshake_figures<'a>(certs: &Certs) -> Vec<Figure<'a>> {
                 Bench {
                     label: "palisade",
                     function: "palisade",
-                    routine: palisade_handshakes(certs.palisade(true)),
+                    routine: palisade_handshakes(certs.palisade(true), true),
+                },
+                Bench {
+                    label: "rustls mTLS handshake",
+                    function: "rustls",
+                    routine: rustls_handshakes(certs.rustls()),
+                },
+            ],
+        },
+        // The same with every chain verified in full, as if each handshake brought a
+        // certificate palisade had not seen: what the chain cache buys.
+        Figure {
+            name: "handshake, every peer chain verified in full (chain cache off)".into(),
+            group: "inmem_handshake_tls_cold",
+            size: None,
+            unit: Unit::Handshake,
+            benches: vec![
+                Bench {
+                    label: "palisade",
+                    function: "palisade",
+                    routine: palisade_handshakes(certs.palisade(true), false),
                 },
                 Bench {
                     label: "rustls mTLS handshake",
@@ -381,7 +406,7 @@ fn handshake_figures<'a>(certs: &Certs) -> Vec<Figure<'a>> {
                 Bench {
                     label: "palisade",
                     function: "palisade",
-                    routine: palisade_handshakes(certs.palisade(true)),
+                    routine: palisade_handshakes(certs.palisade(true), true),
                 },
                 Bench {
                     label: "rustls, its default suites",

@@ -392,6 +392,7 @@ impl TlsContext {
             authorization: config.authorization.clone(),
             own_names: own_summary.names.host_names(),
             algorithms: provider.signature_verification_algorithms,
+            chains: Default::default(),
         };
         let own = Arc::new(OwnCert(Arc::new(certified_key)));
         let policy = Arc::new(policy);

@@ -5,6 +5,8 @@
 //!   built;
 //! - `verify`: trust (CA bundle or pinned certificates) and authorization rules,
 //!   per connection so the full reason for a refusal is kept;
+//! - `chain_cache`: chains already verified, so a reconnecting peer's costs no second
+//!   signature check;
 //! - `session`: one link's rustls session over byte buffers, with the channel binding;
 //! - [`names`]: certificate names and allow-list patterns;
 //! - [`error`]: TLS failures in an operator's words.
@@ -12,6 +14,7 @@
 //! Certificates and keys arrive parsed (`rustls-pki-types` DER types); reading PEM files
 //! belongs to the `palisade` crate.
 
+mod chain_cache;
 pub mod config;
 pub mod crl;
 pub mod error;
@@ -20,6 +23,7 @@ mod scope;
 pub(crate) mod session;
 mod verify;
 
+pub use chain_cache::remember_verified_chains;
 pub use config::{
     default_cipher_suites, Authorization, Identity, TlsConfig, TlsConfigError, TlsVersion,
     TrustAnchors,

@@ -23,6 +23,7 @@ use rustls::{
     RootCertStore, SignatureScheme,
 };
 
+use super::chain_cache::{self, ChainCache, Verified};
 use super::config::{Authorization, TlsConfigError};
 use super::error::{describe_cert_error, CertRefusal};
 use super::names::{CertNames, CertSummary};
@@ -88,6 +89,8 @@ pub(crate) struct PeerPolicy {
     /// This node's DNS names (or CN), for `share_name_with_own_cert`.
     pub(crate) own_names: Vec<String>,
     pub(crate) algorithms: WebPkiSupportedAlgorithms,
+    /// Chains this policy has verified (see [`chain_cache`]).
+    pub(crate) chains: ChainCache,
 }
 
 /// A certificate that passed.
@@ -101,38 +104,58 @@ type Refused = Box<(CertRefusal, RustlsError)>;
 
 impl PeerPolicy {
     /// Trust, then authorization. `server_name` is set when this node is the initiator
-    /// checking the acceptor's certificate.
-    fn check(
+    /// checking the acceptor's certificate. A chain this policy verified before is
+    /// taken from its cache (the same verdict, without the parse and the signature
+    /// checks); the deny-list and the authorization rules are applied every time.
+    pub(crate) fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: Option<&ServerName<'_>>,
         now: UnixTime,
     ) -> Result<AcceptedCert, Refused> {
-        let summary = CertSummary::parse(end_entity).ok_or_else(|| {
-            Box::new((
-                CertRefusal::Invalid {
-                    detail: "not an X.509 certificate".into(),
-                },
-                RustlsError::InvalidCertificate(CertificateError::BadEncoding),
-            ))
-        })?;
-        // The deny-list first: its refusal names the file and line, where a CRL's can
-        // only name the CRL.
-        if let Some(entry) = self.revoked.certificate(end_entity) {
-            return Err(Box::new((
+        let key = chain_cache::key(end_entity, intermediates, server_name);
+        let verified = match self.chains.get(&key, now) {
+            Some(verified) => {
+                self.check_deny_list(end_entity)?;
+                verified
+            }
+            None => {
+                let summary = CertSummary::parse(end_entity).ok_or_else(|| {
+                    Box::new((
+                        CertRefusal::Invalid {
+                            detail: "not an X.509 certificate".into(),
+                        },
+                        RustlsError::InvalidCertificate(CertificateError::BadEncoding),
+                    ))
+                })?;
+                // The deny-list first: its refusal names the file and line, where a
+                // CRL's can only name the CRL.
+                self.check_deny_list(end_entity)?;
+                let name_verified =
+                    self.check_trust(end_entity, intermediates, server_name, now, &summary)?;
+                self.chains
+                    .insert(key, Verified::new(summary, intermediates, name_verified))
+            }
+        };
+        let names = &verified.summary.names;
+        self.check_authorization(end_entity, server_name, verified.name_verified, names)?;
+        Ok(AcceptedCert {
+            names: names.clone(),
+        })
+    }
+
+    /// The deny-list's certificate entries (serials with their issuer, SPKI pins).
+    fn check_deny_list(&self, end_entity: &CertificateDer<'_>) -> Result<(), Refused> {
+        match self.revoked.certificate(end_entity) {
+            Some(entry) => Err(Box::new((
                 CertRefusal::Revoked {
                     detail: format!("{entry}"),
                 },
                 RustlsError::InvalidCertificate(CertificateError::Revoked),
-            )));
+            ))),
+            None => Ok(()),
         }
-        let name_verified =
-            self.check_trust(end_entity, intermediates, server_name, now, &summary)?;
-        self.check_authorization(end_entity, server_name, name_verified, &summary.names)?;
-        Ok(AcceptedCert {
-            names: summary.names,
-        })
     }
 
     /// The same decision again for a joined link's peer (the settings changed): its
