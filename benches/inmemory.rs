@@ -11,8 +11,8 @@
 //!   `inmem_handshake_tls_cold` the same with palisade's chain cache off (each side
 //!   verifies the peer's chain in full every time, as rustls does);
 //! - `inmem_bulk`: 1 MiB of frames per iteration from initiator to acceptor through two
-//!   joined palisade connections with TLS (handed over with `send_frames`, taken with
-//!   `poll_frames`: every frame still its own payload), against raw rustls connections carrying the
+//!   joined palisade connections with TLS (handed over with `send_frames`, read with
+//!   `poll_frame_run`: every frame still its own payload, a slice of the run's buffer), against raw rustls connections carrying the
 //!   same payload bytes (without palisade's 5-byte headers): one `write` per frame (one
 //!   record per frame, as a naive user would), and the frames already coalesced (writes
 //!   of up to 64 KiB, rustls's send buffer);
@@ -427,8 +427,6 @@ struct PalisadeBulk {
     /// The batch: one payload shared by every frame, handed to `send_frames`.
     frames: Vec<Bytes>,
     size: usize,
-    /// Frames taken from the acceptor with `poll_frames`, dropped as they come.
-    received: Vec<Bytes>,
 }
 
 impl PalisadeBulk {
@@ -447,13 +445,12 @@ impl PalisadeBulk {
             now,
             frames: vec![Bytes::from(vec![0xa5; size]); (BULK_BATCH / size).max(1)],
             size,
-            received: Vec::new(),
         }
     }
 
     fn run(&mut self) -> usize {
         let (mut sent, mut got, mut bytes) = (0, 0, 0);
-        let mut on_frame = |f: Bytes| {
+        let mut on_frame = |f: &[u8]| {
             got += 1;
             bytes += f.len();
         };
@@ -466,13 +463,7 @@ impl PalisadeBulk {
                 }
             }
             while let Some(out) = self.a.poll_transmit() {
-                feed_frames(
-                    &mut self.b,
-                    &out,
-                    self.now,
-                    &mut self.received,
-                    &mut on_frame,
-                );
+                feed_frames(&mut self.b, &out, self.now, &mut on_frame);
             }
         }
         assert_eq!(
@@ -483,23 +474,23 @@ impl PalisadeBulk {
     }
 }
 
-/// Hands `bytes` to `conn` and takes every frame it delivers, a batch at a time with
-/// `poll_frames` (each frame still its own payload); any other event fails the bench.
+/// Hands `bytes` to `conn` and reads every frame it delivers, a run at a time with
+/// `poll_frame_run` (each payload a slice of the run's buffer); any other event fails
+/// the bench.
 fn feed_frames(
     conn: &mut Connection,
     bytes: &[u8],
     now: Instant,
-    received: &mut Vec<Bytes>,
-    on_frame: &mut impl FnMut(Bytes),
+    on_frame: &mut impl FnMut(&[u8]),
 ) {
     let mut off = 0;
     loop {
         let n = conn.handle_input(&bytes[off..], now);
         off += n;
         let mut frames = 0;
-        while conn.poll_frames(received) > 0 {
-            frames += received.len();
-            received.drain(..).for_each(&mut *on_frame);
+        while let Some(run) = conn.poll_frame_run() {
+            frames += run.len();
+            run.payloads().for_each(&mut *on_frame);
         }
         if let Some(event) = conn.poll_event() {
             panic!("unexpected event {event:?}");

@@ -28,6 +28,7 @@ use crate::events::EventQueue;
 pub use crate::events::{CloseCause, Event};
 use crate::frame::{Frame, FrameDecoder, FrameKind, HEADER_LEN};
 use crate::frame_auth::{FrameAuth, LinkKeys, Opened, TAG_LEN};
+use crate::frame_run::FrameRun;
 use crate::join::{
     AcceptorHandshake, InitiatorHandshake, JoinError, JoinHello, JoinWelcome, OwnNonce, PeerInfo,
     RejectCode, Rejection, ReplayCache, NONCE_LEN,
@@ -500,6 +501,17 @@ impl Connection {
         self.events.pop_frames(out)
     }
 
+    /// The DATA frames at the front of the event queue as one [`FrameRun`]: the frames
+    /// that arrived back to back share one buffer, so taking them costs one reference
+    /// count for the run, not one per frame (the way to read many small frames). Their
+    /// bytes leave the receive window as the run is taken. `None` when the next event is
+    /// not a frame (or there is none): then [`Self::poll_event`]. A run holds at least
+    /// one frame; frames keep their order across runs, [`Self::poll_frames`] and
+    /// [`Self::poll_event`].
+    pub fn poll_frame_run(&mut self) -> Option<FrameRun> {
+        self.events.pop_run()
+    }
+
     // ----- internals -----
 
     /// Plaintext bytes the receive side can take now.
@@ -539,12 +551,12 @@ impl Connection {
         while !self.is_closed() {
             if self.frame_auth.is_none() && matches!(self.state, State::Joined) {
                 // The hot path: DATA frames on a joined link go straight to the queue.
-                let (count, _) = self.decoder.data_run(&self.recv);
-                let events = &mut self.events;
-                events.reserve(count);
-                FrameDecoder::split_data_run(&mut self.recv, count, |payload| {
-                    events.push_frame(payload)
-                });
+                // Split off in one piece: one reference-counted buffer for the run.
+                let (count, end) = self.decoder.data_run(&self.recv);
+                if count > 0 {
+                    let wire = self.recv.split_to(end).freeze();
+                    self.events.push_run(FrameRun::wire(wire, count));
+                }
             }
             // An unauthenticated peer may not send DATA, so it may not make this node
             // buffer a DATA body either: refuse on the kind byte.

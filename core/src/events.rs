@@ -1,8 +1,9 @@
 //! What a connection has to tell the application, queued until it asks.
 //!
-//! Frames are the hot path: one is queued per DATA frame received, so a queued frame is
-//! a `Bytes` and nothing more, and the rare large events (joined, closed) are boxed. The
-//! queue also counts what its frames cost the receive window.
+//! Frames are the hot path: a run of DATA frames split off the receive buffer together
+//! is queued as one [`FrameRun`] (one `Bytes` for all of them), a frame decoded on its
+//! own as a `Bytes` and nothing more, and the rare large events (joined, closed) are
+//! boxed. The queue also counts what its frames cost the receive window.
 
 use std::collections::VecDeque;
 
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use crate::close::CloseReason;
 use crate::error::ConnectionError;
 use crate::frame::HEADER_LEN;
+use crate::frame_run::FrameRun;
 use crate::join::PeerInfo;
 
 /// Something the application should know about.
@@ -55,6 +57,8 @@ const KEEP_SLOTS: usize = 8;
 #[derive(Debug)]
 enum Queued {
     Frame(Bytes),
+    /// DATA frames split off the receive buffer together (the joined link's fast path).
+    Run(FrameRun),
     Other(Box<Event>),
 }
 
@@ -75,6 +79,16 @@ impl EventQueue {
         self.queue.push_back(Queued::Frame(payload));
     }
 
+    /// Queues a run of whole DATA frames (never authenticated: the fast path is only
+    /// taken without frame authentication).
+    pub(crate) fn push_run(&mut self, run: FrameRun) {
+        if run.is_empty() {
+            return;
+        }
+        self.frame_bytes += run.wire_len();
+        self.queue.push_back(Queued::Run(run));
+    }
+
     pub(crate) fn push(&mut self, event: Event) {
         match event {
             Event::Frame(payload) => self.push_frame(payload),
@@ -83,47 +97,85 @@ impl EventQueue {
     }
 
     pub(crate) fn pop(&mut self) -> Option<Event> {
-        let event = match self.queue.pop_front()? {
-            Queued::Frame(payload) => {
-                let cost = HEADER_LEN + self.tag_len + payload.len();
-                self.frame_bytes = self.frame_bytes.saturating_sub(cost);
+        let event = match self.queue.front_mut()? {
+            Queued::Run(run) => {
+                let payload = run.pop_front();
+                if run.is_empty() {
+                    self.queue.pop_front();
+                }
+                let payload = payload?;
+                self.release(HEADER_LEN + payload.len());
                 Event::Frame(payload)
             }
-            Queued::Other(event) => *event,
+            Queued::Frame(_) | Queued::Other(_) => match self.queue.pop_front()? {
+                Queued::Frame(payload) => {
+                    self.release(HEADER_LEN + self.tag_len + payload.len());
+                    Event::Frame(payload)
+                }
+                Queued::Other(event) => *event,
+                Queued::Run(_) => return None,
+            },
         };
-        if self.queue.is_empty() && self.queue.capacity() > KEEP_SLOTS {
-            self.queue.shrink_to(KEEP_SLOTS);
-        }
+        self.shrink_if_empty();
         Some(event)
     }
 
-    /// Room for `n` more entries in one step (a run of frames about to be queued).
-    pub(crate) fn reserve(&mut self, n: usize) {
-        self.queue.reserve(n);
+    /// The frames at the front of the queue as one run: a queued run whole, or a frame
+    /// queued on its own as a run of one. `None` when the front is another event.
+    pub(crate) fn pop_run(&mut self) -> Option<FrameRun> {
+        let run = match self.queue.front()? {
+            Queued::Other(_) => return None,
+            Queued::Run(_) | Queued::Frame(_) => match self.queue.pop_front()? {
+                Queued::Run(run) => {
+                    self.release(run.wire_len());
+                    run
+                }
+                Queued::Frame(payload) => {
+                    self.release(HEADER_LEN + self.tag_len + payload.len());
+                    FrameRun::one(payload)
+                }
+                Queued::Other(_) => return None,
+            },
+        };
+        self.shrink_if_empty();
+        Some(run)
     }
 
     /// Moves the frames at the front of the queue (up to the first other event) into
-    /// `out`; returns how many.
+    /// `out`, each its own `Bytes`; returns how many.
     pub(crate) fn pop_frames(&mut self, out: &mut Vec<Bytes>) -> usize {
-        let n = self
-            .queue
-            .iter()
-            .position(|q| !matches!(q, Queued::Frame(_)))
-            .unwrap_or(self.queue.len());
-        out.reserve(n);
-        let mut bytes = 0;
-        for queued in self.queue.drain(..n) {
-            if let Queued::Frame(payload) = queued {
-                bytes += payload.len();
-                out.push(payload);
+        let before = out.len();
+        while let Some(front) = self.queue.front() {
+            match front {
+                Queued::Other(_) => break,
+                Queued::Frame(_) => {
+                    if let Some(Queued::Frame(payload)) = self.queue.pop_front() {
+                        self.release(HEADER_LEN + self.tag_len + payload.len());
+                        out.push(payload);
+                    }
+                }
+                Queued::Run(run) => {
+                    out.reserve(run.len());
+                    out.extend(run.frames());
+                    let cost = run.wire_len();
+                    self.queue.pop_front();
+                    self.release(cost);
+                }
             }
         }
-        let cost = bytes + n * (HEADER_LEN + self.tag_len);
-        self.frame_bytes = self.frame_bytes.saturating_sub(cost);
+        self.shrink_if_empty();
+        out.len() - before
+    }
+
+    /// `bytes` of queued frames were taken.
+    fn release(&mut self, bytes: usize) {
+        self.frame_bytes = self.frame_bytes.saturating_sub(bytes);
+    }
+
+    fn shrink_if_empty(&mut self) {
         if self.queue.is_empty() && self.queue.capacity() > KEEP_SLOTS {
             self.queue.shrink_to(KEEP_SLOTS);
         }
-        n
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -260,8 +260,8 @@ impl FrameDecoder {
     /// How many whole DATA frames lead `buf`, up to the first thing that is not one (a
     /// control frame, a partial frame, a header over the limit), and how many bytes they
     /// span: the joined link's hot path, which leaves every other case to
-    /// [`Self::decode`] and its errors. Counting first lets the caller make room for all
-    /// of them at once.
+    /// [`Self::decode`] and its errors. The caller splits the run off in one piece (a
+    /// [`FrameRun`](crate::FrameRun)).
     pub fn data_run(&self, buf: &[u8]) -> (usize, usize) {
         let limit = self.max_data.saturating_add(self.tag_len);
         let (mut count, mut end) = (0, 0);
@@ -277,22 +277,6 @@ impl FrameDecoder {
             count += 1;
         }
         (count, end)
-    }
-
-    /// Splits the `count` DATA frames [`Self::data_run`] found off the front of `buf` and
-    /// hands each payload to `each`, without copying.
-    pub fn split_data_run(buf: &mut BytesMut, count: usize, mut each: impl FnMut(Bytes)) {
-        for _ in 0..count {
-            let Some(&[_, a, b, c, d]) = buf.get(..HEADER_LEN) else {
-                return;
-            };
-            let len = u32::from_be_bytes([a, b, c, d]) as usize;
-            if buf.len() - HEADER_LEN < len {
-                return;
-            }
-            buf.advance(HEADER_LEN);
-            each(buf.split_to(len).freeze());
-        }
     }
 
     /// The error for a stream that ended with `buf` still holding part of a frame, or

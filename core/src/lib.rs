@@ -39,6 +39,7 @@ pub mod error;
 mod events;
 pub mod frame;
 pub mod frame_auth;
+pub mod frame_run;
 pub mod join;
 mod mode;
 pub mod preface;
@@ -64,6 +65,7 @@ pub use endpoint::{ConnectError, Endpoint};
 pub use error::ConnectionError;
 pub use frame::{FrameDecoder, FrameError, FrameKind};
 pub use frame_auth::FrameAuthError;
+pub use frame_run::{FrameRun, Payloads};
 pub use join::{
     JoinError, KeyId, Keyring, PeerInfo, RejectCode, Rejection, SecretError, SharedSecret,
 };

@@ -1,6 +1,6 @@
-//! The batch APIs, `Connection::send_frames` and `Connection::poll_frames`, against the
-//! single-frame ones (`send`, `poll_event`): the same frames arrive, each its own
-//! payload, in the same order, over plaintext, authenticated plaintext and TLS links,
+//! The batch APIs, `Connection::send_frames`, `Connection::poll_frames` and
+//! `Connection::poll_frame_run`, against the single-frame ones (`send`, `poll_event`):
+//! the same frames arrive, each its own payload, in the same order, over plaintext, authenticated plaintext and TLS links,
 //! with send and receive windows small enough to split batches; and the errors come
 //! as `send` reports them.
 //!
@@ -67,11 +67,66 @@ fn joined(mode: Mode, send_limit: usize, recv_limit: usize) -> Duplex {
     panic!("the pair did not join: {:?}", d.nodes[1].conn.close_cause());
 }
 
+/// How the acceptor takes frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// One `poll_event` each.
+    Events,
+    /// `poll_frames`, then `poll_event` for the rest.
+    Frames,
+    /// `poll_frame_run`, every other time after one frame taken with `poll_event` (so
+    /// runs are also taken after the single-frame path took their first frame).
+    Runs,
+}
+
+/// Takes every frame `a` has ready into `got` the way `take` says; the receive window
+/// is checked to open as frames are taken.
+fn take_ready(a: &mut palisade_core::Connection, take: Take, got: &mut Vec<Bytes>) {
+    match take {
+        Take::Events => {}
+        Take::Frames => while a.poll_frames(got) > 0 {},
+        Take::Runs => loop {
+            if got.len() % 2 == 1 {
+                match a.poll_event() {
+                    Some(Event::Frame(f)) => got.push(f),
+                    Some(other) => panic!("unexpected event {other:?}"),
+                    None => break,
+                }
+            }
+            let Some(run) = a.poll_frame_run() else {
+                break;
+            };
+            assert!(!run.is_empty());
+            let payloads: Vec<&[u8]> = run.payloads().collect();
+            let frames: Vec<Bytes> = run.frames().collect();
+            assert_eq!(payloads.len(), run.len());
+            assert_eq!(
+                run.payload_len(),
+                frames.iter().map(Bytes::len).sum::<usize>()
+            );
+            assert!(payloads.iter().zip(&frames).all(|(p, f)| p == f));
+            got.extend(frames);
+        },
+    }
+    while let Some(event) = a.poll_event() {
+        match event {
+            Event::Frame(f) => got.push(f),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+}
+
 /// Sends `frames` from the initiator (in batches of `batch` with `send_frames`, or one
 /// `send` each when `batch` is 0) and delivers everything to the acceptor in reads of
-/// `read` bytes, taking frames with `poll_frames` (`batch` > 0) or `poll_event`.
+/// `read` bytes, taking frames as `take` says.
 /// Returns the frames received and the initiator's bytes on the wire after the join.
-fn carry(d: &mut Duplex, frames: &[Bytes], batch: usize, read: usize) -> (Vec<Bytes>, BytesMut) {
+fn carry(
+    d: &mut Duplex,
+    frames: &[Bytes],
+    batch: usize,
+    read: usize,
+    take: Take,
+) -> (Vec<Bytes>, BytesMut) {
     let mut wire = BytesMut::new();
     let mut got = Vec::new();
     let mut sent = 0;
@@ -115,15 +170,7 @@ fn carry(d: &mut Duplex, frames: &[Bytes], batch: usize, read: usize) -> (Vec<By
             let n = a.handle_input(&chunk, d.nodes[1].now);
             chunk.advance(n);
             let before = got.len();
-            if batch > 0 {
-                while a.poll_frames(&mut got) > 0 {}
-            }
-            while let Some(event) = a.poll_event() {
-                match event {
-                    Event::Frame(f) => got.push(f),
-                    other => panic!("unexpected event {other:?}"),
-                }
-            }
+            take_ready(a, take, &mut got);
             if chunk.is_empty() {
                 break;
             }
@@ -173,10 +220,13 @@ proptest! {
             sizes.iter().enumerate().map(|(k, &len)| payload(len, k as u64)).collect();
         let mut single = joined(mode, send_limit, recv_limit);
         let mut batched = joined(mode, send_limit, recv_limit);
-        let (one, wire_one) = carry(&mut single, &frames, 0, read);
-        let (many, wire_many) = carry(&mut batched, &frames, batch, read);
+        let mut runs = joined(mode, send_limit, recv_limit);
+        let (one, wire_one) = carry(&mut single, &frames, 0, read, Take::Events);
+        let (many, wire_many) = carry(&mut batched, &frames, batch, read, Take::Frames);
+        let (in_runs, _) = carry(&mut runs, &frames, batch, read, Take::Runs);
         prop_assert_eq!(&one, &frames);
         prop_assert_eq!(&many, &frames);
+        prop_assert_eq!(&in_runs, &frames);
         if mode != Mode::Tls {
             // The frame stream itself is the same bytes (TLS records differ by nonce).
             prop_assert_eq!(wire_one, wire_many);
@@ -242,6 +292,38 @@ fn poll_frames_leaves_the_close_that_follows_the_frames_to_poll_event() {
         Some(Event::Closed(CloseCause::Peer(_)))
     ));
     assert_eq!(a.poll_event(), None);
+}
+
+#[test]
+fn a_run_shares_one_buffer_and_gives_its_bytes_back_to_the_window_when_taken() {
+    // A window of 3 frames of 100 bytes (105 on the wire each).
+    let mut d = joined(Mode::Plain, 1 << 20, 315);
+    let frames: Vec<Bytes> = (0..6).map(|k| payload(100, k)).collect();
+    assert_eq!(d.nodes[0].conn.send_frames(&frames), Ok(6));
+    let mut wire = BytesMut::new();
+    while let Some(out) = d.nodes[0].conn.poll_transmit() {
+        wire.extend_from_slice(&out);
+    }
+    let a = &mut d.nodes[1].conn;
+    let took = a.handle_input(&wire, d.nodes[1].now);
+    assert_eq!(took, 315, "the window holds three frames");
+    assert_eq!(
+        a.handle_input(&wire[took..], d.nodes[1].now),
+        0,
+        "and no more"
+    );
+    let run = a.poll_frame_run().expect("a run");
+    assert_eq!((run.len(), run.payload_len()), (3, 300));
+    let got: Vec<Bytes> = run.frames().collect();
+    assert_eq!(got, frames[..3]);
+    // One buffer: each payload starts 105 bytes after the one before.
+    let starts: Vec<usize> = got.iter().map(|f| f.as_ptr() as usize).collect();
+    assert!(starts.windows(2).all(|w| w[1] == w[0] + 105), "{starts:?}");
+    assert!(a.poll_frame_run().is_none());
+    // Taking the run opened the window for the rest.
+    assert_eq!(a.handle_input(&wire[took..], d.nodes[1].now), 315);
+    let rest = a.poll_frame_run().expect("the rest");
+    assert_eq!(rest.frames().collect::<Vec<_>>(), frames[3..]);
 }
 
 #[test]
