@@ -832,3 +832,59 @@ fn each_side_sees_the_certificate_the_other_presented_and_its_serial() {
         assert!(shown.contains(&hex) && shown.len() < 400, "{shown}");
     }
 }
+
+/// Each side's writes during the join, flight by flight: (writes, TLS records) per
+/// flight, the initiator's flights at even positions.
+fn join_flights(
+    i: &mut palisade_core::Connection,
+    a: &mut palisade_core::Connection,
+) -> Vec<(usize, usize)> {
+    let now = std::time::Instant::now();
+    let mut flights = Vec::new();
+    for turn in 0..8 {
+        let (from, to) = if turn % 2 == 0 {
+            (&mut *i, &mut *a)
+        } else {
+            (&mut *a, &mut *i)
+        };
+        let mut writes = Vec::new();
+        while let Some(out) = from.poll_transmit() {
+            writes.push(out);
+        }
+        if writes.is_empty() {
+            break;
+        }
+        let records = writes.iter().map(|w| record_count(w)).sum();
+        flights.push((writes.len(), records));
+        for w in &writes {
+            assert_eq!(to.handle_input(w, now), w.len());
+        }
+    }
+    flights
+}
+
+#[test]
+fn every_join_flight_is_one_write_and_the_frame_stream_opens_in_one_record() {
+    let ca = TestCa::new("flight CA");
+    let (i, a) = ca_pair(&ca);
+    let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
+    let mut i = Endpoint::new(i)
+        .unwrap()
+        .connect_expecting("node-b", Some("node-b"), now, wall)
+        .unwrap();
+    let mut a = Endpoint::new(a).unwrap().accept(now, wall).unwrap();
+    let flights = join_flights(&mut i, &mut a);
+    // ClientHello; the server's flight; Certificate, CertificateVerify, Finished with
+    // PREFACE ‖ HELLO behind them; PREFACE ‖ WELCOME. One write each, and each side's
+    // frame stream opens in a single record (the preface does not get one of its own).
+    assert_eq!(flights.len(), 4, "{flights:?}");
+    assert!(
+        flights.iter().all(|&(writes, _)| writes == 1),
+        "{flights:?}"
+    );
+    // Records: the ClientHello; ServerHello, ChangeCipherSpec (TLS 1.3's middlebox
+    // compatibility) and the encrypted server flight; ChangeCipherSpec, the encrypted
+    // client flight and one record of PREFACE ‖ HELLO; one record of PREFACE ‖ WELCOME.
+    assert_eq!(flights, [(1, 1), (1, 3), (1, 3), (1, 1)]);
+    assert!(i.is_joined() && a.is_joined());
+}
