@@ -128,18 +128,49 @@ where
     R: Runtime,
 {
     let span = observer.span().clone();
-    join(runtime, socket, conn, permit, observer)
-        .instrument(span)
-        .await
+    let (conn, driver) = join(runtime, socket, conn, permit, observer)
+        .instrument(span.clone())
+        .await?;
+    if let Some(driver) = driver {
+        runtime.spawn(driver.instrument(span));
+    }
+    Ok(conn)
 }
 
+/// [`establish_admitted`] for a listener's handshake task, which goes on as the link's
+/// driver once it has handed the joined link over: one task per accepted link, not a
+/// handshake task and a driver task.
+pub(crate) async fn establish_admitted_driving<S, R>(
+    runtime: &R,
+    socket: S,
+    conn: palisade_core::Connection,
+    permit: Permit,
+) -> Result<(Connection, impl Future<Output = ()> + Send + 'static), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Runtime,
+{
+    let observer = permit.observer().clone();
+    let (conn, driver) = join(runtime, socket, conn, Some(permit), observer).await?;
+    Ok((conn, async move {
+        if let Some(driver) = driver {
+            driver.await;
+        }
+    }))
+}
+
+/// Drives the handshake in the calling task until the link joins, as tokio-rustls does
+/// (each message of the join wakes the task that waits for it, not a driver task that
+/// then wakes it), and returns the link with its driver, which the caller runs from then
+/// on (`None`: the socket was done with in the poll that joined). A failed join's driver
+/// is spawned to write what the peer is owed.
 async fn join<S, R>(
     runtime: &R,
     socket: S,
     conn: palisade_core::Connection,
     permit: Option<Permit>,
     observer: LinkObserver,
-) -> Result<Connection, Error>
+) -> Result<(Connection, Option<Driver<Heard<S>, R>>), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     R: Runtime,
@@ -164,23 +195,39 @@ where
         socket,
         permit: permit.clone(),
     };
-    let driver = Driver::new(Arc::clone(&link), socket, runtime.clone()).holding(permit);
-    runtime.spawn(driver.instrument(span));
-    let peer = match poll_fn(|cx| link.poll_joined(Some(cx))).await {
+    let mut driver = Some(Driver::new(Arc::clone(&link), socket, runtime.clone()).holding(permit));
+    let joined = poll_fn(|cx| {
+        if let Poll::Ready(joined) = link.poll_joined(Some(cx)) {
+            return Poll::Ready(joined);
+        }
+        if let Some(d) = driver.as_mut() {
+            if Pin::new(d).poll(cx).is_ready() {
+                // The socket is done with before the join: the link has ended.
+                driver = None;
+            }
+        }
+        link.poll_joined(Some(cx))
+    })
+    .await;
+    let peer = match joined {
         Ok(peer) => peer,
         Err(e) => {
+            if let Some(driver) = driver {
+                runtime.spawn(driver.instrument(span));
+            }
             write_closed_within(runtime, &link, REFUSAL_FLUSH).await;
             return Err(e);
         }
     };
-    Ok(Connection {
+    let conn = Connection {
         send: SendHalf {
             owner: Arc::clone(&owner),
             pending: None,
         },
         recv: RecvHalf { owner },
         peer,
-    })
+    };
+    Ok((conn, driver))
 }
 
 /// Waits until the driver has written its last bytes and shut the socket's write side,

@@ -14,7 +14,7 @@ use palisade_core::{Endpoint, RejectCode, Side};
 use tracing::Instrument;
 
 use crate::admission::{Admission, AdmissionError, AdmissionLimits, AdmissionStats, Permit};
-use crate::conn::{establish_admitted, Connection};
+use crate::conn::{establish_admitted_driving, Connection};
 use crate::driver::Runtime;
 use crate::error::{Error, HandshakeFailure};
 use crate::follow::LinkRegistry;
@@ -333,7 +333,8 @@ impl<R: Runtime> Acceptor<R> {
     }
 
     /// Takes an accepted socket: admission control first (a refused socket is dropped,
-    /// closed at once), then its handshake runs in a task of its own.
+    /// closed at once), then its handshake runs in a task of its own, which goes on as
+    /// the link's driver once the link is handed to `accept` (one task per link).
     pub fn handle<S>(&self, socket: S, peer_addr: SocketAddr)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -360,10 +361,12 @@ impl<R: Runtime> Acceptor<R> {
         let span = permit.observer().span().clone();
         let handshake = async move {
             // The driver holds a clone of the permit until the socket is closed.
-            match establish_admitted(&this.runtime, socket, conn, permit.clone()).await {
-                Ok(conn) => {
+            match establish_admitted_driving(&this.runtime, socket, conn, permit.clone()).await {
+                Ok((conn, driver)) => {
                     permit.joined();
                     this.push(conn, peer_addr);
+                    // This task drives the link from now on.
+                    driver.await;
                 }
                 Err(error) => this.gate.handshake_failed(&permit, peer_addr, error),
             }
