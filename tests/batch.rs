@@ -104,209 +104,116 @@ fn settled(metrics: &Metrics) -> MetricsSnapshot {
     }
 }
 
-/// The async sides: one `Connection` type for tokio, async-std and smol.
-mod with_async {
-    use super::*;
-    use palisade_driver::Connection;
+/// The scripts of both sides, written once for the async `Connection` (one type for
+/// tokio, async-std and smol: `$($aw)*` is `.await`) and the blocking one.
+macro_rules! sides {
+    ($module:ident, $conn:ty, [$($async:tt)?], [$($aw:tt)*]) => {
+        mod $module {
+            use super::*;
 
-    /// Sends frames `0..n` with `send_many` (`send` for every fifth batch's first).
-    pub async fn send_all(conn: &mut Connection, n: usize) -> Result<(), String> {
-        let frames: Vec<Bytes> = (0..n).map(frame).collect();
-        let (mut next, mut batch) = (0, 0);
-        while next < n {
-            if batch % 5 == 4 {
-                conn.send(frames[next].clone())
-                    .await
-                    .map_err(|e| format!("send {next}: {e}"))?;
-                next += 1;
-            }
-            let chunk = &frames[next..(next + CHUNK).min(n)];
-            let sent = conn
-                .send_many(chunk)
-                .await
-                .map_err(|e| format!("send_many at {next}: {e}"))?;
-            if chunk.is_empty() != (sent == 0) || sent > chunk.len() {
-                return Err(format!("send_many of {} took {sent}", chunk.len()));
-            }
-            next += sent;
-            batch += 1;
-        }
-        if !matches!(conn.send_many(&[]).await, Ok(0)) {
-            return Err("send_many of nothing".into());
-        }
-        Ok(())
-    }
-
-    /// Receives `n` frames with `recv_many` (the maxes in turn) and `recv` mixed.
-    pub async fn recv_all(conn: &mut Connection, n: usize) -> Result<Vec<Bytes>, String> {
-        let mut got = vec![Bytes::from_static(b"already here")];
-        let mut round = 0;
-        while got.len() - 1 < n {
-            let max = MAXES[round % MAXES.len()];
-            let before = got.len();
-            let taken = conn
-                .recv_many(&mut got, max)
-                .await
-                .map_err(|e| format!("recv_many after {}: {e}", before - 1))?;
-            if taken == 0 || taken > max.max(1) || got.len() != before + taken {
-                return Err(format!(
-                    "recv_many (max {max}) took {taken}, vec {before} -> {}",
-                    got.len()
-                ));
-            }
-            if round % MAXES.len() == MAXES.len() - 1 && got.len() - 1 < n {
-                match conn.recv().await {
-                    Ok(Some(f)) => got.push(f),
-                    other => return Err(format!("recv: {other:?}")),
+            /// Sends frames `0..n` with `send_many` (`send` for every fifth batch's first).
+            pub $($async)? fn send_all(conn: &mut $conn, n: usize) -> Result<(), String> {
+                let frames: Vec<Bytes> = (0..n).map(frame).collect();
+                let (mut next, mut batch) = (0, 0);
+                while next < n {
+                    if batch % 5 == 4 {
+                        conn.send(frames[next].clone())$($aw)*
+                            .map_err(|e| format!("send {next}: {e}"))?;
+                        next += 1;
+                    }
+                    let chunk = &frames[next..(next + CHUNK).min(n)];
+                    let sent = conn
+                        .send_many(chunk)$($aw)*
+                        .map_err(|e| format!("send_many at {next}: {e}"))?;
+                    if chunk.is_empty() != (sent == 0) || sent > chunk.len() {
+                        return Err(format!("send_many of {} took {sent}", chunk.len()));
+                    }
+                    next += sent;
+                    batch += 1;
                 }
-            }
-            round += 1;
-        }
-        if got[0] != "already here" {
-            return Err("recv_many replaced what `out` held".into());
-        }
-        got.remove(0);
-        check("received", &got)?;
-        Ok(got)
-    }
-
-    /// After the end: `recv_many` must say how it ended.
-    pub async fn ended(conn: &mut Connection, end: End) -> Result<(), String> {
-        let mut out = Vec::new();
-        for _ in 0..2 {
-            match (end, conn.recv_many(&mut out, 8).await) {
-                (End::Graceful, Ok(0)) | (End::Cut, Err(_)) => {}
-                (_, other) => return Err(format!("{end:?}: recv_many gave {other:?}")),
-            }
-        }
-        if !out.is_empty() {
-            return Err(format!("{} frames after the end", out.len()));
-        }
-        Ok(())
-    }
-
-    pub async fn acceptor(
-        mut conn: Connection,
-        end: End,
-        received: mpsc::Sender<()>,
-    ) -> Result<(), String> {
-        recv_all(&mut conn, TO_ACCEPTOR).await?;
-        if end == End::Graceful {
-            send_all(&mut conn, TO_INITIATOR).await?;
-        }
-        let _ = received.send(());
-        ended(&mut conn, end).await
-    }
-
-    pub async fn initiator(mut conn: Connection, end: End) -> Result<(), String> {
-        send_all(&mut conn, TO_ACCEPTOR).await?;
-        match end {
-            End::Graceful => {
-                recv_all(&mut conn, TO_INITIATOR).await?;
-                conn.close(CloseReason::default()).await;
+                if !matches!(conn.send_many(&[])$($aw)*, Ok(0)) {
+                    return Err("send_many of nothing".into());
+                }
                 Ok(())
             }
-            End::Cut => ended(&mut conn, end).await,
-        }
-    }
-}
 
-/// The blocking sides, as the async ones.
-mod with_blocking {
-    use super::*;
-    use palisade::blocking::Connection;
-
-    pub fn send_all(conn: &Connection, n: usize) -> Result<(), String> {
-        let frames: Vec<Bytes> = (0..n).map(frame).collect();
-        let (mut next, mut batch) = (0, 0);
-        while next < n {
-            if batch % 5 == 4 {
-                conn.send(frames[next].clone())
-                    .map_err(|e| format!("send {next}: {e}"))?;
-                next += 1;
-            }
-            let chunk = &frames[next..(next + CHUNK).min(n)];
-            let sent = conn
-                .send_many(chunk)
-                .map_err(|e| format!("send_many at {next}: {e}"))?;
-            if chunk.is_empty() != (sent == 0) || sent > chunk.len() {
-                return Err(format!("send_many of {} took {sent}", chunk.len()));
-            }
-            next += sent;
-            batch += 1;
-        }
-        if !matches!(conn.send_many(&[]), Ok(0)) {
-            return Err("send_many of nothing".into());
-        }
-        Ok(())
-    }
-
-    pub fn recv_all(conn: &Connection, n: usize) -> Result<Vec<Bytes>, String> {
-        let mut got = vec![Bytes::from_static(b"already here")];
-        let mut round = 0;
-        while got.len() - 1 < n {
-            let max = MAXES[round % MAXES.len()];
-            let before = got.len();
-            let taken = conn
-                .recv_many(&mut got, max)
-                .map_err(|e| format!("recv_many after {}: {e}", before - 1))?;
-            if taken == 0 || taken > max.max(1) || got.len() != before + taken {
-                return Err(format!(
-                    "recv_many (max {max}) took {taken}, vec {before} -> {}",
-                    got.len()
-                ));
-            }
-            if round % MAXES.len() == MAXES.len() - 1 && got.len() - 1 < n {
-                match conn.recv() {
-                    Ok(Some(f)) => got.push(f),
-                    other => return Err(format!("recv: {other:?}")),
+            /// Receives `n` frames with `recv_many` (the maxes in turn) and `recv` mixed.
+            pub $($async)? fn recv_all(conn: &mut $conn, n: usize) -> Result<Vec<Bytes>, String> {
+                let mut got = vec![Bytes::from_static(b"already here")];
+                let mut round = 0;
+                while got.len() - 1 < n {
+                    let max = MAXES[round % MAXES.len()];
+                    let before = got.len();
+                    let taken = conn
+                        .recv_many(&mut got, max)$($aw)*
+                        .map_err(|e| format!("recv_many after {}: {e}", before - 1))?;
+                    if taken == 0 || taken > max.max(1) || got.len() != before + taken {
+                        return Err(format!(
+                            "recv_many (max {max}) took {taken}, vec {before} -> {}",
+                            got.len()
+                        ));
+                    }
+                    if round % MAXES.len() == MAXES.len() - 1 && got.len() - 1 < n {
+                        match conn.recv()$($aw)* {
+                            Ok(Some(f)) => got.push(f),
+                            other => return Err(format!("recv: {other:?}")),
+                        }
+                    }
+                    round += 1;
                 }
+                if got[0] != "already here" {
+                    return Err("recv_many replaced what `out` held".into());
+                }
+                got.remove(0);
+                check("received", &got)?;
+                Ok(got)
             }
-            round += 1;
-        }
-        if got[0] != "already here" {
-            return Err("recv_many replaced what `out` held".into());
-        }
-        got.remove(0);
-        check("received", &got)?;
-        Ok(got)
-    }
 
-    pub fn ended(conn: &Connection, end: End) -> Result<(), String> {
-        let mut out = Vec::new();
-        for _ in 0..2 {
-            match (end, conn.recv_many(&mut out, 8)) {
-                (End::Graceful, Ok(0)) | (End::Cut, Err(_)) => {}
-                (_, other) => return Err(format!("{end:?}: recv_many gave {other:?}")),
-            }
-        }
-        if !out.is_empty() {
-            return Err(format!("{} frames after the end", out.len()));
-        }
-        Ok(())
-    }
-
-    pub fn acceptor(conn: Connection, end: End, received: mpsc::Sender<()>) -> Result<(), String> {
-        recv_all(&conn, TO_ACCEPTOR)?;
-        if end == End::Graceful {
-            send_all(&conn, TO_INITIATOR)?;
-        }
-        let _ = received.send(());
-        ended(&conn, end)
-    }
-
-    pub fn initiator(conn: Connection, end: End) -> Result<(), String> {
-        send_all(&conn, TO_ACCEPTOR)?;
-        match end {
-            End::Graceful => {
-                recv_all(&conn, TO_INITIATOR)?;
-                conn.close(CloseReason::default());
+            /// After the end: `recv_many` must say how it ended, every time.
+            pub $($async)? fn ended(conn: &mut $conn, end: End) -> Result<(), String> {
+                let mut out = Vec::new();
+                for _ in 0..2 {
+                    match (end, conn.recv_many(&mut out, 8)$($aw)*) {
+                        (End::Graceful, Ok(0)) | (End::Cut, Err(_)) => {}
+                        (_, other) => return Err(format!("{end:?}: recv_many gave {other:?}")),
+                    }
+                }
+                if !out.is_empty() {
+                    return Err(format!("{} frames after the end", out.len()));
+                }
                 Ok(())
             }
-            End::Cut => ended(&conn, end),
+
+            pub $($async)? fn acceptor(
+                mut conn: $conn,
+                end: End,
+                received: mpsc::Sender<()>,
+            ) -> Result<(), String> {
+                recv_all(&mut conn, TO_ACCEPTOR)$($aw)*?;
+                if end == End::Graceful {
+                    send_all(&mut conn, TO_INITIATOR)$($aw)*?;
+                }
+                let _ = received.send(());
+                ended(&mut conn, end)$($aw)*
+            }
+
+            pub $($async)? fn initiator(mut conn: $conn, end: End) -> Result<(), String> {
+                send_all(&mut conn, TO_ACCEPTOR)$($aw)*?;
+                match end {
+                    End::Graceful => {
+                        recv_all(&mut conn, TO_INITIATOR)$($aw)*?;
+                        conn.close(CloseReason::default())$($aw)*;
+                        Ok(())
+                    }
+                    End::Cut => ended(&mut conn, end)$($aw)*,
+                }
+            }
         }
-    }
+    };
 }
+
+sides!(with_async, palisade_driver::Connection, [async], [.await]);
+sides!(with_blocking, palisade::blocking::Connection, [], []);
 
 /// Which adapter.
 #[derive(Debug, Clone, Copy)]
@@ -344,14 +251,6 @@ macro_rules! async_initiate {
     };
 }
 
-fn tokio_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
 fn accept(
     kind: Kind,
     end: End,
@@ -360,7 +259,7 @@ fn accept(
 ) -> Result<Metrics, String> {
     match kind {
         Kind::Tokio => {
-            let rt = tokio_runtime();
+            let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             async_accept!(|f| rt.block_on(f), tokio, end, addr_tx, received)
         }
         Kind::AsyncStd => {
@@ -381,7 +280,7 @@ fn accept(
 fn initiate(kind: Kind, end: End, addr: String) -> Result<(), String> {
     match kind {
         Kind::Tokio => {
-            let rt = tokio_runtime();
+            let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             async_initiate!(|f| rt.block_on(f), tokio, end, addr)
         }
         Kind::AsyncStd => async_initiate!(async_std::task::block_on, async_std, end, addr),
@@ -495,42 +394,25 @@ fn run(kind: Kind, end: End) {
     });
 }
 
-#[test]
-fn tokio_batches_arrive_in_order_and_end_gracefully() {
-    run(Kind::Tokio, End::Graceful);
+/// One test per adapter and end.
+macro_rules! tests {
+    ($($name:ident: $kind:ident, $end:ident;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                run(Kind::$kind, End::$end);
+            }
+        )*
+    };
 }
 
-#[test]
-fn tokio_recv_many_reports_an_error_end() {
-    run(Kind::Tokio, End::Cut);
-}
-
-#[test]
-fn async_std_batches_arrive_in_order_and_end_gracefully() {
-    run(Kind::AsyncStd, End::Graceful);
-}
-
-#[test]
-fn async_std_recv_many_reports_an_error_end() {
-    run(Kind::AsyncStd, End::Cut);
-}
-
-#[test]
-fn smol_batches_arrive_in_order_and_end_gracefully() {
-    run(Kind::Smol, End::Graceful);
-}
-
-#[test]
-fn smol_recv_many_reports_an_error_end() {
-    run(Kind::Smol, End::Cut);
-}
-
-#[test]
-fn blocking_batches_arrive_in_order_and_end_gracefully() {
-    run(Kind::Blocking, End::Graceful);
-}
-
-#[test]
-fn blocking_recv_many_reports_an_error_end() {
-    run(Kind::Blocking, End::Cut);
+tests! {
+    tokio_batches_arrive_in_order_and_end_gracefully: Tokio, Graceful;
+    tokio_recv_many_reports_an_error_end: Tokio, Cut;
+    async_std_batches_arrive_in_order_and_end_gracefully: AsyncStd, Graceful;
+    async_std_recv_many_reports_an_error_end: AsyncStd, Cut;
+    smol_batches_arrive_in_order_and_end_gracefully: Smol, Graceful;
+    smol_recv_many_reports_an_error_end: Smol, Cut;
+    blocking_batches_arrive_in_order_and_end_gracefully: Blocking, Graceful;
+    blocking_recv_many_reports_an_error_end: Blocking, Cut;
 }
