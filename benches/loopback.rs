@@ -2,9 +2,11 @@
 //! the same run, with the ratio printed at the end.
 //!
 //! - `loopback_tokio/{palisade,tokio-rustls}/{64B,1KiB,16KiB,64KiB}`: one sender
-//!   streaming frames one way, `send` per frame, the receiver `recv`-ing each. The
-//!   baseline is `Framed<tokio_rustls::TlsStream, LengthDelimitedCodec>` with
-//!   `SinkExt::send(frame)` per frame (as users write it: every frame flushed).
+//!   streaming frames one way, palisade's with `send_many` (up to 256 frames a call),
+//!   its receiver with `recv_many` (up to 256 a call), as a sender with frames queued
+//!   would write it. The baseline is
+//!   `Framed<tokio_rustls::TlsStream, LengthDelimitedCodec>` with `SinkExt::send(frame)`
+//!   per frame (as users write it: every frame flushed).
 //! - `loopback_blocking/{palisade,rustls-stream}/...`: the same with the blocking
 //!   adapter, beside a std-only `rustls::StreamOwned` (`write_all(len)`,
 //!   `write_all(frame)`, `flush()` per frame; `read_exact` on the other side).
@@ -66,6 +68,8 @@ const SIZES: [(usize, &str); 4] = [
 ];
 
 const TOKIO_GROUP: &str = "loopback_tokio";
+/// Most frames per `send_many` / `recv_many` call in `loopback_tokio`.
+const BATCH: usize = 256;
 const BLOCKING_GROUP: &str = "loopback_blocking";
 const HANDSHAKE_GROUP: &str = "handshake_tokio";
 const PALISADE: &str = "palisade";
@@ -438,16 +442,23 @@ impl<'a> Ctx<'a> {
         let (elapsed, tx, (rx, bytes)) = time_tasks(
             rt,
             async move {
-                for _ in 0..iters {
-                    tx.send(frame.clone()).await.expect("send");
+                // One batch of copies, handed to `send_many` until all `iters` are sent.
+                let batch = vec![frame; (iters as usize).min(BATCH)];
+                let mut left = iters as usize;
+                while left > 0 {
+                    let chunk = batch.get(..left.min(BATCH)).unwrap_or_default();
+                    left -= tx.send_many(chunk).await.expect("send");
                 }
                 tx
             },
             async move {
-                let mut bytes = 0u64;
-                for _ in 0..iters {
-                    let f = rx.recv().await.expect("recv").expect("frame");
-                    bytes += f.len() as u64;
+                let (mut bytes, mut frames) = (0u64, 0u64);
+                let mut got = Vec::with_capacity(BATCH);
+                while frames < iters {
+                    let n = rx.recv_many(&mut got, BATCH).await.expect("recv");
+                    assert!(n > 0, "the link ended");
+                    frames += n as u64;
+                    bytes += got.drain(..).map(|f| f.len() as u64).sum::<u64>();
                 }
                 (rx, bytes)
             },

@@ -4,7 +4,8 @@
 //! receiver reads again everything arrives, in order, and the sender finishes.
 //!
 //! Every adapter, with itself (sender = initiator, receiver = acceptor), plaintext and
-//! TLS, over 127.0.0.1.
+//! TLS, over 127.0.0.1; and the same with the batch calls (`send_many` of a few frames
+//! at a time, `recv_many`), which must neither buffer more nor deadlock.
 
 mod support;
 
@@ -38,6 +39,10 @@ const LIMIT: usize = 64 * 1024;
 /// grown a little. 16 MiB leaves room for that and still is 1/12 of what is sent: a
 /// sender that buffers without bound is far past it.
 const BOUND: usize = 16 * 1024 * 1024;
+
+/// Frames per `send_many` call (at most) and per `recv_many` call, in the batch tests.
+const BATCH: usize = 16;
+const RECV_BATCH: usize = 8;
 
 /// How long `sent` must stay unchanged to call the sender blocked.
 const STALLED_FOR: Duration = Duration::from_secs(1);
@@ -114,7 +119,7 @@ fn config(name: &str, ca: Option<&TestCa>) -> Config {
 /// The acceptor: accepts, reads nothing until `go`, then checks every frame until the
 /// sender closes. Returns the frames received.
 macro_rules! async_receiver {
-    ($block_on:expr, $adapter:ident, $sleep:expr, $config:expr, $addr_tx:expr, $state:expr) => {
+    ($block_on:expr, $adapter:ident, $sleep:expr, $config:expr, $addr_tx:expr, $state:expr, $batch:expr) => {
         $block_on(async move {
             let listener = palisade::$adapter::Listener::bind("127.0.0.1:0", $config)
                 .await
@@ -128,8 +133,22 @@ macro_rules! async_receiver {
                 let _ = $sleep(Duration::from_millis(5)).await;
             }
             let mut check = Checker::default();
-            while let Some(f) = conn.recv().await.map_err(|e| format!("recv: {e}"))? {
-                check.frame(&f)?;
+            if $batch {
+                let mut got = Vec::new();
+                while conn
+                    .recv_many(&mut got, RECV_BATCH)
+                    .await
+                    .map_err(|e| format!("recv_many: {e}"))?
+                    > 0
+                {
+                    for f in got.drain(..) {
+                        check.frame(&f)?;
+                    }
+                }
+            } else {
+                while let Some(f) = conn.recv().await.map_err(|e| format!("recv: {e}"))? {
+                    check.frame(&f)?;
+                }
             }
             Ok::<_, String>(check.next)
         })
@@ -138,19 +157,31 @@ macro_rules! async_receiver {
 
 /// The initiator: sends frames as fast as `send` takes them, counting, then closes.
 macro_rules! async_sender {
-    ($block_on:expr, $adapter:ident, $config:expr, $addr:expr, $state:expr) => {
+    ($block_on:expr, $adapter:ident, $config:expr, $addr:expr, $state:expr, $batch:expr) => {
         $block_on(async move {
             let mut conn = palisade::$adapter::connect(&$addr, $config)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
-            for i in 0..TOTAL_FRAMES {
-                if $state.stop.load(SeqCst) {
-                    break;
+            let mut i = 0;
+            let mut chunk = Vec::new();
+            while i < TOTAL_FRAMES && !$state.stop.load(SeqCst) {
+                if $batch {
+                    if chunk.is_empty() {
+                        chunk.extend((i..(i + BATCH).min(TOTAL_FRAMES)).map(frame));
+                    }
+                    let n = conn
+                        .send_many(&chunk)
+                        .await
+                        .map_err(|e| format!("send_many {i}: {e}"))?;
+                    chunk.drain(..n);
+                    i += n;
+                } else {
+                    conn.send(frame(i))
+                        .await
+                        .map_err(|e| format!("send {i}: {e}"))?;
+                    i += 1;
                 }
-                conn.send(frame(i))
-                    .await
-                    .map_err(|e| format!("send {i}: {e}"))?;
-                $state.sent.store(i + 1, SeqCst);
+                $state.sent.store(i, SeqCst);
             }
             $state.sender_done.store(true, SeqCst);
             conn.close(CloseReason::default()).await;
@@ -172,6 +203,7 @@ fn receiver(
     config: Config,
     addr_tx: mpsc::Sender<SocketAddr>,
     state: Arc<State>,
+    batch: bool,
 ) -> Result<usize, String> {
     match kind {
         Kind::Tokio => {
@@ -182,7 +214,8 @@ fn receiver(
                 tokio::time::sleep,
                 config,
                 addr_tx,
-                state
+                state,
+                batch
             )
         }
         Kind::AsyncStd => async_receiver!(
@@ -191,7 +224,8 @@ fn receiver(
             async_std::task::sleep,
             config,
             addr_tx,
-            state
+            state,
+            batch
         ),
         Kind::Smol => async_receiver!(
             smol::block_on,
@@ -199,7 +233,8 @@ fn receiver(
             smol::Timer::after,
             config,
             addr_tx,
-            state
+            state,
+            batch
         ),
         Kind::Blocking => {
             let listener = palisade::blocking::Listener::bind("127.0.0.1:0", config)
@@ -213,33 +248,70 @@ fn receiver(
                 thread::sleep(Duration::from_millis(5));
             }
             let mut check = Checker::default();
-            while let Some(f) = conn.recv().map_err(|e| format!("recv: {e}"))? {
-                check.frame(&f)?;
+            if batch {
+                let mut got = Vec::new();
+                while conn
+                    .recv_many(&mut got, RECV_BATCH)
+                    .map_err(|e| format!("recv_many: {e}"))?
+                    > 0
+                {
+                    for f in got.drain(..) {
+                        check.frame(&f)?;
+                    }
+                }
+            } else {
+                while let Some(f) = conn.recv().map_err(|e| format!("recv: {e}"))? {
+                    check.frame(&f)?;
+                }
             }
             Ok(check.next)
         }
     }
 }
 
-fn sender(kind: Kind, config: Config, addr: String, state: Arc<State>) -> Result<usize, String> {
+fn sender(
+    kind: Kind,
+    config: Config,
+    addr: String,
+    state: Arc<State>,
+    batch: bool,
+) -> Result<usize, String> {
     match kind {
         Kind::Tokio => {
             let rt = tokio_runtime();
-            async_sender!(|f| rt.block_on(f), tokio, config, addr, state)
+            async_sender!(|f| rt.block_on(f), tokio, config, addr, state, batch)
         }
         Kind::AsyncStd => {
-            async_sender!(async_std::task::block_on, async_std, config, addr, state)
+            async_sender!(
+                async_std::task::block_on,
+                async_std,
+                config,
+                addr,
+                state,
+                batch
+            )
         }
-        Kind::Smol => async_sender!(smol::block_on, smol, config, addr, state),
+        Kind::Smol => async_sender!(smol::block_on, smol, config, addr, state, batch),
         Kind::Blocking => {
             let conn =
                 palisade::blocking::connect(&addr, config).map_err(|e| format!("connect: {e}"))?;
-            for i in 0..TOTAL_FRAMES {
-                if state.stop.load(SeqCst) {
-                    break;
+            let mut i = 0;
+            let mut chunk = Vec::new();
+            while i < TOTAL_FRAMES && !state.stop.load(SeqCst) {
+                if batch {
+                    if chunk.is_empty() {
+                        chunk.extend((i..(i + BATCH).min(TOTAL_FRAMES)).map(frame));
+                    }
+                    let n = conn
+                        .send_many(&chunk)
+                        .map_err(|e| format!("send_many {i}: {e}"))?;
+                    chunk.drain(..n);
+                    i += n;
+                } else {
+                    conn.send(frame(i)).map_err(|e| format!("send {i}: {e}"))?;
+                    i += 1;
                 }
-                conn.send(frame(i)).map_err(|e| format!("send {i}: {e}"))?;
-                state.sent.store(i + 1, SeqCst);
+                state.sent.store(i, SeqCst);
             }
             state.sender_done.store(true, SeqCst);
             conn.close(CloseReason::default());
@@ -259,8 +331,12 @@ fn wait_for<T>(rx: &mpsc::Receiver<T>, deadline: Instant) -> Option<T> {
 }
 
 fn stalls_then_drains(kind: Kind, tls: bool) {
+    stalls_then_drains_with(kind, tls, false);
+}
+
+fn stalls_then_drains_with(kind: Kind, tls: bool, batch: bool) {
     let started = Instant::now();
-    let what = format!("{kind:?}, tls {tls}");
+    let what = format!("{kind:?}, tls {tls}, batch {batch}");
     let ca = TestCa::new("backpressure CA");
     let ca = tls.then_some(&ca);
     let state = Arc::new(State::default());
@@ -269,7 +345,7 @@ fn stalls_then_drains(kind: Kind, tls: bool) {
     let (recv_tx, recv_rx) = mpsc::channel();
     let (config_b, st) = (config("node-b", ca), Arc::clone(&state));
     thread::spawn(move || {
-        let _ = recv_tx.send(receiver(kind, config_b, addr_tx, st));
+        let _ = recv_tx.send(receiver(kind, config_b, addr_tx, st, batch));
     });
     let addr = addr_rx
         .recv_timeout(FILL_LIMIT)
@@ -278,7 +354,7 @@ fn stalls_then_drains(kind: Kind, tls: bool) {
     let (config_a, st) = (config("node-a", ca), Arc::clone(&state));
     let target = format!("127.0.0.1:{}", addr.port());
     thread::spawn(move || {
-        let _ = send_tx.send(sender(kind, config_a, target, st));
+        let _ = send_tx.send(sender(kind, config_a, target, st, batch));
     });
 
     // Phase 1: the receiver reads nothing. The sender must block, and before that have
@@ -389,4 +465,23 @@ fn blocking_sender_blocks_while_the_receiver_does_not_read() {
 #[test]
 fn blocking_sender_blocks_while_the_receiver_does_not_read_tls() {
     stalls_then_drains(Kind::Blocking, true);
+}
+
+/// The same with `send_many` and `recv_many`, one test per adapter.
+macro_rules! batch_tests {
+    ($($name:ident: $kind:ident, tls $tls:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                stalls_then_drains_with(Kind::$kind, $tls, true);
+            }
+        )*
+    };
+}
+
+batch_tests! {
+    tokio_batch_sender_blocks_while_the_receiver_does_not_read: Tokio, tls false;
+    async_std_batch_sender_blocks_while_the_receiver_does_not_read: AsyncStd, tls false;
+    smol_batch_sender_blocks_while_the_receiver_does_not_read: Smol, tls false;
+    blocking_batch_sender_blocks_while_the_receiver_does_not_read_tls: Blocking, tls true;
 }

@@ -371,6 +371,19 @@ impl BlockingConnection {
         self.recv.recv()
     }
 
+    /// Sends frames from the front of `frames`, as many as fit, blocking while none does
+    /// (see [`BlockingSendHalf::send_many`]). Returns how many were queued.
+    pub fn send_many(&self, frames: &[Bytes]) -> Result<usize, Error> {
+        self.send.send_many(frames)
+    }
+
+    /// Appends up to `max` received frames to `out`, blocking until there is at least
+    /// one (see [`BlockingRecvHalf::recv_many`]). Returns how many; `Ok(0)` once the
+    /// peer closed gracefully.
+    pub fn recv_many(&self, out: &mut Vec<Bytes>, max: usize) -> Result<usize, Error> {
+        self.recv.recv_many(out, max)
+    }
+
     /// Why the link ended, once it has (see [`BlockingRecvHalf::close_cause`]).
     pub fn close_cause(&self) -> Option<palisade_core::CloseCause> {
         self.recv.close_cause()
@@ -399,12 +412,25 @@ impl BlockingSendHalf {
 
     /// Sends a frame; blocks while the socket does not take bytes.
     pub fn send(&self, frame: Bytes) -> Result<(), Error> {
-        let mut slot = Some(frame);
+        self.send_many(std::slice::from_ref(&frame)).map(|_| ())
+    }
+
+    /// Sends frames from the front of `frames` (each its own frame, in order), as many
+    /// as the send buffer takes, blocking while it takes none, then writes them: returns
+    /// how many were sent, at least one unless `frames` is empty.
+    ///
+    /// Why: `send` takes the link's lock, counts the frame and writes to the socket for
+    /// each frame; this does that once per batch.
+    pub fn send_many(&self, frames: &[Bytes]) -> Result<usize, Error> {
+        if frames.is_empty() {
+            return Ok(0);
+        }
         loop {
-            match self.shared().link.poll_send(&mut slot, None) {
+            match self.shared().link.poll_send_many(frames, None) {
                 Poll::Ready(result) => {
-                    result?;
-                    return self.shared().flush(true);
+                    let sent = result?;
+                    self.shared().flush(true)?;
+                    return Ok(sent);
                 }
                 // Full: writing is what makes room.
                 Poll::Pending => self.shared().flush(true)?,
@@ -440,8 +466,24 @@ impl BlockingRecvHalf {
 
     /// The next frame; `Ok(None)` once the peer closed gracefully.
     pub fn recv(&self) -> Result<Option<Bytes>, Error> {
+        self.received(|l| l.poll_recv(None))
+    }
+
+    /// Appends the frames that have arrived, in order, up to `max` (a `max` of 0 counts
+    /// as 1), to `out`, blocking until there is at least one: returns how many. `Ok(0)`
+    /// once the peer closed gracefully (as `recv`'s `Ok(None)`), `Err` when the link
+    /// ended with an error.
+    ///
+    /// Why: `recv` takes the link's lock, counts the frame and reopens the receive
+    /// window (waking the reader thread) for each frame; this does that once per batch.
+    pub fn recv_many(&self, out: &mut Vec<Bytes>, max: usize) -> Result<usize, Error> {
+        self.received(|l| l.poll_recv_many(out, max, None))
+    }
+
+    /// Waits for `poll`, then writes what taking frames let the core queue.
+    fn received<T>(&self, poll: impl FnMut(&Link) -> Poll<T>) -> T {
         let shared = &self.owner.0;
-        let result = shared.link.wait(|l| l.poll_recv(None));
+        let result = shared.link.wait(poll);
         // Taking a frame may have let the core answer or resume reading.
         let _ = shared.flush(false);
         result

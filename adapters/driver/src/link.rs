@@ -56,8 +56,13 @@ impl Waiters {
 #[derive(Debug)]
 struct Inner {
     conn: Connection,
-    /// Socket bytes the core did not take yet (its receive window was full).
+    /// Socket bytes the core did not take yet (its receive window was full, or frames
+    /// it handed over still wait in `taken`).
     pending_input: BytesMut,
+    /// Frames taken from the core in one batch beyond what the application asked for
+    /// (`poll_recv_many`'s `max`), handed out first. While any wait here they still count
+    /// against the receive window: the core gets no input until they are gone.
+    taken: VecDeque<Bytes>,
     peer: Option<PeerInfo>,
     /// The `Closed` event, once the application side has seen it.
     ended: Option<CloseCause>,
@@ -97,6 +102,70 @@ pub struct Link {
 /// What the application side gets from [`Link::poll_recv`].
 pub(crate) type Recv = Result<Option<Bytes>, Error>;
 
+/// Where [`Link::poll_take`] puts the frames it takes.
+enum Take<'a> {
+    /// One frame ([`Link::poll_recv`]): taken from the core event by event, so the
+    /// frames behind it stay in the core's receive window, which refills as each one is
+    /// taken.
+    One(&'a mut Option<Bytes>),
+    /// Up to `max` frames appended to the vector ([`Link::poll_recv_many`]), from its
+    /// length when the call began.
+    Many(&'a mut Vec<Bytes>, usize, usize),
+}
+
+impl Take<'_> {
+    /// Takes the frames that are ready (those left over from an earlier batch first);
+    /// whether any were.
+    fn take_frames(&mut self, inner: &mut Inner) -> bool {
+        match self {
+            Take::One(slot) => {
+                if slot.is_none() {
+                    **slot = inner.taken.pop_front();
+                }
+                slot.is_some()
+            }
+            Take::Many(out, max, start) => {
+                let room = (*start + *max).saturating_sub(out.len());
+                if !inner.taken.is_empty() {
+                    let n = room.min(inner.taken.len());
+                    out.extend(inner.taken.drain(..n));
+                } else if inner.conn.poll_frames(out) > 0 {
+                    // The core hands over every ready frame: keep what the caller did not
+                    // ask for (in order, before anything the core has later).
+                    let keep = (*start + *max).min(out.len());
+                    if out.len() > keep {
+                        inner.taken.extend(out.drain(keep..));
+                    }
+                }
+                out.len() > *start
+            }
+        }
+    }
+
+    /// A frame `poll_event` returned (the core hands frames over by events too).
+    fn put(&mut self, inner: &mut Inner, frame: Bytes) {
+        match self {
+            Take::One(slot) if slot.is_none() => **slot = Some(frame),
+            Take::Many(out, max, start) if out.len() < *start + *max => out.push(frame),
+            _ => inner.taken.push_back(frame),
+        }
+    }
+
+    /// Frames and payload bytes taken.
+    fn size(&self) -> (u64, u64) {
+        match self {
+            Take::One(slot) => (1, slot.as_ref().map_or(0, |f| f.len() as u64)),
+            Take::Many(out, _, start) => {
+                let taken = out.get(*start..).unwrap_or_default();
+                (
+                    taken.len() as u64,
+                    taken.iter().map(|f| f.len() as u64).sum(),
+                )
+            }
+        }
+    }
+}
+
 impl Link {
     /// A link around a fresh core connection, neither counted nor with a span.
     pub fn new(conn: Connection) -> Self {
@@ -110,6 +179,7 @@ impl Link {
             inner: Mutex::new(Inner {
                 conn,
                 pending_input: BytesMut::new(),
+                taken: VecDeque::new(),
                 peer: None,
                 ended: None,
                 io_error: None,
@@ -180,14 +250,16 @@ impl Link {
         let inner = &mut *g;
         // A socket read is a batch boundary.
         self.observer.flush(&mut inner.tally);
-        if inner.pending_input.is_empty() {
+        if inner.pending_input.is_empty() && inner.taken.is_empty() {
             let n = inner.conn.handle_input(bytes, now);
             if let Some(rest) = bytes.get(n..) {
                 inner.pending_input.extend_from_slice(rest);
             }
         } else {
             inner.pending_input.extend_from_slice(bytes);
-            Self::retry_input(inner, now);
+            if inner.taken.is_empty() {
+                Self::retry_input(inner, now);
+            }
         }
         self.app_changed(inner);
         inner.pending_input.is_empty()
@@ -407,23 +479,51 @@ impl Link {
     /// The next frame: `Ok(Some)` a frame, `Ok(None)` the link closed gracefully,
     /// `Err` it ended with an error.
     pub fn poll_recv(&self, cx: Option<&Context<'_>>) -> Poll<Recv> {
+        let mut frame = None;
+        self.poll_take(Take::One(&mut frame), cx)
+            .map(|ended| ended.map(|()| frame))
+    }
+
+    /// Up to `max` frames (at least one; a `max` of 0 counts as 1) appended to `out`:
+    /// `Ok(n)` how many, `Ok(0)` the link closed gracefully, `Err` it ended with an
+    /// error. The batch form of [`Link::poll_recv`], with the same events, counts and
+    /// end: every frame that is ready is taken from the core in one call under one lock,
+    /// tallied at once, and the receive window reopened (and the driver woken) once per
+    /// batch instead of once per frame.
+    pub fn poll_recv_many(
+        &self,
+        out: &mut Vec<Bytes>,
+        max: usize,
+        cx: Option<&Context<'_>>,
+    ) -> Poll<Result<usize, Error>> {
+        let before = out.len();
+        self.poll_take(Take::Many(out, max.max(1), before), cx)
+            .map(|ended| ended.map(|()| out.len() - before))
+    }
+
+    /// What [`Link::poll_recv`] and [`Link::poll_recv_many`] share: handles the events in
+    /// front of the frames, takes the frames into `into`, tallies them and reopens the
+    /// receive window. `Ready(Ok(()))` with nothing taken: the link closed gracefully.
+    fn poll_take(&self, mut into: Take<'_>, cx: Option<&Context<'_>>) -> Poll<Result<(), Error>> {
         let mut g = self.lock();
         let inner = &mut *g;
         while inner.ended.is_none() {
-            match inner.conn.poll_event() {
-                Some(Event::Frame(frame)) => {
-                    inner.tally.frames_received += 1;
-                    inner.tally.bytes_received += frame.len() as u64;
-                    if inner.tally.is_full() {
-                        self.observer.flush(&mut inner.tally);
-                    }
-                    if !inner.pending_input.is_empty() {
-                        // The receive window has room again.
-                        Self::retry_input(inner, Instant::now());
-                        self.all_changed(inner);
-                    }
-                    return Poll::Ready(Ok(Some(frame)));
+            if into.take_frames(inner) {
+                let (frames, bytes) = into.size();
+                inner.tally.frames_received += frames;
+                inner.tally.bytes_received += bytes;
+                if inner.tally.is_full() {
+                    self.observer.flush(&mut inner.tally);
                 }
+                if !inner.pending_input.is_empty() && inner.taken.is_empty() {
+                    // The receive window has room again.
+                    Self::retry_input(inner, Instant::now());
+                    self.all_changed(inner);
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match inner.conn.poll_event() {
+                Some(Event::Frame(frame)) => into.put(inner, frame),
                 Some(Event::Joined(peer)) => {
                     self.on_joined(inner, &peer);
                     inner.peer = Some(peer);
@@ -447,7 +547,7 @@ impl Link {
         match &inner.ended {
             Some(CloseCause::Error(_)) => Poll::Ready(Err(Self::ended_error(inner))),
             _ if inner.io_error.is_some() => Poll::Ready(Err(Self::ended_error(inner))),
-            _ => Poll::Ready(Ok(None)),
+            _ => Poll::Ready(Ok(())),
         }
     }
 
@@ -460,23 +560,45 @@ impl Link {
         let Some(frame) = payload.take() else {
             return Poll::Ready(Ok(()));
         };
+        match self.poll_send_many(std::slice::from_ref(&frame), cx) {
+            Poll::Ready(result) => Poll::Ready(result.map(|_| ())),
+            Poll::Pending => {
+                *payload = Some(frame);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Queues as many frames from the front of `frames` as fit in the send buffer and
+    /// returns how many (`Ready(Ok(0))` only for an empty `frames`); `Pending` when not
+    /// even the first fits (`cx` is woken when there is room). The batch form of
+    /// [`Link::poll_send`]: one lock, one tally and one wake of the driver per batch
+    /// instead of per frame, and small frames are copied next to their headers in one
+    /// go (`palisade_core::Connection::send_frames`).
+    pub fn poll_send_many(
+        &self,
+        frames: &[Bytes],
+        cx: Option<&Context<'_>>,
+    ) -> Poll<Result<usize, Error>> {
+        if frames.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         let mut g = self.lock();
         if g.conn.is_closed() {
             return Poll::Ready(Err(Self::ended_error(&g)));
         }
-        let len = frame.len() as u64;
-        match g.conn.send(frame) {
-            Ok(()) => {
-                g.tally.frames_sent += 1;
-                g.tally.bytes_sent += len;
+        match g.conn.send_frames(frames) {
+            Ok(n) => {
+                let sent = frames.get(..n).unwrap_or_default();
+                g.tally.frames_sent += n as u64;
+                g.tally.bytes_sent += sent.iter().map(|f| f.len() as u64).sum::<u64>();
                 if g.tally.is_full() {
                     self.observer.flush(&mut g.tally);
                 }
                 g.driver.wake();
-                Poll::Ready(Ok(()))
+                Poll::Ready(Ok(n))
             }
-            Err(SendError::Full(back)) => {
-                *payload = Some(back);
+            Err(SendError::Full(_)) => {
                 if let Some(cx) = cx {
                     g.app.register(cx.waker());
                 }
