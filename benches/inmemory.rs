@@ -344,6 +344,35 @@ fn rustls_handshakes<'a>(
     })
 }
 
+/// A handshake figure: palisade (its chain cache on or off) beside a bare rustls
+/// routine.
+fn handshake_figure<'a>(
+    name: &str,
+    group: &'static str,
+    palisade: (Config, Config),
+    remember: bool,
+    baseline: (&'static str, Routine<'a>),
+) -> Figure<'a> {
+    Figure {
+        name: name.into(),
+        group,
+        size: None,
+        unit: Unit::Handshake,
+        benches: vec![
+            Bench {
+                label: "palisade",
+                function: "palisade",
+                routine: palisade_handshakes(palisade, remember),
+            },
+            Bench {
+                label: baseline.0,
+                function: "rustls",
+                routine: baseline.1,
+            },
+        ],
+    }
+}
+
 fn handshake_figures<'a>(certs: &Certs) -> Vec<Figure<'a>> {
     vec![
         Figure {
@@ -357,64 +386,34 @@ fn handshake_figures<'a>(certs: &Certs) -> Vec<Figure<'a>> {
                 routine: palisade_handshakes(certs.palisade(false), true),
             }],
         },
-        Figure {
-            name: "handshake: TLS 1.3 mTLS + join".into(),
-            group: "inmem_handshake_tls",
-            size: None,
-            unit: Unit::Handshake,
-            benches: vec![
-                Bench {
-                    label: "palisade",
-                    function: "palisade",
-                    routine: palisade_handshakes(certs.palisade(true), true),
-                },
-                Bench {
-                    label: "rustls mTLS handshake",
-                    function: "rustls",
-                    routine: rustls_handshakes(certs.rustls()),
-                },
-            ],
-        },
+        handshake_figure(
+            "handshake: TLS 1.3 mTLS + join",
+            "inmem_handshake_tls",
+            certs.palisade(true),
+            true,
+            ("rustls mTLS handshake", rustls_handshakes(certs.rustls())),
+        ),
         // The same with every chain verified in full, as if each handshake brought a
         // certificate palisade had not seen: what the chain cache buys.
-        Figure {
-            name: "handshake, every peer chain verified in full (chain cache off)".into(),
-            group: "inmem_handshake_tls_cold",
-            size: None,
-            unit: Unit::Handshake,
-            benches: vec![
-                Bench {
-                    label: "palisade",
-                    function: "palisade",
-                    routine: palisade_handshakes(certs.palisade(true), false),
-                },
-                Bench {
-                    label: "rustls mTLS handshake",
-                    function: "rustls",
-                    routine: rustls_handshakes(certs.rustls()),
-                },
-            ],
-        },
+        handshake_figure(
+            "handshake, every peer chain verified in full (chain cache off)",
+            "inmem_handshake_tls_cold",
+            certs.palisade(true),
+            false,
+            ("rustls mTLS handshake", rustls_handshakes(certs.rustls())),
+        ),
         // What each user gets out of the box: palisade's default suite order against
         // rustls's (the figure above forces palisade's order on rustls too).
-        Figure {
-            name: "handshake, each stack's default suites".into(),
-            group: "inmem_handshake_tls_defaults",
-            size: None,
-            unit: Unit::Handshake,
-            benches: vec![
-                Bench {
-                    label: "palisade",
-                    function: "palisade",
-                    routine: palisade_handshakes(certs.palisade(true), true),
-                },
-                Bench {
-                    label: "rustls, its default suites",
-                    function: "rustls",
-                    routine: rustls_handshakes(certs.rustls_defaults()),
-                },
-            ],
-        },
+        handshake_figure(
+            "handshake, each stack's default suites",
+            "inmem_handshake_tls_defaults",
+            certs.palisade(true),
+            true,
+            (
+                "rustls, its default suites",
+                rustls_handshakes(certs.rustls_defaults()),
+            ),
+        ),
     ]
 }
 

@@ -791,30 +791,21 @@ fn paired_rounds(ctx: &mut Ctx<'_>) -> Vec<((&'static str, Option<&'static str>)
         }
     }
     if ran(HANDSHAKE_GROUP, PALISADE, None) && ran(HANDSHAKE_GROUP, TOKIO_BASELINE, None) {
-        let result = paired(rounds, dur * 2, |is_pal, n| {
-            ctx.handshakes(
-                if is_pal {
+        let handshakes = |ctx: &mut Ctx<'_>| {
+            paired(rounds, dur * 2, |is_pal, n| {
+                let stack = if is_pal {
                     Stack::PalisadeTokio
                 } else {
                     Stack::TokioRustls
-                },
-                n,
-            )
-        });
-        out.push(((HANDSHAKE_GROUP, None), result));
+                };
+                ctx.handshakes(stack, n)
+            })
+        };
+        out.push(((HANDSHAKE_GROUP, None), handshakes(ctx)));
         // The same with every peer chain verified in full, as if each handshake brought
         // a certificate palisade had not seen (what its chain cache buys).
         palisade::tls::remember_verified_chains(false);
-        let result = paired(rounds, dur * 2, |is_pal, n| {
-            ctx.handshakes(
-                if is_pal {
-                    Stack::PalisadeTokio
-                } else {
-                    Stack::TokioRustls
-                },
-                n,
-            )
-        });
+        let result = handshakes(ctx);
         palisade::tls::remember_verified_chains(true);
         out.push(((HANDSHAKE_GROUP, Some(CHAIN_CACHE_OFF)), result));
     }
