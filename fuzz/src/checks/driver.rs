@@ -58,6 +58,8 @@ pub struct Driven {
     /// Whether the polled events include the end of the join (`Joined` or `Closed`):
     /// until then the preface and one join message are taken and dropped unreported.
     past_join: bool,
+    /// Polls so far: every other one takes frames as runs (`poll_frame_run`) first.
+    polls: usize,
 }
 
 impl Driven {
@@ -82,6 +84,7 @@ impl Driven {
             frame_after: Vec::new(),
             joined_after: None,
             consumed_at_poll: 0,
+            polls: 0,
             taken_since_poll: 0,
             past_join: false,
         };
@@ -110,7 +113,24 @@ impl Driven {
         } else {
             0
         };
-        while let Some(event) = self.conn.poll_event() {
+        self.polls += 1;
+        let mut events = Vec::new();
+        loop {
+            if self.polls % 2 == 0 {
+                while let Some(run) = self.conn.poll_frame_run() {
+                    assert!(
+                        !run.is_empty() && run.payloads().count() == run.len(),
+                        "{who}: a run's payloads disagree with its length"
+                    );
+                    events.extend(run.frames().map(Event::Frame));
+                }
+            }
+            match self.conn.poll_event() {
+                Some(event) => events.push(event),
+                None => break,
+            }
+        }
+        for event in events {
             match &event {
                 Event::Frame(payload) => {
                     held += HEADER_LEN + tag + payload.len();
