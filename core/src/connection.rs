@@ -767,6 +767,9 @@ impl Connection {
             without_secret: self.config.keyring.is_some() && peer.key_id.is_none(),
         };
         self.state = State::Joined;
+        if self.transport.is_tls() {
+            self.send_queue.gather();
+        }
         self.peer = Some(peer.clone());
         self.events.push(Event::Joined(peer));
         self.on_joined_trust(now);
