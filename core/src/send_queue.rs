@@ -93,31 +93,29 @@ impl Chunk {
 /// Chunk slots an emptied queue keeps.
 const KEEP_CHUNKS: usize = 8;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct SendQueue {
     ready: VecDeque<Chunk>,
     current: BytesMut,
     len: usize,
-    /// Payloads from this many bytes up are queued by reference.
-    zero_copy_min: usize,
-}
-
-impl Default for SendQueue {
-    fn default() -> Self {
-        Self {
-            ready: VecDeque::new(),
-            current: BytesMut::new(),
-            len: 0,
-            zero_copy_min: ZERO_COPY_MIN,
-        }
-    }
+    /// The chunks are gathered into TLS records, not written one by one.
+    gathered: bool,
 }
 
 impl SendQueue {
     /// From now on the chunks are gathered into TLS records rather than written one by
     /// one: mid-sized payloads are queued by reference too.
     pub(crate) fn gather(&mut self) {
-        self.zero_copy_min = ZERO_COPY_MIN_GATHERED;
+        self.gathered = true;
+    }
+
+    /// Payloads from this many bytes up are queued by reference.
+    fn zero_copy_min(&self) -> usize {
+        if self.gathered {
+            ZERO_COPY_MIN_GATHERED
+        } else {
+            ZERO_COPY_MIN
+        }
     }
 
     /// Closes the current chunk of coalesced bytes, so what is queued next follows it.
@@ -145,13 +143,21 @@ impl SendQueue {
 
     /// Queues a frame that owns its payload: large payloads are not copied.
     pub(crate) fn push(&mut self, kind: FrameKind, payload: Bytes) {
-        if payload.len() < self.zero_copy_min {
+        if payload.len() < self.zero_copy_min() {
             self.push_control(kind, &payload);
             return;
         }
-        self.close_current();
         self.len += HEADER_LEN + payload.len();
-        self.ready.push_back(Chunk::frame(kind, payload));
+        if self.gathered {
+            self.close_current();
+            self.ready.push_back(Chunk::frame(kind, payload));
+        } else {
+            // Every chunk is a write of its own: the header leaves with the bytes queued
+            // before it, not as a 5-byte write.
+            encode_header(kind, payload.len(), &mut self.current);
+            self.close_current();
+            self.ready.push_back(Chunk::Bytes(payload));
+        }
     }
 
     /// Queues frames from the front of `frames` while each is at most `max` bytes and
@@ -174,7 +180,7 @@ impl SendQueue {
                 break;
             }
             want += cost;
-            if frame.len() < self.zero_copy_min {
+            if frame.len() < self.zero_copy_min() {
                 small += cost;
             }
             fit += 1;
@@ -184,7 +190,7 @@ impl SendQueue {
         };
         self.current.reserve(small);
         for frame in batch {
-            if frame.len() < self.zero_copy_min {
+            if frame.len() < self.zero_copy_min() {
                 encode_header(kind, frame.len(), &mut self.current);
                 self.current.extend_from_slice(frame);
                 self.len += HEADER_LEN + frame.len();
@@ -201,7 +207,7 @@ impl SendQueue {
         let len = payload.len() + tag.len();
         self.current.reserve(HEADER_LEN + tag.len());
         encode_header(kind, len, &mut self.current);
-        if payload.len() < self.zero_copy_min {
+        if payload.len() < self.zero_copy_min() {
             self.current.extend_from_slice(&payload);
         } else {
             self.close_current();
@@ -309,12 +315,10 @@ mod tests {
         q.push(FrameKind::Data, big.clone());
         assert_eq!(q.len(), 2 * (HEADER_LEN + 2) + HEADER_LEN + ZERO_COPY_MIN);
         let first = q.pop().unwrap();
-        assert_eq!(first.len(), 2 * (HEADER_LEN + 2), "two frames in one chunk");
-        let header = q.pop().unwrap();
         assert_eq!(
-            &header[..],
-            &[0x10, 0, 0, 0x40, 0][..],
-            "the large frame's header"
+            first.len(),
+            2 * (HEADER_LEN + 2) + HEADER_LEN,
+            "two frames and a header in one write"
         );
         let second = q.pop().unwrap();
         assert_eq!(
@@ -328,34 +332,42 @@ mod tests {
 
     #[test]
     fn chunks_and_advance_span_the_whole_queue_in_order() {
-        let mut q = SendQueue::default();
-        q.push(FrameKind::Data, Bytes::from_static(b"ab"));
-        let big = Bytes::from(vec![7u8; ZERO_COPY_MIN]);
-        q.push(FrameKind::Data, big);
-        q.push(FrameKind::Data, Bytes::from_static(b"cd"));
-        let all: Vec<u8> = q.chunks().flatten().copied().collect();
-        assert_eq!(all.len(), q.len());
-        assert_eq!(all.len(), 3 * HEADER_LEN + 4 + ZERO_COPY_MIN);
-        assert_eq!(&all[HEADER_LEN..HEADER_LEN + 2], b"ab");
-        assert_eq!(&all[all.len() - 2..], b"cd");
-        assert_eq!(
-            q.chunks().map(<[u8]>::len).collect::<Vec<_>>(),
-            [HEADER_LEN + 2, HEADER_LEN, ZERO_COPY_MIN, HEADER_LEN + 2],
-            "small frame, header, payload, tail"
-        );
+        for gathered in [false, true] {
+            let mut q = SendQueue::default();
+            if gathered {
+                q.gather();
+            }
+            q.push(FrameKind::Data, Bytes::from_static(b"ab"));
+            let big = Bytes::from(vec![7u8; ZERO_COPY_MIN]);
+            q.push(FrameKind::Data, big);
+            q.push(FrameKind::Data, Bytes::from_static(b"cd"));
+            let all: Vec<u8> = q.chunks().flatten().copied().collect();
+            assert_eq!(all.len(), q.len());
+            assert_eq!(all.len(), 3 * HEADER_LEN + 4 + ZERO_COPY_MIN);
+            assert_eq!(&all[HEADER_LEN..HEADER_LEN + 2], b"ab");
+            assert_eq!(&all[all.len() - 2..], b"cd");
+            let layout: &[usize] = if gathered {
+                // Small frame, the large frame's inline header, its payload, tail.
+                &[HEADER_LEN + 2, HEADER_LEN, ZERO_COPY_MIN, HEADER_LEN + 2]
+            } else {
+                // The header leaves with the small frame before it.
+                &[2 * HEADER_LEN + 2, ZERO_COPY_MIN, HEADER_LEN + 2]
+            };
+            assert_eq!(q.chunks().map(<[u8]>::len).collect::<Vec<_>>(), layout);
 
-        // Advances that end inside a header, then inside the payload.
-        let mut at = 0;
-        for step in [HEADER_LEN + 2 + 3, 1, 100] {
-            q.advance(step);
-            at += step;
-            let rest: Vec<u8> = q.chunks().flatten().copied().collect();
-            assert_eq!(rest, all[at..], "after {at} bytes");
-            assert_eq!(q.len(), all.len() - at);
+            // Advances that end inside the large frame's header, then in its payload.
+            let mut at = 0;
+            for step in [HEADER_LEN + 2 + 3, 1, 100] {
+                q.advance(step);
+                at += step;
+                let rest: Vec<u8> = q.chunks().flatten().copied().collect();
+                assert_eq!(rest, all[at..], "after {at} bytes (gathered: {gathered})");
+                assert_eq!(q.len(), all.len() - at);
+            }
+            // Past the end: everything is gone, nothing panics.
+            q.advance(usize::MAX);
+            assert!(q.is_empty() && q.chunks().next().is_none());
         }
-        // Past the end: everything is gone, nothing panics.
-        q.advance(usize::MAX);
-        assert!(q.is_empty() && q.chunks().next().is_none());
     }
 
     #[test]
