@@ -305,6 +305,13 @@ pub fn encode_header(kind: FrameKind, len: usize, dst: &mut impl BufMut) {
     dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
 }
 
+/// The header of a frame of `kind` with a payload of `len` bytes (as [`encode_header`]
+/// writes it).
+pub fn header(kind: FrameKind, len: usize) -> [u8; HEADER_LEN] {
+    let [a, b, c, d] = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    [kind.to_byte(), a, b, c, d]
+}
+
 /// Appends a whole frame to `dst`.
 pub fn encode(kind: FrameKind, payload: &[u8], dst: &mut BytesMut) {
     dst.reserve(HEADER_LEN + payload.len());

@@ -11,10 +11,11 @@
 //! ([`SendQueue::gather`]).
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::frame::{encode, encode_header, FrameKind, HEADER_LEN};
+use crate::frame::{encode, encode_header, header, FrameKind, HEADER_LEN};
 
 /// Payloads at least this large are queued by reference instead of copied, when every
 /// chunk becomes a write of its own (plaintext links).
@@ -42,10 +43,8 @@ enum Chunk {
 
 impl Chunk {
     fn frame(kind: FrameKind, payload: Bytes) -> Self {
-        let mut header = [0u8; HEADER_LEN];
-        encode_header(kind, payload.len(), &mut &mut header[..]);
         Self::Frame {
-            header,
+            header: header(kind, payload.len()),
             sent: 0,
             payload,
         }
@@ -85,8 +84,14 @@ impl Chunk {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.slices().iter().all(|s| s.is_empty())
+    /// The bytes left.
+    fn len(&self) -> usize {
+        match self {
+            Self::Bytes(b) => b.len(),
+            Self::Frame { sent, payload, .. } => {
+                HEADER_LEN.saturating_sub(usize::from(*sent)) + payload.len()
+            }
+        }
     }
 }
 
@@ -145,8 +150,13 @@ impl SendQueue {
     pub(crate) fn push(&mut self, kind: FrameKind, payload: Bytes) {
         if payload.len() < self.zero_copy_min() {
             self.push_control(kind, &payload);
-            return;
+        } else {
+            self.push_by_reference(kind, payload);
         }
+    }
+
+    /// Queues a frame without copying its payload.
+    fn push_by_reference(&mut self, kind: FrameKind, payload: Bytes) {
         self.len += HEADER_LEN + payload.len();
         if self.gathered {
             self.close_current();
@@ -171,8 +181,10 @@ impl SendQueue {
         max: usize,
         limit: usize,
     ) -> usize {
-        // One reservation for the run of small frames that fits, instead of one each.
-        let (mut want, mut small) = (0usize, 0usize);
+        // One reservation for the run of small frames that fits and one for the chunk
+        // slots of the rest, instead of one each.
+        let min = self.zero_copy_min();
+        let (mut want, mut small, mut large) = (0usize, 0usize, 0usize);
         let mut fit = 0usize;
         for frame in frames {
             let cost = HEADER_LEN + frame.len();
@@ -180,8 +192,10 @@ impl SendQueue {
                 break;
             }
             want += cost;
-            if frame.len() < self.zero_copy_min() {
+            if frame.len() < min {
                 small += cost;
+            } else {
+                large += 1;
             }
             fit += 1;
         }
@@ -189,13 +203,15 @@ impl SendQueue {
             return 0;
         };
         self.current.reserve(small);
+        self.ready
+            .reserve(large * if self.gathered { 1 } else { 2 });
         for frame in batch {
-            if frame.len() < self.zero_copy_min() {
+            if frame.len() < min {
                 encode_header(kind, frame.len(), &mut self.current);
                 self.current.extend_from_slice(frame);
                 self.len += HEADER_LEN + frame.len();
             } else {
-                self.push(kind, frame.clone());
+                self.push_by_reference(kind, frame.clone());
             }
         }
         fit
@@ -224,6 +240,7 @@ impl SendQueue {
     }
 
     /// The queued bytes, oldest first, as the chunks they are held in.
+    #[cfg(test)]
     pub(crate) fn chunks(&self) -> impl Iterator<Item = &[u8]> {
         let current = Some(&self.current[..]).filter(|c| !c.is_empty());
         self.ready
@@ -231,6 +248,62 @@ impl SendQueue {
             .flat_map(Chunk::slices)
             .filter(|c| !c.is_empty())
             .chain(current)
+    }
+
+    /// The queued bytes, oldest first, as slices in `slices`: at most `limit` bytes (the
+    /// last slice cut short if need be) and as many slices as `slices` holds. Unless they
+    /// take everything queued, they end on a multiple of `align` bytes when they hold one
+    /// (TLS: every record but the queue's last is full). Returns the slices filled and
+    /// the bytes they hold. (What [`Self::chunks`] gives, in one pass without an
+    /// iterator chain per slice: TLS gathers every record from these.)
+    pub(crate) fn fill_slices<'a>(
+        &'a self,
+        limit: usize,
+        align: usize,
+        slices: &mut [IoSlice<'a>],
+    ) -> (usize, usize) {
+        let align = align.max(1);
+        let (mut count, mut total) = (0usize, 0usize);
+        // The slice holding the last multiple of `align`, the piece it came from and the
+        // bytes of it up to that multiple.
+        let mut boundary: Option<(usize, &'a [u8], usize)> = None;
+        // The next multiple of `align` (dividing only when one is reached).
+        let mut mark = align;
+        let current: [&'a [u8]; 2] = [&self.current, &[]];
+        let pieces = self.ready.iter().map(Chunk::slices).chain([current]);
+        'fill: for pair in pieces {
+            for piece in pair {
+                if piece.is_empty() {
+                    continue;
+                }
+                let Some(slot) = slices.get_mut(count) else {
+                    break 'fill;
+                };
+                let take = piece.len().min(limit - total);
+                *slot = IoSlice::new(piece.get(..take).unwrap_or_default());
+                let before = total;
+                total += take;
+                if total >= mark {
+                    let last = total - total % align;
+                    boundary = Some((count, piece, last - before));
+                    mark = last + align;
+                }
+                count += 1;
+                if total == limit {
+                    break 'fill;
+                }
+            }
+        }
+        if total < self.len && total % align != 0 {
+            if let Some((at, piece, keep)) = boundary {
+                if let Some(slot) = slices.get_mut(at) {
+                    *slot = IoSlice::new(piece.get(..keep).unwrap_or_default());
+                    count = at + 1;
+                    total -= total % align;
+                }
+            }
+        }
+        (count, total)
     }
 
     /// Drops the first `n` queued bytes (they were written), across chunks.
@@ -242,10 +315,13 @@ impl SendQueue {
                 self.current.advance(left.min(self.current.len()));
                 break;
             };
-            left -= chunk.advance(left);
-            if chunk.is_empty() {
-                self.ready.pop_front();
+            let len = chunk.len();
+            if left < len {
+                chunk.advance(left);
+                break;
             }
+            left -= len;
+            self.ready.pop_front();
         }
         if self.len == 0 {
             self.release();
@@ -368,6 +444,55 @@ mod tests {
             q.advance(usize::MAX);
             assert!(q.is_empty() && q.chunks().next().is_none());
         }
+    }
+
+    /// The bytes `fill_slices` hands out, and how many slices hold them.
+    fn filled(q: &SendQueue, limit: usize, align: usize, slots: usize) -> (Vec<u8>, usize) {
+        let mut slices = vec![IoSlice::new(&[]); slots];
+        let (count, total) = q.fill_slices(limit, align, &mut slices);
+        let bytes: Vec<u8> = slices[..count]
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        assert_eq!(bytes.len(), total);
+        (bytes, count)
+    }
+
+    #[test]
+    fn filled_slices_stop_at_the_limit_and_end_on_a_multiple_of_the_alignment() {
+        let mut q = SendQueue::default();
+        q.gather();
+        // Three by-reference frames (705 bytes each) and a small one copied behind them.
+        for i in 0..3u8 {
+            q.push(FrameKind::Data, Bytes::from(vec![i; 700]));
+        }
+        q.push(FrameKind::Data, Bytes::from_static(b"tail"));
+        let all: Vec<u8> = q.chunks().flatten().copied().collect();
+        assert_eq!(all.len(), 3 * 705 + HEADER_LEN + 4);
+
+        // The limit cuts the last slice short.
+        let (bytes, count) = filled(&q, 2000, 1, 64);
+        assert_eq!((&bytes[..], count), (&all[..2000], 6));
+        // Not everything is taken: back to the last multiple of the alignment, which
+        // falls inside the second payload.
+        let (bytes, count) = filled(&q, 2000, 1000, 64);
+        assert_eq!((&bytes[..], count), (&all[..2000], 6), "2000 is a multiple");
+        let (bytes, count) = filled(&q, 1900, 1000, 64);
+        assert_eq!((&bytes[..], count), (&all[..1000], 4));
+        // Everything fits: taken whole, however it ends.
+        let (bytes, count) = filled(&q, 1 << 20, 1000, 64);
+        assert_eq!((&bytes[..], count), (&all[..], 7));
+        // Too few slots to reach a multiple: what fits, uncut.
+        let (bytes, count) = filled(&q, 1 << 20, 1000, 3);
+        assert_eq!((&bytes[..], count), (&all[..710], 3));
+        // Enough slots to pass one multiple but not the limit: cut back to it.
+        let (bytes, count) = filled(&q, 1 << 20, 1000, 5);
+        assert_eq!((&bytes[..], count), (&all[..1000], 4));
+
+        // After an advance that ends inside a header, the rest of it comes first.
+        q.advance(705 + 2);
+        let (bytes, _) = filled(&q, 1 << 20, 1, 64);
+        assert_eq!(bytes, all[705 + 2..]);
     }
 
     #[test]

@@ -27,17 +27,20 @@ use crate::send_queue::SendQueue;
 /// several 64 KiB frames rather than one frame and the first record of the next.
 const SEND_BATCH: usize = 256 * 1024;
 
-/// Plaintext bytes encrypted per step of a `poll_transmit`. Each step's records are
-/// copied out before the next step is encrypted, so they are still in the cache; a
-/// whole batch encrypted at once measured 0.78–0.82× hand-coalesced rustls at 1 KiB
-/// frames in memory, against 0.86–0.89× in steps (BENCHMARKS.md, issue 23).
-const ENCRYPT_STEP: usize = 64 * 1024;
+/// Plaintext bytes encrypted per step of a `poll_transmit`: one record. Each record is
+/// copied out right after it is encrypted, while it is still in the L1 cache; a whole
+/// batch encrypted at once measured 0.78–0.82× hand-coalesced rustls at 1 KiB frames
+/// in memory, 64 KiB steps 0.86–0.89×, record steps 0.89–0.92× (BENCHMARKS.md,
+/// issue 23).
+const ENCRYPT_STEP: usize = RECORD_PLAINTEXT;
 
 /// The most plaintext one TLS record carries (RFC 8446 §5.1, and rustls's fragment
 /// size unless configured otherwise, which palisade does not).
 const RECORD_PLAINTEXT: usize = 16 * 1024;
 
-/// Queue chunks handed to rustls per vectored write.
+/// Queue slices handed to rustls per vectored write (a record). 64 fill a record with
+/// frames from 512 B up (two slices each, header and payload); more cost more than
+/// they save, as rustls walks every slice of a write for each record it cuts.
 const MAX_SLICES: usize = 64;
 
 /// What reading socket bytes produced.
@@ -297,35 +300,12 @@ impl TlsSession {
     /// boundary: every record but the queue's last is full (a step that ended mid-record
     /// would leave a short record behind, one per step).
     fn encrypt_from(&mut self, queue: &mut SendQueue, limit: usize) -> usize {
-        let mut parts: [&[u8]; MAX_SLICES] = [&[]; MAX_SLICES];
-        let (mut count, mut total) = (0, 0);
-        for (part, chunk) in parts.iter_mut().zip(queue.chunks()) {
-            let take = chunk.len().min(limit - total);
-            *part = chunk.get(..take).unwrap_or_default();
-            count += 1;
-            total += take;
-            if total == limit {
-                break;
-            }
-        }
-        if total < queue.len() && total >= RECORD_PLAINTEXT {
-            // Cut back to whole records; the cut falls in some part.
-            let mut keep = total - total % RECORD_PLAINTEXT;
-            for part in parts.iter_mut().take(count) {
-                let take = part.len().min(keep);
-                *part = part.get(..take).unwrap_or_default();
-                keep -= take;
-            }
-        }
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        for (slot, part) in slices.iter_mut().zip(parts.iter().take(count)) {
-            *slot = IoSlice::new(part);
-        }
-        let slices = slices.get(..count).unwrap_or_default();
+        let (count, _) = queue.fill_slices(limit, RECORD_PLAINTEXT, &mut slices);
         let n = self
             .conn
             .writer()
-            .write_vectored(slices)
+            .write_vectored(slices.get(..count).unwrap_or_default())
             .unwrap_or_default();
         queue.advance(n);
         n
