@@ -301,12 +301,11 @@ impl FrameDecoder {
 /// limit first; a length past `u32::MAX` cannot be represented and is a caller bug the
 /// limits already exclude.
 pub fn encode_header(kind: FrameKind, len: usize, dst: &mut impl BufMut) {
-    dst.put_u8(kind.to_byte());
-    dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    dst.put_slice(&header(kind, len));
 }
 
-/// The header of a frame of `kind` with a payload of `len` bytes (as [`encode_header`]
-/// writes it).
+/// The header of a frame of `kind` with a payload of `len` bytes: the kind byte and the
+/// length as a big-endian `u32` (saturated; see [`encode_header`]).
 pub fn header(kind: FrameKind, len: usize) -> [u8; HEADER_LEN] {
     let [a, b, c, d] = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
     [kind.to_byte(), a, b, c, d]
