@@ -19,7 +19,7 @@ use super::config::TlsContext;
 use super::error::CertRefusal;
 use super::error::TlsError;
 use super::scope::LinkScope;
-use super::{CertNames, CertSummary, TlsPeer, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN};
+use super::{CertNames, TlsPeer, CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN};
 use crate::preface::{self, PrefaceError};
 use crate::send_queue::SendQueue;
 
@@ -360,8 +360,7 @@ impl TlsSession {
 
     /// When the peer's certificate ends (notAfter, unix seconds).
     pub(crate) fn peer_not_after(&self) -> Option<i64> {
-        let der = self.conn.peer_certificates()?.first()?;
-        CertSummary::parse(der).map(|s| s.not_after)
+        self.scope.accepted().map(|a| a.not_after)
     }
 }
 

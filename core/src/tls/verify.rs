@@ -97,6 +97,9 @@ pub(crate) struct PeerPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AcceptedCert {
     pub(crate) names: CertNames,
+    /// When the certificate ends (notAfter, unix seconds): kept from the one parse, so
+    /// the link's expiry needs no second.
+    pub(crate) not_after: i64,
 }
 
 /// A refusal: our account of it, and the rustls error that picks the peer's alert.
@@ -142,6 +145,7 @@ impl PeerPolicy {
         self.check_authorization(end_entity, server_name, verified.name_verified, names)?;
         Ok(AcceptedCert {
             names: names.clone(),
+            not_after: verified.summary.not_after,
         })
     }
 
