@@ -3,14 +3,14 @@
 //! send, under one writer lock so chunks never interleave.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use palisade_core::{CloseCode, CloseReason, Endpoint, PeerInfo};
 
 use crate::admission::Permit;
@@ -19,6 +19,7 @@ use crate::driver::{closing_bounds, READ_BUF};
 use crate::error::Error;
 use crate::link::{Link, REFUSAL_FLUSH};
 use crate::observe::{link_span, LinkObserver};
+use crate::outgoing::{consume, Gathered};
 
 /// Longest a reader thread blocks in `read` before it looks at the link again.
 const MAX_READ_WAIT: Duration = Duration::from_secs(1);
@@ -105,22 +106,13 @@ impl crate::follow::Follows for Shared {
 
 fn write_some(w: &mut TcpStream, out: &mut VecDeque<Bytes>) -> io::Result<()> {
     while !out.is_empty() {
-        let slices: Vec<IoSlice<'_>> = out.iter().take(64).map(|b| IoSlice::new(b)).collect();
-        let mut n = match w.write_vectored(&slices) {
+        let n = match w.write_vectored(Gathered::front(out).slices()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        while n > 0 {
-            let Some(front) = out.front_mut() else { break };
-            let take = n.min(front.len());
-            front.advance(take);
-            n -= take;
-            if front.is_empty() {
-                out.pop_front();
-            }
-        }
+        consume(out, n);
     }
     Ok(())
 }

@@ -11,18 +11,18 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_io::{AsyncRead, AsyncWrite};
 
 use crate::admission::Permit;
 use crate::link::Link;
+use crate::outgoing::{consume, Gathered};
 
 /// What an async runtime provides: a sleep and a way to run tasks.
 pub trait Runtime: Clone + Send + Sync + 'static {
@@ -163,24 +163,13 @@ where
     fn write(&mut self, cx: &mut Context<'_>) -> std::io::Result<bool> {
         let mut wrote = false;
         while !self.out.is_empty() {
-            let slices: Vec<IoSlice<'_>> =
-                self.out.iter().take(64).map(|b| IoSlice::new(b)).collect();
-            match Pin::new(&mut self.socket).poll_write_vectored(cx, &slices) {
+            let gathered = Gathered::front(&self.out);
+            match Pin::new(&mut self.socket).poll_write_vectored(cx, gathered.slices()) {
                 Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(mut n)) => {
+                Poll::Ready(Ok(n)) => {
                     wrote = true;
                     self.turn += n;
-                    while n > 0 {
-                        let Some(front) = self.out.front_mut() else {
-                            break;
-                        };
-                        let take = n.min(front.len());
-                        front.advance(take);
-                        n -= take;
-                        if front.is_empty() {
-                            self.out.pop_front();
-                        }
-                    }
+                    consume(&mut self.out, n);
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => break,

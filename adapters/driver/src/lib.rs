@@ -41,6 +41,7 @@ pub mod listener;
 pub mod live;
 pub mod metrics;
 pub mod observe;
+mod outgoing;
 pub mod serve;
 pub mod stream;
 
