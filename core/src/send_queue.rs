@@ -5,7 +5,7 @@
 //! of [`ZERO_COPY_MIN`] bytes or more is not copied: it is queued as a frame chunk, its
 //! header held inline beside the payload's own [`Bytes`].
 //!
-//! With TLS the queue is read as slices ([`SendQueue::chunks`]) that rustls gathers into
+//! With TLS the queue is read as slices ([`SendQueue::fill_slices`]) that rustls gathers into
 //! records, so a chunk costs no write of its own and payloads from
 //! [`ZERO_COPY_MIN_GATHERED`] bytes up are queued by reference too
 //! ([`SendQueue::gather`]).
@@ -254,8 +254,8 @@ impl SendQueue {
     /// last slice cut short if need be) and as many slices as `slices` holds. Unless they
     /// take everything queued, they end on a multiple of `align` bytes when they hold one
     /// (TLS: every record but the queue's last is full). Returns the slices filled and
-    /// the bytes they hold. (What [`Self::chunks`] gives, in one pass without an
-    /// iterator chain per slice: TLS gathers every record from these.)
+    /// the bytes they hold. One pass, no iterator chain per slice: TLS gathers every
+    /// record from these.
     pub(crate) fn fill_slices<'a>(
         &'a self,
         limit: usize,
